@@ -1,0 +1,180 @@
+"""The one frozen configuration of an experiment.
+
+``Config`` is the single source of truth: the CLI builds its options from the field metadata, the store
+names a result folder by ``config_hash``, and figure file names carry ``changed_fields``. Defaults are
+the seed README's table (SPEC §7). Every field is validated on construction; a bad value raises
+``ConfigError`` naming the CLI option and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value that the experiments cannot run with; the message names the CLI option."""
+
+
+def parse_dims(text: str) -> tuple[int, ...]:
+    """Parse ``"2,25,25,1"`` into ``(2, 25, 25, 1)``."""
+    try:
+        return tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers such as 2,25,25,1, got {text!r}") from None
+
+
+def _opt(help: str, choices: tuple[str, ...] | None = None, parse=None, **extra) -> dict:
+    return {"help": help, "choices": choices, "parse": parse, **extra}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines an experiment's numbers (and nothing that does not)."""
+
+    experiment: str = field(default="epoch", metadata=_opt("experiment kind", ("epoch",), cli=False))
+    teacher_dims: tuple[int, ...] = field(
+        default=(2, 25, 25, 1),
+        metadata=_opt("teacher layer widths d0,d1,...,dL (tanh hidden layers, linear output)", parse=parse_dims),
+    )
+    student_dims: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_opt("student layer widths, each >= the teacher's; the teacher is padded with zeros", parse=parse_dims),
+    )
+    learning_rate: float = field(default=1e-2, metadata=_opt("step size eta (> 0)", parse=float))
+    noise_sigma: float = field(default=1e-3, metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float))
+    initial_permut: float = field(
+        default=0.0, metadata=_opt("student start: teacher + p*xi, p >= 0 (the seed's initial_permut)", parse=float)
+    )
+    perturbation: str = field(
+        default="uniform", metadata=_opt("distribution of xi: uniform U[-1,1] or normal N(0,1)", ("uniform", "normal"))
+    )
+    student_init: str = field(
+        default="perturb",
+        metadata=_opt("student start: perturb the teacher, or a fresh Glorot network", ("perturb", "random")),
+    )
+    bias_init: str = field(
+        default="zero",
+        metadata=_opt("initial biases: zero (the seed; teacher sits at the edge of F) or uniform U(-1,1)", ("zero", "uniform")),
+    )
+    train: str = field(
+        default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", ("vanilla", "l1", "drr"))
+    )
+    alpha: float = field(default=1e-4, metadata=_opt("regulariser strength alpha for l1 and drr (>= 0)", parse=float))
+    beta: float = field(default=10.0, metadata=_opt("drr sharpness beta (> 0)", parse=float))
+    rho: float = field(default=0.0, metadata=_opt("drr weight-decay strength rho (>= 0)", parse=float))
+    optimizer: str = field(default="gd", metadata=_opt("plain gradient descent or Adam(0.9, 0.999, 1e-8)", ("gd", "adam")))
+    projection: str = field(
+        default="jitter",
+        metadata=_opt("projection onto the generic class F: ulp jitter of violating entries, or none", ("jitter", "off")),
+    )
+    projection_frequency: int = field(
+        default=1, metadata=_opt("project the student after epochs n, 2n, ...; 0 never (>= 0)", parse=int)
+    )
+    seed: int = field(default=42, metadata=_opt("base seed; run r draws everything from seed + r", parse=int))
+    epochs: int = field(default=500, metadata=_opt("training epochs E (>= 0); one full-batch step each", parse=int))
+    runs: int = field(default=10, metadata=_opt("independent runs R (>= 1)", parse=int))
+    dataset_size: int = field(default=10_000, metadata=_opt("training samples N (>= 1)", parse=int))
+    test_set_size: int = field(default=1_000, metadata=_opt("test samples M (>= 1)", parse=int))
+    dtype: str = field(default="float64", metadata=_opt("floating-point precision", ("float64", "float32")))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            kind = type(f.default)
+            if kind in (int, float):
+                value = getattr(self, f.name)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'} (got {value!r})")
+                object.__setattr__(self, f.name, kind(value))
+        if self.student_dims is None:
+            object.__setattr__(self, "student_dims", self.teacher_dims)
+        object.__setattr__(self, "teacher_dims", tuple(self.teacher_dims))
+        object.__setattr__(self, "student_dims", tuple(self.student_dims))
+        self._validate()
+
+    def _validate(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)} (got {value!r})")
+        for name in ("teacher_dims", "student_dims"):
+            dims = getattr(self, name)
+            if len(dims) < 3 or any(d < 1 for d in dims):
+                raise ConfigError(
+                    f"{flag(name)} needs at least 3 positive sizes d0,d1,...,dL (one hidden layer or more), got "
+                    + ",".join(map(str, dims))
+                )
+        t, s = self.teacher_dims, self.student_dims
+        if len(s) != len(t) or s[0] != t[0] or s[-1] != t[-1] or any(a < b for a, b in zip(s, t)):
+            raise ConfigError(
+                f"--student-dims must have the teacher's depth, input and output sizes and be at least as wide "
+                f"in every hidden layer (teacher {','.join(map(str, t))}, student {','.join(map(str, s))})"
+            )
+        positive = {"learning_rate": self.learning_rate, "beta": self.beta}
+        nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha, "rho": self.rho}
+        at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1), "test_set_size": (self.test_set_size, 1),
+                    "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0)}
+        for name, value in positive.items():
+            if not value > 0 or value != value or value == float("inf"):
+                raise ConfigError(f"{flag(name)} must be a finite number > 0 (got {value})")
+        for name, value in nonnegative.items():
+            if not value >= 0 or value == float("inf"):
+                raise ConfigError(f"{flag(name)} must be a finite number >= 0 (got {value})")
+        for name, (value, low) in at_least.items():
+            if value < low:
+                raise ConfigError(f"{flag(name)} must be an integer >= {low} (got {value})")
+
+    # ---- identity -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def config_hash(self) -> str:
+        """12 hex digits of the SHA-256 of the canonical JSON of all fields: the store key."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def changed_fields(self) -> dict[str, Any]:
+        """Fields whose value differs from the default, in declaration order (``experiment`` excluded)."""
+        default = Config(experiment=self.experiment)
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "experiment" and getattr(self, f.name) != getattr(default, f.name)
+        }
+
+    def figure_stem(self) -> str:
+        """File-name stem carrying every parameter that differs from its default, e.g.
+        ``epoch_initial-permut=0.01_noise-sigma=0_train=drr``."""
+        parts = [self.experiment]
+        for name, value in self.changed_fields().items():
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+            parts.append(f"{name.replace('_', '-')}={text}")
+        return "_".join(parts)
+
+
+def flag(name: str) -> str:
+    """CLI option of a config field: ``learning_rate`` -> ``--learning-rate``."""
+    return "--" + name.replace("_", "-")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Experiment A of the seed: perturbed start, clean data, the seed script's DRR rule, plain GD.
+    "A": {"initial_permut": 1e-2, "noise_sigma": 0.0, "train": "drr", "alpha": 1e-4, "beta": 10.0, "rho": 0.0,
+          "optimizer": "gd", "learning_rate": 1e-2},
+    # Experiment B of the seed: exact start, noisy labels, vanilla GD.
+    "B": {"initial_permut": 0.0, "noise_sigma": 1e-3, "train": "vanilla", "optimizer": "gd"},
+}
+"""Named set-ups: ``--preset A`` / ``--preset B`` set these fields; explicit options override them."""

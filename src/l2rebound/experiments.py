@@ -1,0 +1,157 @@
+"""Experiments as pure functions from a ``Config`` to a result (SPEC §7).
+
+``run_epoch_experiment(config)`` is the epoch experiment (the seed's A and B): for run r = 1..R the key
+``seed + r`` draws teacher, train set, test set and student; every epoch 0..E records the ``METRICS``.
+Runs are processed in chunks of ``CHUNK_RUNS`` (cache-sized; the last chunk is padded so that one
+compiled program serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
+blocks, no host round-trip inside one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l2rebound.config import Config
+from l2rebound.data import draw_split
+from l2rebound.genericity import project_jitter
+from l2rebound.nets import init_glorot, pad
+from l2rebound.train import METRICS, Hyper, Problem, Spec, evaluate_final, init_state, train_block
+
+CHUNK_RUNS = 10
+BLOCK_EPOCHS = 50
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Outcome of the epoch experiment.
+
+    metrics: name -> array (R, E + 1), epoch 0 = before training; NaN from a run's divergence on.
+    teacher: (R, P_teacher) each run's teacher after projection, in the teacher's own shape.
+    student_init: (R, P_student) each run's initial student.
+    diverged_at: (R,) first epoch with a non-finite metric, -1 for runs that finished.
+    """
+
+    config: Config
+    metrics: dict[str, np.ndarray]
+    teacher: np.ndarray
+    student_init: np.ndarray
+    diverged_at: np.ndarray
+
+
+def spec_of(config: Config) -> Spec:
+    return Spec(config.student_dims, config.train, config.optimizer, config.projection, config.projection_frequency)
+
+
+def hyper_of(config: Config, runs: int, sigma=None) -> Hyper:
+    """Per-run hyper-parameters (runs,) in the config's dtype; ``sigma`` overrides the noise level."""
+    sigma = config.noise_sigma if sigma is None else sigma
+    values = (config.learning_rate, sigma, config.alpha, config.beta, config.rho)
+    return Hyper(*(jnp.broadcast_to(jnp.asarray(v, config.dtype), (runs,)) for v in values))
+
+
+PRNG = "rbg"
+"""Key implementation: XLA's RngBitGenerator (compiles about twice as fast as threefry on CPU; streams are
+reproducible on one machine and backend, not across them)."""
+
+
+def _draw_spec(config: Config) -> Config:
+    """The config with every field that ``_setup`` does not read (or reads traced) reset to its default:
+    the static jit key, so sweeps over seeds, noise levels or step sizes reuse one compiled setup."""
+    used = ("teacher_dims", "student_dims", "bias_init", "projection", "student_init", "perturbation",
+            "dataset_size", "test_set_size", "dtype")
+    return Config(**{name: getattr(config, name) for name in used})
+
+
+@partial(jax.jit, static_argnames=("draw",))
+def _setup(draw: Config, teacher_seed, run_seed, initial_permut):
+    """Teacher, data and initial student of one run (vmapped by the caller over the seeds)."""
+    dtype = jnp.dtype(draw.dtype)
+    key_teacher, key_project = jax.random.split(jax.random.key(teacher_seed, impl=PRNG))
+    _, key_train, key_test, key_student, key_train_proj = jax.random.split(jax.random.key(run_seed, impl=PRNG), 5)
+    teacher = init_glorot(key_teacher, draw.teacher_dims, draw.bias_init, dtype)
+    if draw.projection != "off":
+        teacher = project_jitter(teacher, draw.teacher_dims, key_project)
+    padded = pad(teacher, draw.teacher_dims, draw.student_dims)
+    problem = Problem(
+        padded,
+        draw_split(key_train, padded, draw.student_dims, draw.dataset_size, dtype),
+        draw_split(key_test, padded, draw.student_dims, draw.test_set_size, dtype),
+    )
+    if draw.student_init == "random":
+        student = init_glorot(key_student, draw.student_dims, draw.bias_init, dtype)
+    elif draw.perturbation == "uniform":
+        student = padded + initial_permut * jax.random.uniform(key_student, padded.shape, dtype, -1.0, 1.0)
+    else:
+        student = padded + initial_permut * jax.random.normal(key_student, padded.shape, dtype)
+    return teacher, problem, student, key_train_proj
+
+
+def setup_runs(config: Config, teacher_seeds: np.ndarray, run_seeds: np.ndarray):
+    """Teacher (R, P_t), problem, initial student (R, P_s) and projection key of each run."""
+    permut = jnp.full(len(run_seeds), config.initial_permut, config.dtype)
+    return jax.vmap(partial(_setup, _draw_spec(config)))(jnp.asarray(teacher_seeds), jnp.asarray(run_seeds), permut)
+
+
+def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None):
+    """Train a batch of runs for ``config.epochs`` epochs, block by block.
+
+    Returns (metrics: name -> (R, E + 1) numpy arrays, diverged_at (R,), final θ (R, P)).
+    ``on_progress(n)`` is called after each block with the number of epochs it advanced.
+    """
+    spec = spec_of(config)
+    epochs = config.epochs
+    state = jax.vmap(partial(init_state, spec))(student, keys)
+    blocks = max(1, math.ceil(epochs / BLOCK_EPOCHS))
+    length = math.ceil(epochs / blocks)
+    pieces = []
+    for block in range(blocks if epochs else 0):
+        start = block * length
+        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length)
+        pieces.append(jax.device_get(metrics))
+        if on_progress:
+            on_progress(min(length, epochs - start))
+    state, final = evaluate_final(spec, hyper, problem, state, epochs)
+    final = jax.device_get(final)
+    runs = len(student)
+    recorded = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :epochs] if pieces else np.zeros((runs, 0))
+                for k in METRICS}
+    out = {name: np.concatenate([recorded[name], final[name][:, None]], axis=1) for name in METRICS if name != "stalled"}
+    # ``stalled`` is recorded per step out of an epoch: epoch e holds the step into e, epoch 0 none.
+    out["stalled"] = np.concatenate([np.zeros((runs, 1)), recorded["stalled"]], axis=1)
+    return out, np.asarray(state.diverged_at), np.asarray(state.theta)
+
+
+def run_chunks(runs: int, work: Callable[[np.ndarray, int], dict], chunk: int = CHUNK_RUNS) -> dict:
+    """Apply ``work(index, real)`` to run indices 1..R in chunks of ``chunk`` (the last padded by
+    repeating its final index; ``real`` counts the genuine ones, whose results are kept) and concatenate
+    the arrays it returns along axis 0."""
+    chunk = min(chunk, runs)
+    parts = []
+    for first in range(1, runs + 1, chunk):
+        index = np.arange(first, first + chunk)
+        real = int(np.sum(index <= runs))
+        out = work(np.minimum(index, runs), real)
+        parts.append({k: v[:real] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def run_epoch_experiment(config: Config, on_progress=None) -> EpochResult:
+    """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
+    ``on_progress(n)`` is called as run-epochs complete (R · E in total)."""
+
+    def work(index, real):
+        seeds = config.seed + index
+        teacher, problem, student, keys = setup_runs(config, seeds, seeds)
+        progress = (lambda n: on_progress(n * real)) if on_progress else None
+        metrics, diverged, _ = train_runs(config, hyper_of(config, len(index)), problem, student, keys, progress)
+        return {**metrics, "teacher": np.asarray(teacher), "student_init": np.asarray(student), "diverged_at": diverged}
+
+    out = run_chunks(config.runs, work)
+    return EpochResult(config, {k: out[k] for k in METRICS}, out["teacher"], out["student_init"], out["diverged_at"])

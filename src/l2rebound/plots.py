@@ -1,0 +1,158 @@
+"""Figures and a terminal summary of the epoch experiment (the seed's two-panel ℓ₂ / loss figure).
+
+``plot_epoch`` writes two views of an ``EpochResult``: the seed's normalised one (each run's curve
+scaled to [0, 1], then averaged over runs) and an absolute one (means with min–max bands over runs, log
+axes). ``summary_table`` gives the key numbers as plain text. Both use only the runs that finished
+(``diverged_at == -1``); diverged runs are named, and if none finished they raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import textwrap
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from l2rebound.experiments import EpochResult
+
+L2 = "ℓ₂"
+STYLE = {  # metric -> (legend label, colour, line style); ℓ₂ goes in the upper panel, the rest below
+    "l2": (f"{L2}(teacher - student)", "tab:orange", "-"),
+    "train_loss": ("Train loss", "tab:red", "-"),
+    "test_loss": ("Test loss", "tab:blue", "-"),
+    "clean_test_loss": ("Clean test loss (vs. teacher)", "dimgray", "--"),
+}
+DPI = 150
+
+
+def finished_metrics(result: EpochResult) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The metrics of the runs that finished, (R_ok, E + 1) each, and one line per diverged run
+    (runs numbered 1..R as in the experiment). Raises ``ValueError`` if every run diverged."""
+    diverged_at = np.asarray(result.diverged_at)
+    ok = diverged_at == -1
+    lines = [f"run {r + 1} diverged at epoch {diverged_at[r]}" for r in np.flatnonzero(~ok)]
+    if not ok.any():
+        raise ValueError(f"all {len(ok)} runs diverged, nothing to plot or summarise: " + "; ".join(lines))
+    return {name: np.asarray(values, dtype=float)[ok] for name, values in result.metrics.items()}, lines
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Scale each row of ``x`` (R, T) to [0, 1] by its own min and max; a constant row becomes 0."""
+    low = x.min(axis=1, keepdims=True)
+    span = x.max(axis=1, keepdims=True) - low
+    return np.divide(x - low, span, out=np.zeros_like(x), where=span > 0)
+
+
+def _value(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def subtitle(result: EpochResult) -> str:
+    """Non-default parameters as ``k=v`` (or "defaults"), the number of runs and how many diverged."""
+    changed = {k: v for k, v in result.config.changed_fields().items() if k != "runs"}
+    runs = len(result.diverged_at)
+    diverged = int(np.sum(np.asarray(result.diverged_at) != -1))
+    text = (", ".join(f"{k}={_value(v)}" for k, v in changed.items()) or "defaults") + f"; {runs} runs"
+    if diverged:
+        text += f" ({diverged} of {runs} runs diverged, not shown)"
+    return textwrap.fill(text, 110)
+
+
+def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Figure:
+    """ℓ₂ over epochs above, losses below, sharing the epoch axis.
+
+    series: metric name (a key of ``STYLE``) -> (centre, low, high), arrays (E + 1,); low and high
+    bound a shaded band, or are None for none. The minimum of the ℓ₂ centre curve is marked.
+    title, note: figure title and the small subtitle line; scale: appended to the y labels.
+    log: log y-axes, with non-positive values masked (left out) rather than clipped.
+    """
+    def shown(curve):
+        return np.where(curve > 0, curve, np.nan) if log and curve is not None else curve
+
+    fig = Figure(figsize=(8, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for name, (centre, low, high) in series.items():
+        ax = top if name == "l2" else bottom
+        label, colour, style = STYLE[name]
+        epochs = np.arange(len(centre))
+        ax.plot(epochs, shown(centre), color=colour, ls=style, label=label)
+        if low is not None:
+            ax.fill_between(epochs, shown(low), shown(high), color=colour, alpha=0.2, lw=0)
+    l2 = series["l2"][0]
+    best = int(np.argmin(l2))
+    top.plot([best], shown(l2[best : best + 1]), "o:", color="k", mfc=STYLE["l2"][1], lw=0.8,
+             label=f"min {L2} at epoch {best}")
+    for ax in (top, bottom):
+        ax.axvline(best, color="k", ls=":", lw=0.8)
+        ax.set_yscale("log" if log else "linear")
+        ax.legend(loc="best", fontsize="small")
+        ax.grid(alpha=0.3)
+    top.set_ylabel(L2 + scale)
+    bottom.set_ylabel("Loss" + scale)
+    bottom.set_xlabel("Epoch")
+    fig.suptitle(title)
+    top.set_title(note, fontsize="small")
+    return fig
+
+
+def save_atomic(fig: Figure, path: pathlib.Path) -> None:
+    """Save ``fig`` to ``path`` (format from its suffix) via a temp file in the same folder and
+    ``os.replace``, so a reader never sees a half-written file."""
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=DPI)
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, path)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+
+
+def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
+    """Write the normalised and the absolute view of ``result`` into ``folder`` (created if missing),
+    each as SVG and PNG named ``{figure_stem}_{view}.{svg,png}``; returns the four paths."""
+    metrics, _ = finished_metrics(result)
+    runs = len(metrics["l2"])
+    note = subtitle(result)
+    normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None) for k in ("l2", "train_loss", "test_loss")}
+    absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in STYLE}
+    views = {
+        "normalised": two_panels(
+            normalised, f"Each run's curve normalised to [0, 1] (its min to its max), then averaged over {runs} runs",
+            note, " (normalised)", log=False),
+        "absolute": two_panels(absolute, f"Mean over {runs} runs, band: min–max over runs", note, "", log=True),
+    }
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for view, fig in views.items():
+        for suffix in ("svg", "png"):
+            paths.append(folder / f"{result.config.figure_stem()}_{view}.{suffix}")
+            save_atomic(fig, paths[-1])
+    return paths
+
+
+def summary_table(result: EpochResult) -> str:
+    """Plain-text table of ``result`` over the runs that finished: one row per quantity (ℓ₂ minimum
+    and its epoch, final ℓ₂, final/min ratio, final losses) as mean ± std over runs, then one line per
+    diverged run. A run whose ℓ₂ minimum is 0 (exact start) has an infinite final/min ratio."""
+    m, diverged = finished_metrics(result)
+    l2 = m["l2"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rows = {
+            f"min {L2}": l2.min(axis=1),
+            f"epoch of min {L2}": l2.argmin(axis=1).astype(float),
+            f"final {L2}": l2[:, -1],
+            "final/min ratio": l2[:, -1] / l2.min(axis=1),
+            "final train loss": m["train_loss"][:, -1],
+            "final test loss": m["test_loss"][:, -1],
+            "final clean test loss": m["clean_test_loss"][:, -1],
+        }
+        stats = {name: (np.mean(v), np.std(v)) for name, v in rows.items()}
+    lines = [f"{'':<22}{'mean':>11} ± std   over {len(l2)} runs"]
+    lines += [f"{name:<22}{mean:>11.4g} ± {std:.4g}" for name, (mean, std) in stats.items()]
+    return "\n".join(lines + diverged)

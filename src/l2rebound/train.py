@@ -1,0 +1,163 @@
+"""The training engine: full-batch steps over a batch of runs, epochs as a ``lax.scan`` (SPEC §4).
+
+One run is a student θ (P,) trained on its own teacher and data. ``train_block`` advances a batch of runs
+(leading axis R) by a fixed number of epochs in one compiled call and returns the metrics of every epoch
+it passed, computed inside the scan. Shapes, the training rule, the optimiser and the projection schedule
+are static (``Spec``); step sizes, noise levels and regulariser strengths are traced arrays (``Hyper``),
+so one compiled program serves a whole sweep over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from l2rebound.data import Split
+from l2rebound.genericity import project_jitter
+from l2rebound.nets import forward, layer_factors
+
+METRICS = ("l2", "train_loss", "test_loss", "clean_test_loss", "stalled")
+"""Recorded per run and epoch. ``stalled``: fraction of parameters whose step into this epoch was
+non-zero but rounded away (below half an ulp of the parameter); 0 at epoch 0."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Static description of the training program (hashable: a jit cache key)."""
+
+    dims: tuple[int, ...]
+    rule: str  # "vanilla" | "l1" | "drr"
+    optimizer: str  # "gd" | "adam"
+    projection: str  # "jitter" | "off"
+    projection_frequency: int  # 0: never; n: after epochs n, 2n, ...
+
+
+class Hyper(NamedTuple):
+    """Per-run scalars (traced): step size η, label noise σ, regulariser α, β, ρ."""
+
+    learning_rate: jax.Array
+    sigma: jax.Array
+    alpha: jax.Array
+    beta: jax.Array
+    rho: jax.Array
+
+
+class Problem(NamedTuple):
+    """What a run trains against: the teacher θ_t padded to the student's shape (P,), and its data."""
+
+    teacher: jax.Array
+    train: Split
+    test: Split
+
+
+class State(NamedTuple):
+    """Per-run training state: student θ (P,), optimiser state, projection key, and the first epoch whose
+    metrics were not finite (-1 while the run is healthy)."""
+
+    theta: jax.Array
+    opt_state: optax.OptState
+    key: jax.Array
+    diverged_at: jax.Array
+
+
+def _transform(optimizer: str) -> optax.GradientTransformation:
+    """Direction of a step before scaling by -η: the gradient itself, or Adam's moment ratio."""
+    return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8) if optimizer == "adam" else optax.identity()
+
+
+def init_state(spec: Spec, theta, key) -> State:
+    """Fresh state for a student θ (P,); ``key`` drives the projection's jitter."""
+    return State(theta, _transform(spec.optimizer).init(theta), key, jnp.asarray(-1))
+
+
+def mse(theta, dims, x, y):
+    """Mean squared error over samples and outputs."""
+    return jnp.mean((forward(theta, dims, x) - y) ** 2)
+
+
+def regulariser_grad(spec: Spec, hyper: Hyper, theta):
+    """Gradient of the training rule's penalty, added to the loss gradient (SPEC §4); shape (P,)."""
+    if spec.rule == "l1":
+        return hyper.alpha * jnp.sign(theta)
+    if spec.rule == "drr":
+        factor = jnp.asarray(layer_factors(spec.dims), theta.dtype)
+        return factor * (hyper.alpha * hyper.beta * jnp.sign(theta) * jnp.exp(-hyper.beta * jnp.abs(theta))
+                         + 2 * hyper.rho * theta)
+    return jnp.zeros_like(theta)
+
+
+def evaluate(spec: Spec, hyper: Hyper, problem: Problem, theta, train_loss):
+    """Metrics of one run at θ, given its train loss there: a dict of scalars keyed like ``METRICS``."""
+    out = forward(theta, spec.dims, problem.test.x)
+    return {
+        "l2": jnp.linalg.norm(theta - problem.teacher),
+        "train_loss": train_loss,
+        "test_loss": jnp.mean((out - problem.test.labels(hyper.sigma)) ** 2),
+        "clean_test_loss": jnp.mean((out - problem.test.clean) ** 2),
+    }
+
+
+def _record(state: State, metrics: dict, epoch):
+    """Mark divergence at the first non-finite metric; metrics of a diverged run become NaN."""
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+    diverged_at = jnp.where((state.diverged_at < 0) & ~finite, epoch, state.diverged_at)
+    metrics = {k: jnp.where(diverged_at >= 0, jnp.nan, v) for k, v in metrics.items()}
+    return state._replace(diverged_at=diverged_at), metrics
+
+
+def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoch):
+    """Record the metrics at θ_epoch, then take the step to θ_{epoch+1} (a no-op once epoch >= epochs)."""
+    y = problem.train.labels(hyper.sigma)
+    loss, grad = jax.value_and_grad(mse)(state.theta, spec.dims, problem.train.x, y)
+    state, metrics = _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
+
+    direction, opt_state = _transform(spec.optimizer).update(grad + regulariser_grad(spec, hyper, state.theta),
+                                                             state.opt_state)
+    update = -hyper.learning_rate * direction
+    theta = state.theta + update
+    stalled = jnp.mean((update != 0) & (theta == state.theta))
+    if spec.projection == "jitter" and spec.projection_frequency > 0:
+        theta = jax.lax.cond(
+            (epoch + 1) % spec.projection_frequency == 0,
+            lambda t: project_jitter(t, spec.dims, jax.random.fold_in(state.key, epoch + 1)),
+            lambda t: t,
+            theta,
+        )
+    active = epoch < epochs
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
+    state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))
+    return state, (metrics, stalled)
+
+
+@partial(jax.jit, static_argnames=("spec", "length"))
+def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start, epochs, length: int):
+    """Advance a batch of runs (leading axis R on every argument but ``start``/``epochs``) through epochs
+    ``start, ..., start + length - 1``; steps at or past ``epochs`` leave the state unchanged.
+
+    Returns the new state and, for each epoch of the block, the metrics at its start: a dict of arrays
+    of shape (R, length), plus ``stalled`` of the step out of that epoch.
+    """
+
+    def one_run(hyper, problem, state):
+        return jax.lax.scan(partial(_step, spec, hyper, problem, epochs), state, start + jnp.arange(length))
+
+    state, (metrics, stalled) = jax.vmap(one_run)(hyper, problem, state)
+    return state, {**metrics, "stalled": stalled}
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def evaluate_final(spec: Spec, hyper: Hyper, problem: Problem, state: State, epoch):
+    """Metrics of a batch of runs at their current θ, recorded as epoch ``epoch``: dict of (R,) arrays."""
+
+    def one_run(hyper, problem, state):
+        loss = mse(state.theta, spec.dims, problem.train.x, problem.train.labels(hyper.sigma))
+        return _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
+
+    return jax.vmap(one_run)(hyper, problem, state)
+

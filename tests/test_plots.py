@@ -1,0 +1,109 @@
+"""Tests of l2rebound.plots on hand-made EpochResults: files written atomically and well-formed, the
+summary's numbers, the exact-start (ℓ₂ = 0) case on log axes, diverged runs left out and reported."""
+
+import warnings
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from l2rebound.config import Config
+from l2rebound.experiments import EpochResult
+from l2rebound.plots import normalise, plot_epoch, summary_table
+
+RUNS, EPOCHS, DIP = 3, 20, 7
+
+
+def make_result(l2=None, diverged_at=None, runs=RUNS, epochs=EPOCHS):
+    """Synthetic result: ℓ₂ falls to a minimum at epoch DIP in every run, then rises linearly; losses decay."""
+    t = np.arange(epochs + 1, dtype=float)
+    scale = 1.0 + 0.1 * np.arange(runs)[:, None]
+    if l2 is None:
+        l2 = scale * (0.01 + 0.001 * np.abs(t - DIP) * np.where(t < DIP, 3.0, 1.0))
+    train = scale * (0.5 * np.exp(-t / 5) + 1e-3)
+    metrics = {"l2": l2, "train_loss": train, "test_loss": 1.2 * train, "clean_test_loss": 0.8 * train,
+               "stalled": np.zeros_like(train)}
+    diverged_at = np.full(runs, -1) if diverged_at is None else np.asarray(diverged_at)
+    for r, e in enumerate(diverged_at):
+        if e >= 0:
+            for v in metrics.values():
+                v[r, e:] = np.nan
+    return EpochResult(Config(runs=runs, epochs=epochs), metrics, np.zeros((runs, 4)), np.zeros((runs, 4)), diverged_at)
+
+
+def plot_quietly(result, folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return plot_epoch(result, folder)
+
+
+def test_plot_writes_four_wellformed_files_atomically(tmp_path):
+    result = make_result()
+    paths = plot_quietly(result, tmp_path)
+    stem = result.config.figure_stem()
+    assert sorted(p.name for p in paths) == sorted(
+        f"{stem}_{view}.{ext}" for view in ("normalised", "absolute") for ext in ("svg", "png"))
+    assert stem == "epoch_epochs=20_runs=3"
+    for p in paths:
+        assert p.parent == tmp_path and p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert ET.parse(p).getroot().tag.endswith("svg")
+    assert sorted(tmp_path.iterdir()) == sorted(paths)  # no temp files left behind
+
+
+def test_svg_carries_titles_and_min_epoch(tmp_path):
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # keep text as text so it can be searched
+        paths = plot_quietly(make_result(diverged_at=[-1, 5, -1]), tmp_path)
+    normalised = next(p for p in paths if p.name.endswith("_normalised.svg")).read_text()
+    absolute = next(p for p in paths if p.name.endswith("_absolute.svg")).read_text()
+    assert "normalised to [0, 1]" in normalised and "averaged over 2 runs" in normalised
+    assert f"min ℓ₂ at epoch {DIP}" in normalised and f"min ℓ₂ at epoch {DIP}" in absolute
+    assert "1 of 3 runs diverged, not shown" in absolute
+    assert "epochs=20; 3 runs" in absolute
+
+
+def test_summary_reports_min_epoch_and_ratio():
+    result = make_result()
+    table = summary_table(result)
+    rows = {line[:22].strip(): line[22:] for line in table.splitlines()}
+    assert rows["epoch of min ℓ₂"].split() == ["7", "±", "0"]
+    l2 = result.metrics["l2"]
+    ratio = l2[:, -1] / l2[:, DIP]
+    assert float(rows["final/min ratio"].split()[0]) == pytest.approx(ratio.mean(), rel=1e-3)
+    assert "diverged" not in table
+
+
+def test_exact_start_plots_without_warnings(tmp_path):
+    t = np.arange(EPOCHS + 1, dtype=float)
+    l2 = np.tile(1e-3 * np.sqrt(t), (RUNS, 1))  # 0 at epoch 0, only grows
+    paths = plot_quietly(make_result(l2=l2), tmp_path)
+    assert len(paths) == 4 and all(p.stat().st_size > 0 for p in paths)
+    assert "epoch of min ℓ₂" in summary_table(make_result(l2=l2))
+
+
+def test_diverged_run_excluded_and_reported(tmp_path):
+    result = make_result(diverged_at=[-1, 5, -1])
+    table = summary_table(result)
+    assert "run 2 diverged at epoch 5" in table
+    assert "over 2 runs" in table
+    final_train = float(next(x for x in table.splitlines() if x.startswith("final train loss"))[22:].split()[0])
+    assert final_train == pytest.approx(result.metrics["train_loss"][[0, 2], -1].mean(), rel=1e-3)
+    assert len(plot_quietly(result, tmp_path)) == 4
+
+
+def test_all_diverged_raises(tmp_path):
+    result = make_result(diverged_at=[3, 5, 4])
+    with pytest.raises(ValueError, match="all 3 runs diverged"):
+        plot_epoch(result, tmp_path)
+    with pytest.raises(ValueError, match="all 3 runs diverged"):
+        summary_table(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_normalise_rows_and_constant_row():
+    x = np.array([[2.0, 4.0, 3.0], [5.0, 5.0, 5.0]])
+    np.testing.assert_array_equal(normalise(x), [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]])

@@ -1,0 +1,94 @@
+"""The JAX engine against the NumPy reference, finite differences, divergence and the projection schedule."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2rebound import Config, reference
+from l2rebound.experiments import hyper_of, setup_runs, spec_of, train_runs
+from l2rebound.train import METRICS, mse, regulariser_grad
+
+SMALL = dict(teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, runs=2, epochs=50)
+
+
+def _start(config):
+    seeds = config.seed + np.arange(1, config.runs + 1)
+    return setup_runs(config, seeds, seeds)
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "adam"])
+@pytest.mark.parametrize("rule", ["vanilla", "l1", "drr"])
+def test_engine_matches_numpy_reference_over_50_epochs(rule, optimizer):
+    config = Config(**SMALL, train=rule, optimizer=optimizer, initial_permut=0.05, noise_sigma=1e-2,
+                    rho=1e-3 if rule == "drr" else 0.0, alpha=1e-3, learning_rate=5e-2 if optimizer == "gd" else 1e-3)
+    _, problem, student, keys = _start(config)
+    metrics, diverged, final = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
+    assert (diverged == -1).all()
+    assert final.dtype == np.float64
+    for r in range(config.runs):
+        train, test = jax.tree.map(lambda a: np.asarray(a[r]), (problem.train, problem.test))
+        ref = reference.train(
+            np.asarray(student[r]), np.asarray(problem.teacher[r]), config.student_dims,
+            train.x, train.labels(config.noise_sigma), test.x, test.labels(config.noise_sigma), test.clean,
+            epochs=config.epochs, rule=rule, alpha=config.alpha, beta=config.beta, rho=config.rho,
+            optimizer=optimizer, lr=config.learning_rate,
+        )
+        for name in METRICS[:-1]:
+            np.testing.assert_allclose(metrics[name][r], ref[name], rtol=0, atol=1e-10, err_msg=name)
+        # the metrics moved: the comparison is not between two constant curves
+        assert abs(ref["l2"][-1] - ref["l2"][0]) > 1e-4
+
+
+def test_gradient_matches_finite_differences():
+    config = Config(**SMALL)
+    _, problem, student, _ = _start(config)
+    theta, x, y = student[0], problem.train.x[0], problem.train.labels(0.1)[0]
+    grad = jax.grad(mse)(theta, config.student_dims, x, y)
+    h = 1e-6
+    rng = np.random.default_rng(0)
+    for i in rng.choice(theta.size, 12, replace=False):
+        e = jnp.zeros_like(theta).at[i].set(h)
+        fd = (mse(theta + e, config.student_dims, x, y) - mse(theta - e, config.student_dims, x, y)) / (2 * h)
+        assert abs(fd - grad[i]) <= 1e-7 * max(1.0, abs(fd)), i
+
+
+@pytest.mark.parametrize("rule", ["l1", "drr"])
+def test_regulariser_gradient_matches_reference(rule):
+    config = Config(train=rule, rho=0.3, alpha=1e-2)
+    theta = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, 751)).at[3].set(0.0)
+    hyper = jax.tree.map(lambda a: a[0], hyper_of(config, 1))
+    ours = regulariser_grad(spec_of(config), hyper, theta)
+    ref = reference.regulariser_grad(np.asarray(theta), config.student_dims, rule, 1e-2, 10.0, 0.3)
+    np.testing.assert_allclose(ours, ref, rtol=1e-14, atol=0)
+    assert ours[3] == 0.0  # sign(0) = 0
+
+
+def test_divergence_stops_one_run_and_keeps_the_others():
+    config = Config(**{**SMALL, "runs": 3}, learning_rate=1.0, noise_sigma=0.0, initial_permut=0.1)
+    _, problem, student, keys = _start(config)
+    hyper = hyper_of(config, 3)
+    hyper = hyper._replace(learning_rate=jnp.asarray([1e-2, 1e3, 1e-2]))  # run 2 blows up
+    metrics, diverged, _ = train_runs(config, hyper, problem, student, keys)
+    assert diverged[0] == -1 and diverged[2] == -1
+    assert 0 < diverged[1] <= config.epochs
+    assert np.isnan(metrics["l2"][1, diverged[1]:]).all()
+    assert np.isfinite(metrics["l2"][1, : diverged[1]]).all()
+    assert np.isfinite(metrics["l2"][[0, 2]]).all()
+
+
+@pytest.mark.parametrize("epochs, jittered", [(2, False), (3, True), (5, True)])
+def test_projection_runs_after_epochs_n_2n_not_before(epochs, jittered):
+    # A wider student started exactly at the padded teacher: the padding is exactly zero and, with no
+    # signal through the extra unit, gets zero gradient. Only the projection (every 3 epochs) moves it.
+    config = Config(**{**SMALL, "epochs": epochs, "runs": 1}, student_dims=(2, 7, 5, 1), noise_sigma=1e-3,
+                    projection_frequency=3)
+    _, problem, student, keys = _start(config)
+    _, _, final = train_runs(config, hyper_of(config, 1), problem, student, keys)
+    padding = np.asarray(student[0]) == 0
+    assert padding.sum() > 0
+    if jittered:
+        assert (final[0][padding] != 0).all()
+        assert (np.abs(final[0][padding]) < 1e-5).all()
+    else:
+        assert (final[0][padding] == 0).all()
