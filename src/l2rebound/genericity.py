@@ -5,12 +5,15 @@ Per layer l of a network θ:
   C2  the biases of the layer have pairwise distinct absolute values;
   C3  for every input unit k, no ratio ``w_jk / w_j'k`` (j ≠ j') equals ±p/q with p, q ≤ ``RATIO_BOUND``.
 Equalities are tested up to ``TOLERANCE_ULPS`` relative units of the dtype's epsilon, so a violation is a
-floating-point coincidence, not a near miss. ``project_jitter`` moves only the entries that violate a
-condition: a zero becomes ±``ZERO_JITTER``·(1 + u), u ~ U(0, 1); any other flagged entry is moved away
-from zero by ``MOVE_ULPS`` relative units. All functions are pure and jit-able.
+floating-point coincidence, not a near miss. The jitter moves only the entries that violate a condition: a
+zero becomes ±``ZERO_JITTER``·(1 + u), u ~ U(0, 1) (the seed's teachers have zero biases, which end near
+±1e-6); any other flagged entry is moved away from zero by ``MOVE_ULPS`` relative units. All functions
+are pure and jit-able.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +49,12 @@ def _rational_ratio_later(w, rtol):
     return jnp.any(hit & valid, axis=0)
 
 
+@partial(jax.jit, static_argnames="dims")
 def violations(theta, dims: tuple[int, ...]):
     """Boolean mask (P,) of the entries of θ that violate C1, C2 or C3 (for C2/C3 the later member of a
     coinciding pair is flagged, so moving flagged entries resolves the coincidence)."""
     rtol = TOLERANCE_ULPS * jnp.finfo(theta.dtype).eps
-    mask = theta == 0
+    mask = jnp.asarray(theta) == 0
     for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
         w = theta[ws].reshape(d_out, d_in)
         mask = mask.at[bs].max(_equal_abs_later(theta[bs], rtol))
@@ -58,24 +62,33 @@ def violations(theta, dims: tuple[int, ...]):
     return mask
 
 
+@partial(jax.jit, static_argnames="dims")
 def is_generic(theta, dims: tuple[int, ...]) -> jax.Array:
     """True when θ satisfies C1–C3 (scalar bool)."""
     return ~jnp.any(violations(theta, dims))
 
 
+@partial(jax.jit, static_argnames="dims")
+def jitter_round(theta, dims: tuple[int, ...], key):
+    """One round of the jitter: move every entry of θ (P,) that ``violations`` flags, and nothing else.
+    Without control flow, so it is cheap inside the training scan; a coincidence that a move creates
+    (vanishingly rare) is caught by the next round."""
+    key_sign, key_size = jax.random.split(key)
+    sign = jnp.where(jax.random.bernoulli(key_sign, shape=theta.shape), 1.0, -1.0).astype(theta.dtype)
+    fresh = sign * ZERO_JITTER * (1 + jax.random.uniform(key_size, theta.shape, theta.dtype))
+    moved = jnp.where(theta == 0, fresh, theta * (1 + MOVE_ULPS * jnp.finfo(theta.dtype).eps))
+    return jnp.where(violations(theta, dims), moved, theta)
+
+
+@partial(jax.jit, static_argnames="dims")
 def project_jitter(theta, dims: tuple[int, ...], key):
-    """Move only the violating entries of θ (P,) until none is left (at most ``MAX_ROUNDS`` rounds).
-    The identity, bit for bit, on a generic θ."""
-    move = 1 + MOVE_ULPS * jnp.finfo(theta.dtype).eps
+    """Jitter rounds until θ (P,) is generic (at most ``MAX_ROUNDS``). The identity, bit for bit, on a
+    generic θ."""
 
     def body(state):
         theta, key, rounds = state
-        key, key_sign, key_size = jax.random.split(key, 3)
-        flagged = violations(theta, dims)
-        sign = jnp.where(jax.random.bernoulli(key_sign, shape=theta.shape), 1.0, -1.0).astype(theta.dtype)
-        fresh = sign * ZERO_JITTER * (1 + jax.random.uniform(key_size, theta.shape, theta.dtype))
-        moved = jnp.where(theta == 0, fresh, theta * move)
-        return jnp.where(flagged, moved, theta), key, rounds + 1
+        key, key_round = jax.random.split(key)
+        return jitter_round(theta, dims, key_round), key, rounds + 1
 
     def cond(state):
         theta, _, rounds = state

@@ -139,20 +139,20 @@ def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
 def summary_table(result: EpochResult) -> str:
     """Plain-text table of ``result`` over the runs that finished: one row per quantity (ℓ₂ minimum
     and its epoch, final ℓ₂, final/min ratio, final losses) as mean ± std over runs, then one line per
-    diverged run. A run whose ℓ₂ minimum is 0 (exact start) has an infinite final/min ratio."""
+    diverged run. The final/min ratio is left out when a minimum is 0 (exact start)."""
     m, diverged = finished_metrics(result)
     l2 = m["l2"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rows = {
-            f"min {L2}": l2.min(axis=1),
-            f"epoch of min {L2}": l2.argmin(axis=1).astype(float),
-            f"final {L2}": l2[:, -1],
-            "final/min ratio": l2[:, -1] / l2.min(axis=1),
-            "final train loss": m["train_loss"][:, -1],
-            "final test loss": m["test_loss"][:, -1],
-            "final clean test loss": m["clean_test_loss"][:, -1],
-        }
-        stats = {name: (np.mean(v), np.std(v)) for name, v in rows.items()}
+    rows = {
+        f"min {L2}": l2.min(axis=1),
+        f"epoch of min {L2}": l2.argmin(axis=1).astype(float),
+        f"final {L2}": l2[:, -1],
+        "final/min ratio": l2[:, -1] / l2.min(axis=1) if np.all(l2.min(axis=1) > 0) else None,
+        "final train loss": m["train_loss"][:, -1],
+        "final test loss": m["test_loss"][:, -1],
+        "final clean test loss": m["clean_test_loss"][:, -1],
+    }
     lines = [f"{'':<22}{'mean':>11} ± std   over {len(l2)} runs"]
-    lines += [f"{name:<22}{mean:>11.4g} ± {std:.4g}" for name, (mean, std) in stats.items()]
+    for name, v in rows.items():
+        text = f"{np.mean(v):>11.4g} ± {np.std(v):.4g}" if v is not None else f"{'—':>11}   (min {L2} = 0: exact start)"
+        lines.append(f"{name:<22}{text}")
     return "\n".join(lines + diverged)

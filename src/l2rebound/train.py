@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from l2rebound.data import Split
-from l2rebound.genericity import project_jitter
+from l2rebound.genericity import jitter_round
 from l2rebound.nets import forward, layer_factors
 
 METRICS = ("l2", "train_loss", "test_loss", "clean_test_loss", "stalled")
@@ -123,12 +123,9 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoc
     theta = state.theta + update
     stalled = jnp.mean((update != 0) & (theta == state.theta))
     if spec.projection == "jitter" and spec.projection_frequency > 0:
-        theta = jax.lax.cond(
-            (epoch + 1) % spec.projection_frequency == 0,
-            lambda t: project_jitter(t, spec.dims, jax.random.fold_in(state.key, epoch + 1)),
-            lambda t: t,
-            theta,
-        )
+        # a select rather than lax.cond: a conditional inside the scan costs more than the check itself
+        due = (epoch + 1) % spec.projection_frequency == 0
+        theta = jnp.where(due, jitter_round(theta, spec.dims, jax.random.fold_in(state.key, epoch + 1)), theta)
     active = epoch < epochs
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
     state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))

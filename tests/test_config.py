@@ -1,0 +1,58 @@
+"""The frozen config: validation, identity (hash) and names."""
+
+import dataclasses
+
+import pytest
+
+from l2rebound.config import PRESETS, Config, ConfigError
+
+
+def test_defaults_are_the_seed_table():
+    c = Config()
+    assert (c.learning_rate, c.noise_sigma, c.initial_permut, c.seed, c.epochs, c.runs) == (1e-2, 1e-3, 0.0, 42, 500, 10)
+    assert (c.dataset_size, c.test_set_size, c.projection_frequency) == (10_000, 1_000, 1)
+    assert c.teacher_dims == (2, 25, 25, 1) == c.student_dims and c.train == "vanilla"
+
+
+def test_hash_is_stable_and_sensitive():
+    assert Config().config_hash() == Config().config_hash()
+    assert Config(student_dims=(2, 25, 25, 1)).config_hash() == Config().config_hash()
+    assert Config(noise_sigma=0).config_hash() == Config(noise_sigma=0.0).config_hash()
+    hashes = {Config(seed=s).config_hash() for s in range(20)}
+    assert len(hashes) == 20
+    assert Config(learning_rate=2e-2).config_hash() != Config().config_hash()
+
+
+def test_round_trip_through_dict():
+    c = Config(student_dims=(2, 30, 25, 1), train="drr", dtype="float32")
+    assert Config.from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError, match="unknown"):
+        Config.from_dict({**c.to_dict(), "bogus": 1})
+
+
+def test_figure_stem_names_every_changed_field():
+    assert Config().figure_stem() == "epoch"
+    stem = Config(**PRESETS["A"]).figure_stem()
+    assert stem == "epoch_noise-sigma=0_initial-permut=0.01_train=drr"
+    assert "teacher-dims=2,5,1" in Config(teacher_dims=(2, 5, 1)).figure_stem()
+
+
+@pytest.mark.parametrize("changes, option", [
+    ({"learning_rate": 0}, "--learning-rate"), ({"learning_rate": float("nan")}, "--learning-rate"),
+    ({"noise_sigma": -1e-3}, "--noise-sigma"), ({"initial_permut": -1}, "--initial-permut"),
+    ({"teacher_dims": (2, 1)}, "--teacher-dims"), ({"teacher_dims": (2, 0, 1)}, "--teacher-dims"),
+    ({"student_dims": (2, 24, 25, 1)}, "--student-dims"), ({"student_dims": (3, 25, 25, 1)}, "--student-dims"),
+    ({"dataset_size": 0}, "--dataset-size"), ({"test_set_size": 0}, "--test-set-size"), ({"runs": 0}, "--runs"),
+    ({"epochs": -1}, "--epochs"), ({"train": "l0"}, "--train"), ({"optimizer": "sgd"}, "--optimizer"),
+    ({"runs": 2.5}, "--runs"), ({"beta": 0}, "--beta"), ({"projection_frequency": -1}, "--projection-frequency"),
+])
+def test_bad_values_name_their_option(changes, option):
+    with pytest.raises(ConfigError, match=option):
+        Config(**changes)
+
+
+def test_presets_are_valid_and_frozen():
+    for preset in PRESETS.values():
+        c = Config(**preset)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.seed = 1
