@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A config value that the experiments cannot run with; the message names the CLI option."""
@@ -27,6 +29,28 @@ def parse_dims(text: str) -> tuple[int, ...]:
         raise ConfigError(f"expected comma-separated integers such as 2,25,25,1, got {text!r}") from None
 
 
+def parse_noise_levels(text: str) -> tuple[float, ...]:
+    """Parse ``"1e-5,1e-4,1e-3"`` (a list) or ``"1e-5:1:25"`` (START:STOP:COUNT, log-spaced, both ends
+    included) into a tuple of noise levels."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            start, stop, count = text.split(":")
+            start, stop, count = float(start), float(stop), int(count)
+        else:
+            return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--noise-levels expects a list like 1e-5,1e-4 or START:STOP:COUNT like 1e-5:1:25, "
+                          f"got {text!r}") from None
+    if count < 2 or not 0 < start < stop:
+        raise ConfigError(f"--noise-levels START:STOP:COUNT needs 0 < START < STOP and COUNT >= 2, got {text!r}")
+    return tuple(float(v) for v in np.geomspace(start, stop, count))
+
+
+SEED_NOISE_LEVELS = tuple(1e-5 * 1.615**i for i in range(25))
+"""The seed's Experiment C grid: 25 levels 1e-5·1.615^i, i = 0…24 (1e-5 to 0.99)."""
+
+
 def _opt(help: str, choices: tuple[str, ...] | None = None, parse=None, **extra) -> dict:
     return {"help": help, "choices": choices, "parse": parse, **extra}
 
@@ -35,7 +59,7 @@ def _opt(help: str, choices: tuple[str, ...] | None = None, parse=None, **extra)
 class Config:
     """Everything that determines an experiment's numbers (and nothing that does not)."""
 
-    experiment: str = field(default="epoch", metadata=_opt("experiment kind", ("epoch",), cli=False))
+    experiment: str = field(default="epoch", metadata=_opt("experiment kind", ("epoch", "noise"), cli=False))
     teacher_dims: tuple[int, ...] = field(
         default=(2, 25, 25, 1),
         metadata=_opt("teacher layer widths d0,d1,...,dL (tanh hidden layers, linear output)", parse=parse_dims),
@@ -45,7 +69,15 @@ class Config:
         metadata=_opt("student layer widths, each >= the teacher's; the teacher is padded with zeros", parse=parse_dims),
     )
     learning_rate: float = field(default=1e-2, metadata=_opt("step size eta (> 0)", parse=float))
-    noise_sigma: float = field(default=1e-3, metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float))
+    noise_sigma: float = field(
+        default=1e-3,
+        metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float, experiments=("epoch",)),
+    )
+    noise_levels: tuple[float, ...] = field(
+        default=SEED_NOISE_LEVELS,
+        metadata=_opt("noise experiment: the levels sigma, a list 1e-5,1e-4,... or START:STOP:COUNT log-spaced "
+                      "[default: the seed's 25 levels 1e-5*1.615^i]", parse=parse_noise_levels, experiments=("noise",)),
+    )
     initial_permut: float = field(
         default=0.0, metadata=_opt("student start: teacher + p*xi, p >= 0 (the seed's initial_permut)", parse=float)
     )
@@ -93,10 +125,14 @@ class Config:
             object.__setattr__(self, "student_dims", self.teacher_dims)
         object.__setattr__(self, "teacher_dims", tuple(self.teacher_dims))
         object.__setattr__(self, "student_dims", tuple(self.student_dims))
+        object.__setattr__(self, "noise_levels", tuple(float(v) for v in self.noise_levels))
         self._validate()
 
     def _validate(self) -> None:
         for f in dataclasses.fields(self):
+            if self.experiment not in f.metadata.get("experiments", (self.experiment,)) and \
+                    getattr(self, f.name) != f.default:
+                raise ConfigError(f"{flag(f.name)} is not used by the {self.experiment} experiment")
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
@@ -114,6 +150,8 @@ class Config:
                 f"--student-dims must have the teacher's depth, input and output sizes and be at least as wide "
                 f"in every hidden layer (teacher {','.join(map(str, t))}, student {','.join(map(str, s))})"
             )
+        if not self.noise_levels or not all(0 < v < float("inf") for v in self.noise_levels):
+            raise ConfigError(f"--noise-levels must be one or more finite numbers > 0 (got {self.noise_levels})")
         positive = {"learning_rate": self.learning_rate, "beta": self.beta}
         nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha, "rho": self.rho}
         at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1), "test_set_size": (self.test_set_size, 1),
@@ -147,20 +185,29 @@ class Config:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def changed_fields(self) -> dict[str, Any]:
-        """Fields whose value differs from the default, in declaration order (``experiment`` excluded)."""
+        """Fields whose value differs from the default, in declaration order (``experiment`` excluded;
+        ``student_dims`` only when it differs from ``teacher_dims``)."""
         default = Config(experiment=self.experiment)
-        return {
+        changed = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name != "experiment" and getattr(self, f.name) != getattr(default, f.name)
         }
+        if self.student_dims == self.teacher_dims:
+            changed.pop("student_dims", None)
+        return changed
 
     def figure_stem(self) -> str:
         """File-name stem carrying every parameter that differs from its default, e.g.
         ``epoch_initial-permut=0.01_noise-sigma=0_train=drr``."""
         parts = [self.experiment]
         for name, value in self.changed_fields().items():
-            text = ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+            if name == "noise_levels":
+                text = f"{min(value):g}-{max(value):g}x{len(value)}"
+            elif isinstance(value, tuple):
+                text = ",".join(map(str, value))
+            else:
+                text = f"{value:g}" if isinstance(value, float) else str(value)
             parts.append(f"{name.replace('_', '-')}={text}")
         return "_".join(parts)
 

@@ -2,6 +2,9 @@
 
 ``run_epoch_experiment(config)`` is the epoch experiment (the seed's A and B): for run r = 1..R the key
 ``seed + r`` draws teacher, train set, test set and student; every epoch 0..E records the ``METRICS``.
+``run_noise_experiment(config)`` is the noise experiment (the seed's C): one teacher from ``seed``; run r
+draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on labels f(x) + σz
+(common random numbers); the metrics after the last epoch are kept. Levels × runs form one batch.
 Runs are processed in chunks of ``CHUNK_RUNS`` (cache-sized; the last chunk is padded so that one
 compiled program serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
 blocks, no host round-trip inside one).
@@ -42,6 +45,24 @@ class EpochResult:
     metrics: dict[str, np.ndarray]
     teacher: np.ndarray
     student_init: np.ndarray
+    diverged_at: np.ndarray
+
+
+@dataclass(frozen=True)
+class NoiseResult:
+    """Outcome of the noise experiment.
+
+    levels: (S,) the noise levels σ.
+    metrics: name -> array (S, R), the metrics after the last epoch (NaN for a diverged run); ``stalled``
+        is averaged over the epochs.
+    teacher: (P_teacher,) the one teacher after projection.
+    diverged_at: (S, R) first epoch with a non-finite metric, -1 for runs that finished.
+    """
+
+    config: Config
+    levels: np.ndarray
+    metrics: dict[str, np.ndarray]
+    teacher: np.ndarray
     diverged_at: np.ndarray
 
 
@@ -155,3 +176,35 @@ def run_epoch_experiment(config: Config, on_progress=None) -> EpochResult:
 
     out = run_chunks(config.runs, work)
     return EpochResult(config, {k: out[k] for k in METRICS}, out["teacher"], out["student_init"], out["diverged_at"])
+
+
+def noise_sweep(config: Config, levels, on_progress=None) -> NoiseResult:
+    """The noise experiment at the given levels (S,) (``run_noise_experiment`` uses
+    ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
+    of ``CHUNK_RUNS`` by one compiled program."""
+    levels = np.asarray(levels, dtype=float)
+    runs = np.arange(1, config.runs + 1)
+    seeds = config.seed + runs
+    teacher, problems, students, keys = setup_runs(config, np.full(config.runs, config.seed), seeds)
+    level_of, run_of = (a.reshape(-1) for a in np.meshgrid(np.arange(len(levels)), runs - 1, indexing="ij"))
+
+    def work(index, real):
+        pick = index - 1  # run_chunks counts from 1
+        take = lambda tree: jax.tree.map(lambda a: a[run_of[pick]], tree)  # noqa: E731
+        hyper = hyper_of(config, len(pick), sigma=levels[level_of[pick]])
+        progress = (lambda n: on_progress(n * real)) if on_progress else None
+        metrics, diverged, _ = train_runs(config, hyper, take(problems), take(students), take(keys), progress)
+        final = {k: v[:, -1] for k, v in metrics.items() if k != "stalled"}
+        return {**final, "stalled": metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0],
+                "diverged_at": diverged}
+
+    out = run_chunks(len(levels) * config.runs, work)
+    shape = (len(levels), config.runs)
+    return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS}, np.asarray(teacher[0]),
+                       out["diverged_at"].reshape(shape))
+
+
+def run_noise_experiment(config: Config, on_progress=None) -> NoiseResult:
+    """The noise experiment for ``config`` over ``config.noise_levels`` (pure, like the epoch experiment).
+    ``on_progress(n)`` is called as run-epochs complete (S · R · E in total)."""
+    return noise_sweep(config, config.noise_levels, on_progress)

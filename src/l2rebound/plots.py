@@ -1,4 +1,5 @@
-"""Figures and a terminal summary of the epoch experiment (the seed's two-panel ℓ₂ / loss figure).
+"""Figures and terminal summaries: the epoch experiment's two-panel ℓ₂ / loss figure, and the noise
+experiment's ℓ₂-vs-σ figure with its fitted power law.
 
 ``plot_epoch`` writes two views of an ``EpochResult``: the seed's normalised one (each run's curve
 scaled to [0, 1], then averaged over runs) and an absolute one (means with min–max bands over runs, log
@@ -12,11 +13,13 @@ import os
 import pathlib
 import tempfile
 import textwrap
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from l2rebound.experiments import EpochResult
+from l2rebound.experiments import EpochResult, NoiseResult
+from l2rebound.fit import fit_power_law, precision_floor
 
 L2 = "ℓ₂"
 STYLE = {  # metric -> (legend label, colour, line style); ℓ₂ goes in the upper panel, the rest below
@@ -50,14 +53,15 @@ def _value(v) -> str:
     return ",".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def subtitle(result: EpochResult) -> str:
+def subtitle(result: EpochResult | NoiseResult) -> str:
     """Non-default parameters as ``k=v`` (or "defaults"), the number of runs and how many diverged."""
     changed = {k: v for k, v in result.config.changed_fields().items() if k != "runs"}
-    runs = len(result.diverged_at)
+    runs = result.config.runs
+    total = np.size(result.diverged_at)
     diverged = int(np.sum(np.asarray(result.diverged_at) != -1))
     text = (", ".join(f"{k}={_value(v)}" for k, v in changed.items()) or "defaults") + f"; {runs} runs"
     if diverged:
-        text += f" ({diverged} of {runs} runs diverged, not shown)"
+        text += f" ({diverged} of {total} {'runs' if total == runs else 'trainings'} diverged, not shown)"
     return textwrap.fill(text, 110)
 
 
@@ -112,6 +116,18 @@ def save_atomic(fig: Figure, path: pathlib.Path) -> None:
         raise
 
 
+def _save_views(views: dict[str, Figure], stem: str, folder: pathlib.Path) -> list[pathlib.Path]:
+    """Write each figure as ``{stem}_{view}.svg`` and ``.png`` into ``folder``; returns the paths."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for view, fig in views.items():
+        for suffix in ("svg", "png"):
+            paths.append(folder / f"{stem}_{view}.{suffix}")
+            save_atomic(fig, paths[-1])
+    return paths
+
+
 def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
     """Write the normalised and the absolute view of ``result`` into ``folder`` (created if missing),
     each as SVG and PNG named ``{figure_stem}_{view}.{svg,png}``; returns the four paths."""
@@ -126,14 +142,78 @@ def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
             note, " (normalised)", log=False),
         "absolute": two_panels(absolute, f"Mean over {runs} runs, band: min–max over runs", note, "", log=True),
     }
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for view, fig in views.items():
-        for suffix in ("svg", "png"):
-            paths.append(folder / f"{result.config.figure_stem()}_{view}.{suffix}")
-            save_atomic(fig, paths[-1])
-    return paths
+    return _save_views(views, result.config.figure_stem(), folder)
+
+
+def exponent(fit) -> str:
+    """``k ± half-width (95% CI [low, high])`` with as many digits as the interval needs."""
+    half = (fit.k_high - fit.k_low) / 2
+    digits = max(2, min(8, 1 - int(np.floor(np.log10(half))) if half > 0 else 8))
+    return f"{fit.k:.{digits}f} ± {half:.1g} (95% CI [{fit.k_low:.{digits}f}, {fit.k_high:.{digits}f}])"
+
+
+def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False) -> list[pathlib.Path]:
+    """ℓ₂ (or ℓ₂²) after training against σ on log–log axes: mean over runs with the min–max band, the
+    fitted power law with k and its 95% interval, and the levels left out of the fit (precision floor)
+    in grey. Written as ``{figure_stem}_{l2|l2sq}.{svg,png}`` into ``folder``; returns the paths."""
+    power = 2 if squared else 1
+    name = f"{L2}²" if squared else L2
+    finished = np.where(np.asarray(result.diverged_at) < 0, result.metrics["l2"] ** power, np.nan)
+    if np.all(np.isnan(finished)):
+        raise ValueError("every training diverged: nothing to plot")
+    fit = fit_power_law(result, squared)
+    floor = precision_floor(result)
+    sigma = result.levels
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN levels stay NaN
+        mean, low, high = np.nanmean(finished, 1), np.nanmin(finished, 1), np.nanmax(finished, 1)
+    shown = sigma > 0
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    colour = STYLE["l2"][1]
+    ax.fill_between(sigma[shown], low[shown], high[shown], color=colour, alpha=0.2, lw=0, label="min–max over runs")
+    ax.plot(sigma[shown], mean[shown], "-", color=colour, label=f"{name} after training (mean)")
+    ax.plot(sigma[shown & ~floor], mean[shown & ~floor], "o", color=colour, ms=4)
+    if np.any(floor & shown):
+        ax.plot(sigma[floor & shown], mean[floor & shown], "o", mfc="none", color="gray", ms=6,
+                label="at the precision floor (not fitted)")
+    line = sigma[fit.used]
+    ax.plot(line, fit.c * line**fit.k, "k--", lw=1,
+            label=f"fit {name} ≈ {fit.c:.3g}·σ^k, k = {exponent(fit)}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ (label noise)")
+    ax.set_ylabel(f"{name} after {result.config.epochs} epochs")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title(subtitle(result), fontsize="small")
+    fig.suptitle(f"Distance to the teacher vs label noise, exact start, {result.config.runs} runs per level")
+    return _save_views({"l2sq" if squared else "l2": fig}, result.config.figure_stem(), folder)
+
+
+def noise_summary(result: NoiseResult, squared: bool = False) -> str:
+    """Plain-text table per level (mean ± std of ℓ₂ and the final losses over finished runs, a mark for
+    the precision floor) and the fitted exponent with its 95% interval."""
+    fit = fit_power_law(result, squared)
+    floor = precision_floor(result)
+    ok = np.asarray(result.diverged_at) < 0
+    lines = [f"{'sigma':>10} {'l2 mean':>11} {'± std':>10} {'train loss':>11} {'clean test':>11}  fitted"]
+    for i, sigma in enumerate(result.levels):
+        l2 = result.metrics["l2"][i][ok[i]]
+        train = result.metrics["train_loss"][i][ok[i]]
+        clean = result.metrics["clean_test_loss"][i][ok[i]]
+        mark = "yes" if fit.used[i] else "no (precision floor)" if floor[i] else "no"
+        if len(l2):
+            lines.append(f"{sigma:>10.3g} {l2.mean():>11.4g} {l2.std():>10.3g} {train.mean():>11.4g} {clean.mean():>11.4g}  {mark}")
+        else:
+            lines.append(f"{sigma:>10.3g} {'diverged':>11}")
+    name = f"{L2}²" if squared else L2
+    lines.append(f"power law {name} ≈ {fit.c:.4g}·σ^k: k = {exponent(fit)}, {int(fit.used.sum())} of "
+                 f"{len(result.levels)} levels fitted")
+    left_out = result.levels[floor]
+    if len(left_out):
+        lines.append("left out at the precision floor: σ = " + ", ".join(f"{v:.3g}" for v in left_out))
+    return "\n".join(lines)
 
 
 def summary_table(result: EpochResult) -> str:
