@@ -25,13 +25,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _config_options(parser: argparse.ArgumentParser) -> None:
+def _config_options(parser: argparse.ArgumentParser, experiment: str) -> None:
     defaults = Config()
     group = parser.add_argument_group("experiment options (defaults: the seed's table)")
     for f in dataclasses.fields(Config):
         meta = f.metadata
-        if meta.get("cli") is False:
-            continue
+        if meta.get("cli") is False or experiment not in meta.get("experiments", (experiment,)):
+            continue  # not an option, or one that this experiment does not use
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         if f.name == "student_dims":
@@ -71,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     epoch.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help="A: perturbed start (p=1e-2), clean data, DRR (alpha=1e-4, beta=10), plain GD; "
                             "B: exact start, sigma=1e-3, vanilla GD. Explicit options override the preset.")
-    _config_options(epoch)
+    _config_options(epoch, "epoch")
     _output_options(epoch)
     epoch.add_argument("--force", action="store_true", help="retrain even if this config's result is stored")
 
@@ -123,8 +123,9 @@ def _run_epoch(args) -> int:
     from l2rebound.experiments import run_epoch_experiment
 
     config = config_from_args(args, "epoch")
-    if args.out.exists() and not args.out.is_dir():
-        return _fail(f"--out must be a directory, but {args.out} is a file")
+    existing = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():  # --out, or a folder it would go in, is a file
+        return _fail(f"--out must be a directory, but {existing} is a file")
     folder = store.result_dir(args.out, config)
     if store.is_finished(folder) and not args.force:
         print(f"reusing the stored result in {folder} (same config; --force retrains)")

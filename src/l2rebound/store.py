@@ -73,7 +73,9 @@ def save_epoch(out: Path, result: EpochResult) -> Path:
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+    old = tmp.with_name(tmp.name + "-old")
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result folder should read like the files in it
         runs, epochs = result.metrics["l2"].shape
         run_index = np.arange(1, runs + 1)
         _write_table(tmp / "metrics.csv", {
@@ -84,12 +86,15 @@ def save_epoch(out: Path, result: EpochResult) -> Path:
                                         "diverged_at": result.diverged_at.astype(int)})
         np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # move the old result aside in one step (rmtree in place could be cut off half-way)
+            os.rename(final, old)
         os.rename(tmp, final)
     except BaseException:
+        if old.exists() and not final.exists():
+            os.rename(old, final)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)  # a ``.tmp-*`` name: if this is cut off, the next save sweeps it
     return final
 
 

@@ -1,0 +1,201 @@
+"""The on-disk result store: layout, an exact round trip, and atomic writes."""
+
+import csv
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from l2rebound import store
+from l2rebound.config import Config
+from l2rebound.experiments import EpochResult, run_epoch_experiment
+from l2rebound.train import METRICS
+
+# The same tiny problem as tests/test_cli.py: JAX compiles once per shape.
+TINY = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)
+PARAMS = 2 * 4 + 4 + 4 * 1 + 1  # weights and biases of a 2,4,1 network
+
+
+@pytest.fixture(scope="module")
+def result() -> EpochResult:
+    return run_epoch_experiment(TINY)
+
+
+def synthetic(diverged_at=(-1, 3)) -> EpochResult:
+    """A result for TINY with awkward floats: subnormals, the largest double, -0, inf, NaN after divergence."""
+    rng = np.random.default_rng(7)
+    shape = (TINY.runs, TINY.epochs + 1)
+    metrics = {name: rng.standard_normal(shape) ** 2 for name in METRICS}
+    metrics["train_loss"].flat[:8] = [0.0, -0.0, 1 / 3, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                                      np.nextafter(1.0, 2.0), np.inf]
+    metrics["l2"][0, 1] = np.pi * 1e-300
+    for run, epoch in enumerate(diverged_at):
+        if epoch >= 0:
+            for values in metrics.values():
+                values[run, epoch:] = np.nan
+    teacher = rng.standard_normal((TINY.runs, PARAMS))
+    return EpochResult(TINY, metrics, teacher, teacher + 1e-2 * rng.uniform(-1, 1, teacher.shape),
+                       np.asarray(diverged_at))
+
+
+def same_bits(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def is_same(loaded: EpochResult, original: EpochResult) -> bool:
+    return (loaded.config == original.config and set(loaded.metrics) == set(METRICS)
+            and all(same_bits(loaded.metrics[name], original.metrics[name]) for name in METRICS)
+            and same_bits(loaded.teacher, original.teacher) and same_bits(loaded.student_init, original.student_init)
+            and np.array_equal(loaded.diverged_at, original.diverged_at))
+
+
+def assert_same(loaded: EpochResult, original: EpochResult) -> None:
+    assert loaded.config == original.config
+    assert set(loaded.metrics) == set(METRICS)
+    for name in METRICS:
+        assert same_bits(loaded.metrics[name], original.metrics[name]), name
+    assert same_bits(loaded.teacher, original.teacher)
+    assert same_bits(loaded.student_init, original.student_init)
+    assert np.array_equal(loaded.diverged_at, original.diverged_at)
+
+
+def leftovers(out):
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(".tmp-"))
+
+
+def test_round_trip_of_a_real_run_is_bitwise(result, tmp_path):
+    folder = store.save_epoch(tmp_path, result)
+    assert folder == store.result_dir(tmp_path, TINY)
+    assert_same(store.load_epoch(folder), result)
+    assert store.load_config(folder) == TINY
+
+
+def test_round_trip_keeps_special_values_bitwise(tmp_path):
+    original = synthetic()
+    loaded = store.load_epoch(store.save_epoch(tmp_path, original))
+    assert_same(loaded, original)
+    assert np.signbit(loaded.metrics["train_loss"].flat[1])  # -0.0 stays negative
+    assert np.isnan(loaded.metrics["l2"][1, 3:]).all() and not np.isnan(loaded.metrics["l2"][1, :3]).any()
+
+
+def test_folder_layout(result, tmp_path):
+    folder = store.save_epoch(tmp_path, result)
+    digest = TINY.config_hash()
+    assert folder.name == f"epoch-{digest}" and len(digest) == 12 and int(digest, 16) >= 0
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.csv", "params.npz", "runs.csv"]
+    assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o055 == 0o055  # readable like the files, not owner-only
+
+    with open(folder / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["run", "epoch", "l2", "train_loss", "test_loss", "clean_test_loss", "stalled"]
+        rows = list(reader)
+    assert len(rows) == TINY.runs * (TINY.epochs + 1)
+    assert [(r["run"], r["epoch"]) for r in rows] == [  # tidy: integers, run-major
+        (str(run), str(epoch)) for run in range(1, TINY.runs + 1) for epoch in range(TINY.epochs + 1)]
+    for row in rows:  # %.17g: the text parses back to the very same double
+        for name in METRICS:
+            assert float(row[name]) == result.metrics[name][int(row["run"]) - 1, int(row["epoch"])]
+
+    with open(folder / "runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert runs == [{"run": str(r), "seed": str(TINY.seed + r), "diverged_at": "-1"} for r in (1, 2)]
+
+    with np.load(folder / "params.npz") as params:
+        assert sorted(params.files) == ["student_init", "teacher"]
+        assert params["teacher"].shape == params["student_init"].shape == (TINY.runs, PARAMS)
+    assert leftovers(tmp_path) == []
+
+
+def test_is_finished_only_for_a_stored_result(result, tmp_path):
+    folder = store.result_dir(tmp_path, TINY)
+    assert not store.is_finished(folder)
+    folder.mkdir()
+    assert not store.is_finished(folder)  # an empty folder is not a result
+    folder.rmdir()
+    store.save_epoch(tmp_path, result)
+    assert store.is_finished(folder)
+
+
+def test_interrupted_save_leaves_no_result_and_a_later_save_sweeps(result, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_epoch(tmp_path, result)
+    folder = store.result_dir(tmp_path, TINY)
+    assert not folder.exists() and not store.is_finished(folder)
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+
+    # A run killed outright (no except clause runs) leaves its temp folder behind, half-written.
+    stale = tmp_path / f".tmp-{folder.name}-killed"
+    stale.mkdir()
+    (stale / "metrics.csv").write_text("run,epoch,l2\n1,0,0.5\n1,1,")
+    assert not store.is_finished(folder)
+    assert store.save_epoch(tmp_path, result) == folder
+    assert not stale.exists() and leftovers(tmp_path) == []
+    assert_same(store.load_epoch(folder), result)
+
+
+def test_failed_final_rename_keeps_the_previous_result(result, tmp_path, monkeypatch):
+    folder = store.save_epoch(tmp_path, result)
+    rename = os.rename
+    failed = []
+
+    def failing(src, dst):
+        if os.fspath(dst) == os.fspath(folder) and not failed:  # putting the new result in place
+            failed.append(src)
+            raise OSError("disk gone")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        store.save_epoch(tmp_path, synthetic())
+    monkeypatch.undo()
+    assert failed
+    assert_same(store.load_epoch(folder), result)
+    assert leftovers(tmp_path) == []
+
+
+def test_replacing_a_result_never_exposes_a_half_deleted_one(result, tmp_path, monkeypatch):
+    """Interrupt the removal of the old result after it deleted one file: what sits at the result's
+    place must still be a complete result (the old or the new), never config.json without its data."""
+    folder = store.save_epoch(tmp_path, result)
+    new = synthetic()
+    rmtree = shutil.rmtree
+    calls = []
+
+    def cut_off(path, *args, **kwargs):
+        calls.append(path)
+        data = os.path.join(path, "metrics.csv")
+        if len(calls) == 1 and os.path.exists(data):
+            os.remove(data)
+            raise KeyboardInterrupt
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", cut_off)
+    try:
+        store.save_epoch(tmp_path, new)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert calls, "save_epoch no longer removes the replaced result with shutil.rmtree; adapt this test"
+    assert store.is_finished(folder)
+    loaded = store.load_epoch(folder)  # complete: every file is there
+    assert is_same(loaded, new) or is_same(loaded, result)
+    # the next save sweeps whatever the interruption left
+    store.save_epoch(tmp_path, new)
+    assert leftovers(tmp_path) == []
+
+
+def test_saving_again_replaces_the_result(result, tmp_path):
+    store.save_epoch(tmp_path, result)
+    folder = store.save_epoch(tmp_path, synthetic())
+    assert_same(store.load_epoch(folder), synthetic())
+    assert leftovers(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == [folder.name]
