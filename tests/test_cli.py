@@ -187,7 +187,7 @@ def test_epoch_stores_the_result_and_prints_the_summary_last(tmp_path, capsys):
     for name in names:
         assert f"figure: {folder / name}" in out
 
-    result = store.load_epoch(folder)
+    result = store.load(folder)
     assert result.metrics["l2"].shape == (2, 6) and np.all(result.diverged_at == -1)
     assert_summary(out, result)
     assert out.rstrip().splitlines()[-1].startswith("final clean test loss")  # the table comes at the end
@@ -204,7 +204,7 @@ def test_rerun_reuses_the_stored_result_and_force_retrains(copy, capsys, monkeyp
     assert code == 0, err
     assert "reusing" in text and str(folder) in text
     assert data_files(folder) == before and (folder / "metrics.csv").stat().st_ino == inode
-    assert_summary(text, store.load_epoch(folder))
+    assert_summary(text, store.load(folder))
 
     monkeypatch.undo()
     real, calls = experiments.run_epoch_experiment, []
@@ -234,7 +234,7 @@ def test_plot_redraws_the_figures_from_stored_data_only(copy, capsys, monkeypatc
     assert code == 0, err
     assert figures(folder) == names
     assert data_files(folder) == before
-    assert_summary(out, store.load_epoch(folder))
+    assert_summary(out, store.load(folder))
 
 
 def test_plot_of_a_folder_without_a_result_fails_in_one_line(tmp_path, capsys):
@@ -287,7 +287,7 @@ def test_every_run_diverging_exits_1_with_advice_and_stores_the_result(tmp_path,
     assert "Traceback" not in err
     folder = store.result_dir(tmp_path, dataclasses.replace(TINY_CONFIG, learning_rate=1e200))
     assert store.is_finished(folder)
-    result = store.load_epoch(folder)
+    result = store.load(folder)
     assert np.all(result.diverged_at >= 1)
     for run, epoch in enumerate(result.diverged_at, start=1):
         line = next(line for line in err.splitlines() if line.startswith(f"run {run} "))
@@ -304,7 +304,7 @@ def test_some_runs_diverging_are_named_and_the_rest_summarised(tmp_path, capsys)
         values[1, 3:] = np.nan
     teacher = rng.standard_normal((2, 17))
     result = EpochResult(TINY_CONFIG, metrics, teacher, teacher.copy(), np.array([-1, 3]))
-    folder = store.save_epoch(tmp_path, result)
+    folder = store.save(tmp_path, result)
 
     code, out, err = run_cli(capsys, "plot", folder)
     assert code == 0, err

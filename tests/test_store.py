@@ -68,22 +68,22 @@ def leftovers(out):
 
 
 def test_round_trip_of_a_real_run_is_bitwise(result, tmp_path):
-    folder = store.save_epoch(tmp_path, result)
+    folder = store.save(tmp_path, result)
     assert folder == store.result_dir(tmp_path, TINY)
-    assert_same(store.load_epoch(folder), result)
+    assert_same(store.load(folder), result)
     assert store.load_config(folder) == TINY
 
 
 def test_round_trip_keeps_special_values_bitwise(tmp_path):
     original = synthetic()
-    loaded = store.load_epoch(store.save_epoch(tmp_path, original))
+    loaded = store.load(store.save(tmp_path, original))
     assert_same(loaded, original)
     assert np.signbit(loaded.metrics["train_loss"].flat[1])  # -0.0 stays negative
     assert np.isnan(loaded.metrics["l2"][1, 3:]).all() and not np.isnan(loaded.metrics["l2"][1, :3]).any()
 
 
 def test_folder_layout(result, tmp_path):
-    folder = store.save_epoch(tmp_path, result)
+    folder = store.save(tmp_path, result)
     digest = TINY.config_hash()
     assert folder.name == f"epoch-{digest}" and len(digest) == 12 and int(digest, 16) >= 0
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.csv", "params.npz", "runs.csv"]
@@ -117,7 +117,7 @@ def test_is_finished_only_for_a_stored_result(result, tmp_path):
     folder.mkdir()
     assert not store.is_finished(folder)  # an empty folder is not a result
     folder.rmdir()
-    store.save_epoch(tmp_path, result)
+    store.save(tmp_path, result)
     assert store.is_finished(folder)
 
 
@@ -127,7 +127,7 @@ def test_interrupted_save_leaves_no_result_and_a_later_save_sweeps(result, tmp_p
 
     monkeypatch.setattr(np, "savez", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        store.save_epoch(tmp_path, result)
+        store.save(tmp_path, result)
     folder = store.result_dir(tmp_path, TINY)
     assert not folder.exists() and not store.is_finished(folder)
     assert leftovers(tmp_path) == []
@@ -138,13 +138,13 @@ def test_interrupted_save_leaves_no_result_and_a_later_save_sweeps(result, tmp_p
     stale.mkdir()
     (stale / "metrics.csv").write_text("run,epoch,l2\n1,0,0.5\n1,1,")
     assert not store.is_finished(folder)
-    assert store.save_epoch(tmp_path, result) == folder
+    assert store.save(tmp_path, result) == folder
     assert not stale.exists() and leftovers(tmp_path) == []
-    assert_same(store.load_epoch(folder), result)
+    assert_same(store.load(folder), result)
 
 
 def test_failed_final_rename_keeps_the_previous_result(result, tmp_path, monkeypatch):
-    folder = store.save_epoch(tmp_path, result)
+    folder = store.save(tmp_path, result)
     rename = os.rename
     failed = []
 
@@ -156,17 +156,17 @@ def test_failed_final_rename_keeps_the_previous_result(result, tmp_path, monkeyp
 
     monkeypatch.setattr(os, "rename", failing)
     with pytest.raises(OSError, match="disk gone"):
-        store.save_epoch(tmp_path, synthetic())
+        store.save(tmp_path, synthetic())
     monkeypatch.undo()
     assert failed
-    assert_same(store.load_epoch(folder), result)
+    assert_same(store.load(folder), result)
     assert leftovers(tmp_path) == []
 
 
 def test_replacing_a_result_never_exposes_a_half_deleted_one(result, tmp_path, monkeypatch):
     """Interrupt the removal of the old result after it deleted one file: what sits at the result's
     place must still be a complete result (the old or the new), never config.json without its data."""
-    folder = store.save_epoch(tmp_path, result)
+    folder = store.save(tmp_path, result)
     new = synthetic()
     rmtree = shutil.rmtree
     calls = []
@@ -181,21 +181,21 @@ def test_replacing_a_result_never_exposes_a_half_deleted_one(result, tmp_path, m
 
     monkeypatch.setattr(shutil, "rmtree", cut_off)
     try:
-        store.save_epoch(tmp_path, new)
+        store.save(tmp_path, new)
     except KeyboardInterrupt:
         pass
     monkeypatch.undo()
-    assert calls, "save_epoch no longer removes the replaced result with shutil.rmtree; adapt this test"
+    assert calls, "save no longer removes the replaced result with shutil.rmtree; adapt this test"
     assert store.is_finished(folder)
-    loaded = store.load_epoch(folder)  # complete: every file is there
+    loaded = store.load(folder)  # complete: every file is there
     assert is_same(loaded, new) or is_same(loaded, result)
     # the next save sweeps whatever the interruption left
-    store.save_epoch(tmp_path, new)
+    store.save(tmp_path, new)
     assert leftovers(tmp_path) == []
 
 
 def test_saving_again_replaces_the_result(result, tmp_path):
-    store.save_epoch(tmp_path, result)
-    folder = store.save_epoch(tmp_path, synthetic())
-    assert_same(store.load_epoch(folder), synthetic())
+    store.save(tmp_path, result)
+    folder = store.save(tmp_path, synthetic())
+    assert_same(store.load(folder), synthetic())
     assert leftovers(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == [folder.name]

@@ -1,6 +1,7 @@
-"""Command line: ``l2rebound epoch`` runs the epoch experiment, ``l2rebound plot`` redraws a stored one.
+"""Command line: ``l2rebound epoch`` and ``l2rebound noise`` run the experiments, ``l2rebound plot``
+redraws stored ones.
 
-Every option of ``epoch`` is generated from a ``Config`` field (its help text, choices and default), so the
+Every experiment option is generated from a ``Config`` field (its help text, choices and default), so the
 config dataclass stays the single source of truth. Bad input ends in one line on stderr and exit code 2.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l2rebound.config import PRESETS, Config, ConfigError, flag, parse_dims
+from l2rebound.config import PRESETS, Config, ConfigError, flag, parse_dims, parse_noise_levels
+from l2rebound.fit import STALLED_LIMIT
 
 EXIT_USAGE = 2
 
@@ -43,7 +45,7 @@ def _config_options(parser: argparse.ArgumentParser, experiment: str) -> None:
         )
 
 
-_METAVARS = {parse_dims: "D0,D1,...", float: "X", int: "N"}
+_METAVARS = {parse_dims: "D0,D1,...", parse_noise_levels: "LIST|START:STOP:COUNT", float: "X", int: "N"}
 
 
 def _typed(parse):
@@ -73,24 +75,35 @@ def _build_parser() -> argparse.ArgumentParser:
                             "B: exact start, sigma=1e-3, vanilla GD. Explicit options override the preset.")
     _config_options(epoch, "epoch")
     _output_options(epoch)
-    epoch.add_argument("--force", action="store_true", help="retrain even if this config's result is stored")
+
+    noise = commands.add_parser(
+        "noise", help="ℓ₂ after training vs label noise σ, with a fitted power law (the seed's experiment C)",
+        description="One teacher; for each run the same inputs and unit noise z at every level σ (common random "
+                    "numbers). Each student starts at the teacher and trains on f(x) + σz; the distances after the "
+                    "last epoch are fitted by ℓ₂ ≈ c·σ^k.",
+    )
+    _config_options(noise, "noise")
+    _output_options(noise)
+    noise.add_argument("--squared", action="store_true", help="plot and fit ℓ₂² (the seed's quantity) instead of ℓ₂")
 
     plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
                                description="Redraw figures and the summary from a stored result folder.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
+    plot.add_argument("--squared", action="store_true", help="noise results: plot and fit ℓ₂² instead of ℓ₂")
     return parser
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
                         help="store root; the result goes to DIR/<experiment>-<hash>/ [default: results]")
+    parser.add_argument("--force", action="store_true", help="retrain even if this config's result is stored")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace, experiment: str) -> Config:
     """Defaults, then the preset, then the options given explicitly."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    return Config(experiment=experiment, **{**PRESETS.get(args.preset or "", {}), **given})
+    return Config(experiment=experiment, **{**PRESETS.get(getattr(args, "preset", None) or "", {}), **given})
 
 
 def _fail(message: str, code: int = EXIT_USAGE):
@@ -98,45 +111,81 @@ def _fail(message: str, code: int = EXIT_USAGE):
     return code
 
 
-def _report_epoch(folder: Path, result) -> int:
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _report_epoch(folder: Path, result, squared: bool) -> int:
     from l2rebound.plots import plot_epoch, summary_table
 
+    config = result.config
     for run, epoch in enumerate(result.diverged_at, start=1):
         if epoch >= 0:
-            print(f"run {run} diverged at epoch {epoch} (non-finite loss): try a smaller --learning-rate "
-                  f"(now {result.config.learning_rate:g})", file=sys.stderr)
+            _warn(f"run {run} diverged at epoch {epoch} (non-finite loss): try a smaller --learning-rate "
+                  f"(now {config.learning_rate:g})")
     if np.all(result.diverged_at >= 0):
         return _fail(f"every run diverged; the metrics are stored in {folder}", code=1)
-    if result.config.dtype == "float32":
-        stalled = float(np.nanmean(result.metrics["stalled"][:, 1:])) if result.config.epochs else 0.0
-        if stalled > 0.01:
-            print(f"warning: float32: {stalled:.0%} of parameter steps fell below the parameters' precision and "
-                  "were rounded away; use --dtype float64", file=sys.stderr)
+    if config.dtype == "float32" and config.epochs:
+        stalled = float(np.nanmean(result.metrics["stalled"][:, 1:]))
+        if stalled > STALLED_LIMIT:
+            _warn(f"warning: float32: {stalled:.0%} of parameter steps fell below the parameters' precision and "
+                  "were rounded away; use --dtype float64")
     for path in plot_epoch(result, folder):
         print(f"figure: {path}")
     print(summary_table(result))
     return 0
 
 
-def _run_epoch(args) -> int:
-    from l2rebound import store
-    from l2rebound.experiments import run_epoch_experiment
+def _report_noise(folder: Path, result, squared: bool) -> int:
+    from l2rebound.plots import noise_summary, plot_noise
 
-    config = config_from_args(args, "epoch")
+    config = result.config
+    diverged = result.diverged_at >= 0
+    for level in np.flatnonzero(diverged.any(axis=1)):
+        _warn(f"sigma={result.levels[level]:.3g}: {diverged[level].sum()} of {config.runs} runs diverged (first at "
+              f"epoch {result.diverged_at[level][diverged[level]].min()}): try a smaller --learning-rate "
+              f"(now {config.learning_rate:g})")
+    if diverged.all():
+        return _fail(f"every run diverged; the metrics are stored in {folder}", code=1)
+    if config.dtype == "float32":
+        stalled = np.nanmean(result.metrics["stalled"], axis=1)
+        low = result.levels[stalled > STALLED_LIMIT]
+        if len(low):
+            _warn(f"warning: float32: at sigma = {', '.join(f'{v:.3g}' for v in low)} more than "
+                  f"{STALLED_LIMIT:.0%} of parameter steps fell below the parameters' precision and were rounded "
+                  "away; these levels are marked and left out of the fit (use --dtype float64)")
+    for path in plot_noise(result, folder, squared):
+        print(f"figure: {path}")
+    print(noise_summary(result, squared))
+    return 0
+
+
+def _report(folder: Path, result, squared: bool = False) -> int:
+    report = _report_noise if result.config.experiment == "noise" else _report_epoch
+    return report(folder, result, squared)
+
+
+def _run_experiment(args) -> int:
+    from l2rebound import store
+    from l2rebound.experiments import run_experiment
+
+    config = config_from_args(args, args.command)
     existing = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():  # --out, or a folder it would go in, is a file
         return _fail(f"--out must be a directory, but {existing} is a file")
     folder = store.result_dir(args.out, config)
+    squared = getattr(args, "squared", False)
     if store.is_finished(folder) and not args.force:
         print(f"reusing the stored result in {folder} (same config; --force retrains)")
-        return _report_epoch(folder, store.load_epoch(folder))
-    print(f"epoch experiment {config.config_hash()}: {config.runs} runs x {config.epochs} epochs, "
-          f"{', '.join(f'{k}={v}' for k, v in config.changed_fields().items()) or 'defaults'}")
-    with _progress(config.runs * config.epochs, args.no_progress) as bar:
-        result = run_epoch_experiment(config, on_progress=bar.update)
-    folder = store.save_epoch(args.out, result)
+        return _report(folder, store.load(folder), squared)
+    trainings = config.runs * (len(config.noise_levels) if config.experiment == "noise" else 1)
+    print(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs, "
+          f"{config.describe()}")
+    with _progress(trainings * config.epochs, args.no_progress) as bar:
+        result = run_experiment(config, on_progress=bar.update)
+    folder = store.save(args.out, result)
     print(f"stored in {folder}")
-    return _report_epoch(folder, result)
+    return _report(folder, result, squared)
 
 
 def _run_plot(args) -> int:
@@ -145,10 +194,7 @@ def _run_plot(args) -> int:
     for folder in args.folders:
         if not store.is_finished(folder):
             return _fail(f"{folder} is not a finished result folder (no config.json)")
-        config = store.load_config(folder)
-        if config.experiment != "epoch":
-            return _fail(f"{folder}: unknown experiment {config.experiment!r}")
-        code = _report_epoch(folder, store.load_epoch(folder))
+        code = _report(folder, store.load(folder), args.squared)
         if code:
             return code
     return 0
@@ -164,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "epoch":
-            return _run_epoch(args)
-        return _run_plot(args)
+        return _run_plot(args) if args.command == "plot" else _run_experiment(args)
     except ConfigError as error:
         return _fail(str(error))
 

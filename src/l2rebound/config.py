@@ -197,19 +197,26 @@ class Config:
             changed.pop("student_dims", None)
         return changed
 
+    def changed_text(self) -> dict[str, str]:
+        """``changed_fields`` with each value rendered compactly: ``0.01``, ``2,25,25,1``, and a noise
+        grid as ``1e-05-0.99x25`` (lowest-highest x count)."""
+        def render(name, value):
+            if name == "noise_levels":
+                return f"{min(value):g}-{max(value):g}x{len(value)}"
+            if isinstance(value, tuple):
+                return ",".join(map(str, value))
+            return f"{value:g}" if isinstance(value, float) else str(value)
+
+        return {name: render(name, value) for name, value in self.changed_fields().items()}
+
+    def describe(self) -> str:
+        """The non-default fields as ``name=value, ...``, or ``defaults``."""
+        return ", ".join(f"{k}={v}" for k, v in self.changed_text().items()) or "defaults"
+
     def figure_stem(self) -> str:
         """File-name stem carrying every parameter that differs from its default, e.g.
-        ``epoch_initial-permut=0.01_noise-sigma=0_train=drr``."""
-        parts = [self.experiment]
-        for name, value in self.changed_fields().items():
-            if name == "noise_levels":
-                text = f"{min(value):g}-{max(value):g}x{len(value)}"
-            elif isinstance(value, tuple):
-                text = ",".join(map(str, value))
-            else:
-                text = f"{value:g}" if isinstance(value, float) else str(value)
-            parts.append(f"{name.replace('_', '-')}={text}")
-        return "_".join(parts)
+        ``epoch_noise-sigma=0_initial-permut=0.01_train=drr``."""
+        return "_".join([self.experiment] + [f"{k.replace('_', '-')}={v}" for k, v in self.changed_text().items()])
 
 
 def flag(name: str) -> str:

@@ -56,6 +56,7 @@ class NoiseResult:
     metrics: name -> array (S, R), the metrics after the last epoch (NaN for a diverged run); ``stalled``
         is averaged over the epochs.
     teacher: (P_teacher,) the one teacher after projection.
+    student_init: (R, P_student) each run's initial student (the same at every level).
     diverged_at: (S, R) first epoch with a non-finite metric, -1 for runs that finished.
     """
 
@@ -63,6 +64,7 @@ class NoiseResult:
     levels: np.ndarray
     metrics: dict[str, np.ndarray]
     teacher: np.ndarray
+    student_init: np.ndarray
     diverged_at: np.ndarray
 
 
@@ -77,11 +79,6 @@ def hyper_of(config: Config, runs: int, sigma=None) -> Hyper:
     return Hyper(*(jnp.broadcast_to(jnp.asarray(v, config.dtype), (runs,)) for v in values))
 
 
-PRNG = "rbg"
-"""Key implementation: XLA's RngBitGenerator (compiles about twice as fast as threefry on CPU; streams are
-reproducible on one machine and backend, not across them)."""
-
-
 def _draw_spec(config: Config) -> Config:
     """The config with every field that ``_setup`` does not read (or reads traced) reset to its default:
     the static jit key, so sweeps over seeds, noise levels or step sizes reuse one compiled setup."""
@@ -94,8 +91,8 @@ def _draw_spec(config: Config) -> Config:
 def _setup(draw: Config, teacher_seed, run_seed, initial_permut):
     """Teacher, data and initial student of one run (vmapped by the caller over the seeds)."""
     dtype = jnp.dtype(draw.dtype)
-    key_teacher, key_project = jax.random.split(jax.random.key(teacher_seed, impl=PRNG))
-    _, key_train, key_test, key_student, key_train_proj = jax.random.split(jax.random.key(run_seed, impl=PRNG), 5)
+    key_teacher, key_project = jax.random.split(jax.random.key(teacher_seed))
+    _, key_train, key_test, key_student, key_train_proj = jax.random.split(jax.random.key(run_seed), 5)
     teacher = init_glorot(key_teacher, draw.teacher_dims, draw.bias_init, dtype)
     if draw.projection != "off":
         teacher = project_jitter(teacher, draw.teacher_dims, key_project)
@@ -201,10 +198,17 @@ def noise_sweep(config: Config, levels, on_progress=None) -> NoiseResult:
     out = run_chunks(len(levels) * config.runs, work)
     shape = (len(levels), config.runs)
     return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS}, np.asarray(teacher[0]),
-                       out["diverged_at"].reshape(shape))
+                       np.asarray(students), out["diverged_at"].reshape(shape))
 
 
 def run_noise_experiment(config: Config, on_progress=None) -> NoiseResult:
     """The noise experiment for ``config`` over ``config.noise_levels`` (pure, like the epoch experiment).
     ``on_progress(n)`` is called as run-epochs complete (S · R · E in total)."""
     return noise_sweep(config, config.noise_levels, on_progress)
+
+
+def run_experiment(config: Config, on_progress=None) -> EpochResult | NoiseResult:
+    """The experiment that ``config.experiment`` names: the one pure entry point from a config to its
+    result (what a sweep ships to a worker)."""
+    runner = run_noise_experiment if config.experiment == "noise" else run_epoch_experiment
+    return runner(config, on_progress)

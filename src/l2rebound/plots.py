@@ -49,17 +49,13 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return np.divide(x - low, span, out=np.zeros_like(x), where=span > 0)
 
 
-def _value(v) -> str:
-    return ",".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def subtitle(result: EpochResult | NoiseResult) -> str:
     """Non-default parameters as ``k=v`` (or "defaults"), the number of runs and how many diverged."""
-    changed = {k: v for k, v in result.config.changed_fields().items() if k != "runs"}
+    changed = {k: v for k, v in result.config.changed_text().items() if k != "runs"}
     runs = result.config.runs
     total = np.size(result.diverged_at)
     diverged = int(np.sum(np.asarray(result.diverged_at) != -1))
-    text = (", ".join(f"{k}={_value(v)}" for k, v in changed.items()) or "defaults") + f"; {runs} runs"
+    text = (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults") + f"; {runs} runs"
     if diverged:
         text += f" ({diverged} of {total} {'runs' if total == runs else 'trainings'} diverged, not shown)"
     return textwrap.fill(text, 110)
@@ -145,6 +141,14 @@ def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
     return _save_views(views, result.config.figure_stem(), folder)
 
 
+def _fit_or_none(result: NoiseResult, squared: bool):
+    """The power-law fit, or None where too few levels lie above the precision floor."""
+    try:
+        return fit_power_law(result, squared)
+    except ValueError:
+        return None
+
+
 def exponent(fit) -> str:
     """``k ± half-width (95% CI [low, high])`` with as many digits as the interval needs."""
     half = (fit.k_high - fit.k_low) / 2
@@ -161,7 +165,7 @@ def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False)
     finished = np.where(np.asarray(result.diverged_at) < 0, result.metrics["l2"] ** power, np.nan)
     if np.all(np.isnan(finished)):
         raise ValueError("every training diverged: nothing to plot")
-    fit = fit_power_law(result, squared)
+    fit = _fit_or_none(result, squared)
     floor = precision_floor(result)
     sigma = result.levels
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -177,9 +181,9 @@ def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False)
     if np.any(floor & shown):
         ax.plot(sigma[floor & shown], mean[floor & shown], "o", mfc="none", color="gray", ms=6,
                 label="at the precision floor (not fitted)")
-    line = sigma[fit.used]
-    ax.plot(line, fit.c * line**fit.k, "k--", lw=1,
-            label=f"fit {name} ≈ {fit.c:.3g}·σ^k, k = {exponent(fit)}")
+    if fit is not None:
+        line = sigma[fit.used]
+        ax.plot(line, fit.c * line**fit.k, "k--", lw=1, label=f"fit {name} ≈ {fit.c:.3g}·σ^k, k = {exponent(fit)}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("σ (label noise)")
@@ -187,14 +191,15 @@ def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", fontsize="small")
     ax.set_title(subtitle(result), fontsize="small")
-    fig.suptitle(f"Distance to the teacher vs label noise, exact start, {result.config.runs} runs per level")
+    fig.suptitle(f"Distance to the teacher vs label noise, {result.config.runs} runs per level"
+                 + ("" if fit else " (too few levels above the precision floor to fit)"))
     return _save_views({"l2sq" if squared else "l2": fig}, result.config.figure_stem(), folder)
 
 
 def noise_summary(result: NoiseResult, squared: bool = False) -> str:
     """Plain-text table per level (mean ± std of ℓ₂ and the final losses over finished runs, a mark for
     the precision floor) and the fitted exponent with its 95% interval."""
-    fit = fit_power_law(result, squared)
+    fit = _fit_or_none(result, squared)
     floor = precision_floor(result)
     ok = np.asarray(result.diverged_at) < 0
     lines = [f"{'sigma':>10} {'l2 mean':>11} {'± std':>10} {'train loss':>11} {'clean test':>11}  fitted"]
@@ -202,14 +207,17 @@ def noise_summary(result: NoiseResult, squared: bool = False) -> str:
         l2 = result.metrics["l2"][i][ok[i]]
         train = result.metrics["train_loss"][i][ok[i]]
         clean = result.metrics["clean_test_loss"][i][ok[i]]
-        mark = "yes" if fit.used[i] else "no (precision floor)" if floor[i] else "no"
+        mark = "yes" if fit and fit.used[i] else "no (precision floor)" if floor[i] else "no"
         if len(l2):
             lines.append(f"{sigma:>10.3g} {l2.mean():>11.4g} {l2.std():>10.3g} {train.mean():>11.4g} {clean.mean():>11.4g}  {mark}")
         else:
             lines.append(f"{sigma:>10.3g} {'diverged':>11}")
     name = f"{L2}²" if squared else L2
-    lines.append(f"power law {name} ≈ {fit.c:.4g}·σ^k: k = {exponent(fit)}, {int(fit.used.sum())} of "
-                 f"{len(result.levels)} levels fitted")
+    if fit is None:
+        lines.append("no power law fitted: too few levels above the precision floor")
+    else:
+        lines.append(f"power law {name} ≈ {fit.c:.4g}·σ^k: k = {exponent(fit)}, {int(fit.used.sum())} of "
+                     f"{len(result.levels)} levels fitted")
     left_out = result.levels[floor]
     if len(left_out):
         lines.append("left out at the precision floor: σ = " + ", ".join(f"{v:.3g}" for v in left_out))

@@ -3,9 +3,12 @@
 Layout of ``OUT/<experiment>-<config hash>/``::
 
     config.json    every Config field (the folder name is the hash of exactly this)
-    metrics.csv    tidy table, one row per run and epoch: run, epoch, l2, train_loss, ... (%.17g: exact)
-    runs.csv       one row per run: run, seed, diverged_at (-1 = finished)
-    params.npz     teacher (R, P_teacher) after projection, student_init (R, P_student)
+    metrics.csv    tidy table (%.17g: exact). epoch: one row per run and epoch (run, epoch, l2,
+                   train_loss, ...); noise: one row per level and run (level, sigma, run, final l2, ...,
+                   stalled averaged over epochs, diverged_at)
+    runs.csv       epoch only: one row per run: run, seed, diverged_at (-1 = finished)
+    params.npz     teacher after projection ((R, P_teacher), or (P_teacher,) for the noise experiment's
+                   single teacher) and student_init (R, P_student)
     *.svg, *.png   figures, named by ``Config.figure_stem()``
 
 CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64 exactly, and
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from l2rebound.config import Config
-from l2rebound.experiments import EpochResult
+from l2rebound.experiments import EpochResult, NoiseResult
 from l2rebound.train import METRICS
 
 
@@ -65,9 +68,9 @@ def _read_table(path: Path) -> dict[str, np.ndarray]:
     return {name: data[:, i] for i, name in enumerate(names)}
 
 
-def save_epoch(out: Path, result: EpochResult) -> Path:
-    """Store an epoch-experiment result atomically; replaces an existing folder for the same config."""
-    config = result.config
+def _save(out: Path, config: Config, write) -> Path:
+    """Build a result folder for ``config`` with ``write(tmp_folder)``, then rename it into place (an
+    existing folder for the same config is replaced). Returns the final folder."""
     final = result_dir(out, config)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
@@ -76,16 +79,8 @@ def save_epoch(out: Path, result: EpochResult) -> Path:
     old = tmp.with_name(tmp.name + "-old")
     try:
         tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result folder should read like the files in it
-        runs, epochs = result.metrics["l2"].shape
-        run_index = np.arange(1, runs + 1)
-        _write_table(tmp / "metrics.csv", {
-            "run": np.repeat(run_index, epochs), "epoch": np.tile(np.arange(epochs), runs),
-            **{name: result.metrics[name].reshape(-1) for name in METRICS},
-        })
-        _write_table(tmp / "runs.csv", {"run": run_index, "seed": config.seed + run_index,
-                                        "diverged_at": result.diverged_at.astype(int)})
-        np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        write(tmp)
+        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")  # last: marks completion
         if final.exists():  # move the old result aside in one step (rmtree in place could be cut off half-way)
             os.rename(final, old)
         os.rename(tmp, final)
@@ -98,18 +93,49 @@ def save_epoch(out: Path, result: EpochResult) -> Path:
     return final
 
 
+def save(out: Path, result: EpochResult | NoiseResult) -> Path:
+    """Store a result atomically under ``out``; returns its folder."""
+    config = result.config
+    run_index = np.arange(1, config.runs + 1)
+
+    def write_epoch(tmp: Path) -> None:
+        runs, epochs = result.metrics["l2"].shape
+        _write_table(tmp / "metrics.csv", {
+            "run": np.repeat(run_index, epochs), "epoch": np.tile(np.arange(epochs), runs),
+            **{name: result.metrics[name].reshape(-1) for name in METRICS},
+        })
+        _write_table(tmp / "runs.csv", {"run": run_index, "seed": config.seed + run_index,
+                                        "diverged_at": result.diverged_at.astype(int)})
+        np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
+
+    def write_noise(tmp: Path) -> None:
+        levels = len(result.levels)
+        _write_table(tmp / "metrics.csv", {
+            "level": np.repeat(np.arange(levels), config.runs), "sigma": np.repeat(result.levels, config.runs),
+            "run": np.tile(run_index, levels), **{name: result.metrics[name].reshape(-1) for name in METRICS},
+            "diverged_at": result.diverged_at.reshape(-1).astype(int),
+        })
+        np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
+
+    return _save(out, config, write_epoch if isinstance(result, EpochResult) else write_noise)
+
+
 def load_config(folder: Path) -> Config:
     return Config.from_dict(json.loads((Path(folder) / "config.json").read_text()))
 
 
-def load_epoch(folder: Path) -> EpochResult:
-    """Read back what ``save_epoch`` wrote."""
+def load(folder: Path) -> EpochResult | NoiseResult:
+    """Read back what ``save`` wrote."""
     folder = Path(folder)
     config = load_config(folder)
     table = _read_table(folder / "metrics.csv")
-    runs = _read_table(folder / "runs.csv")
-    shape = (len(runs["run"]), config.epochs + 1)
     with np.load(folder / "params.npz") as params:
         teacher, student = params["teacher"], params["student_init"]
+    if config.experiment == "noise":
+        shape = (len(config.noise_levels), config.runs)
+        return NoiseResult(config, np.asarray(config.noise_levels), {name: table[name].reshape(shape) for name in METRICS},
+                           teacher, student, table["diverged_at"].astype(int).reshape(shape))
+    runs = _read_table(folder / "runs.csv")
+    shape = (config.runs, config.epochs + 1)
     return EpochResult(config, {name: table[name].reshape(shape) for name in METRICS}, teacher, student,
                        runs["diverged_at"].astype(int))

@@ -1,0 +1,101 @@
+"""The noise experiment (the seed's C): linear response, exact zeros, common random numbers, one compile."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from l2rebound import cli, store
+from l2rebound.config import Config
+from l2rebound.experiments import noise_sweep, run_noise_experiment
+from l2rebound.fit import fit_power_law
+from l2rebound.train import train_block
+
+SMALL = dict(experiment="noise", teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, epochs=100, runs=3,
+             noise_levels=(1e-5, 1e-4, 1e-3, 1e-2))
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_noise_experiment(Config(**SMALL))
+
+
+def test_vanilla_gd_gives_linear_response(result):
+    fit = fit_power_law(result)
+    assert abs(fit.k - 1) < 0.05, fit
+    assert fit.k_low <= fit.k <= fit.k_high
+    assert fit.used.all()
+    squared = fit_power_law(result, squared=True)
+    assert abs(squared.k - 2) < 0.1
+
+
+def test_common_random_numbers_make_each_run_a_smooth_curve(result):
+    per_sigma = result.metrics["l2"] / result.levels[:, None]  # (S, R): constant in the linear regime
+    assert np.all(np.abs(per_sigma / per_sigma[0] - 1) < 0.01)
+    assert np.ptp(per_sigma[0]) > 0.01 * per_sigma[0].mean()  # while runs (different data) differ
+    np.testing.assert_array_equal(result.student_init, np.broadcast_to(result.teacher, result.student_init.shape))
+
+
+def test_zero_noise_leaves_the_student_exactly_at_the_teacher():
+    zero = noise_sweep(Config(**SMALL), [0.0, 1e-3])
+    assert (zero.metrics["l2"][0] == 0).all() and (zero.metrics["clean_test_loss"][0] == 0).all()
+    assert (zero.metrics["l2"][1] > 0).all()
+
+
+def test_same_config_gives_identical_numbers(result):
+    again = run_noise_experiment(result.config)
+    for name, values in result.metrics.items():
+        np.testing.assert_array_equal(again.metrics[name], values, err_msg=name)
+
+
+def test_a_sweep_over_noise_levels_or_step_size_compiles_once(result):
+    before = train_block._cache_size()
+    noise_sweep(Config(**SMALL), [2e-5, 3e-4, 5e-3, 0.2])  # same study shape: 4 levels x 3 runs
+    noise_sweep(Config(**{**SMALL, "learning_rate": 3e-2}), [1e-5, 1e-4, 1e-3, 1e-2])
+    assert train_block._cache_size() == before
+
+
+def test_float32_warns_at_small_sigma_and_leaves_those_levels_out(tmp_path, capsys):
+    args = ["noise", "--teacher-dims", "2,6,5,1", "--dataset-size", "300", "--test-set-size", "60", "--epochs", "100",
+            "--runs", "3", "--noise-levels", "1e-5,1e-3,3e-2,1e-1,0.3", "--dtype", "float32", "--out", str(tmp_path),
+            "--no-progress"]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    assert "warning: float32" in captured.err and "1e-05" in captured.err.split("warning: float32")[1]
+    assert "no (precision floor)" in captured.out
+
+
+def test_stored_noise_result_round_trips_and_redraws(result, tmp_path, capsys):
+    folder = store.save(tmp_path, result)
+    loaded = store.load(folder)
+    np.testing.assert_array_equal(loaded.levels, result.levels)
+    for name, values in result.metrics.items():
+        np.testing.assert_array_equal(loaded.metrics[name], values)
+    np.testing.assert_array_equal(loaded.teacher, result.teacher)
+    np.testing.assert_array_equal(loaded.diverged_at, result.diverged_at)
+    assert cli.main(["plot", str(folder), "--squared"]) == 0
+    out = capsys.readouterr().out
+    assert "ℓ₂² ≈" in out and list(folder.glob("*_l2sq.png")) and list(folder.glob("*_l2sq.svg"))
+
+
+def test_too_few_levels_to_fit_still_plots_and_says_so(result, tmp_path, capsys):
+    one = dataclasses.replace(result, levels=result.levels[:1], metrics={k: v[:1] for k, v in result.metrics.items()},
+                              diverged_at=result.diverged_at[:1],
+                              config=dataclasses.replace(result.config, noise_levels=result.config.noise_levels[:1]))
+    with pytest.raises(ValueError, match="too few levels"):
+        fit_power_law(one)
+    folder = store.save(tmp_path, one)
+    assert cli.main(["plot", str(folder)]) == 0  # the figure and table still come, without a fit
+    assert "no power law fitted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("levels", ["", "0,1e-3", "-1e-3", "1e-3:1e-4:5", "1e-5:1:1", "1e-5:1", "a,b"])
+def test_bad_noise_levels_exit_2_with_one_line(levels, tmp_path, capsys):
+    try:
+        code = cli.main(["noise", "--noise-levels", levels, "--out", str(tmp_path / "out")])
+    except SystemExit as exit:
+        code = exit.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--noise-levels" in err
+    assert not (tmp_path / "out").exists()
