@@ -44,7 +44,7 @@ def test_b_moves_away_from_an_exact_start(preset_b):
     assert (l2[:, -1] > 1e-6).all() and (l2[:, -1] < 1e-4).all()
     assert (loss[:, -1] < loss[:, 0]).all()
     # the noise is being fitted: the clean loss grows from exactly 0 while the train loss falls
-    assert (np.diff(clean[:, 1:], axis=1) > 0).mean() > 0.9
+    assert ((clean[:, -1] > clean[:, 10]) & (clean[:, 10] > 0)).all()
 
 
 def test_same_config_gives_identical_numbers(preset_b):

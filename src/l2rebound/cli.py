@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -206,9 +207,19 @@ def _progress(total: int, disable: bool):
     return tqdm(total=total, unit="run-epoch", unit_scale=True, delay=1.0, disable=disable, dynamic_ncols=True)
 
 
+def _cache_compilations() -> None:
+    """Keep XLA's compiled programs on disk, so a second command with the same shapes starts at once."""
+    import jax
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    jax.config.update("jax_compilation_cache_dir", str(base / "l2rebound" / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    _cache_compilations()
     try:
         return _run_plot(args) if args.command == "plot" else _run_experiment(args)
     except ConfigError as error:

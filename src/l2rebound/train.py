@@ -112,7 +112,8 @@ def _record(state: State, metrics: dict, epoch):
 
 
 def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoch):
-    """Record the metrics at θ_epoch, then take the step to θ_{epoch+1} (a no-op once epoch >= epochs)."""
+    """Record the metrics at θ_epoch, then take the step to θ_{epoch+1} (a no-op once epoch >= epochs, so
+    that the step at epoch E only records θ_E)."""
     y = problem.train.labels(hyper.sigma)
     loss, grad = jax.value_and_grad(mse)(state.theta, spec.dims, problem.train.x, y)
     state, metrics = _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
@@ -121,7 +122,7 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoc
                                                              state.opt_state)
     update = -hyper.learning_rate * direction
     theta = state.theta + update
-    stalled = jnp.mean((update != 0) & (theta == state.theta))
+    stalled = jnp.mean(((update != 0) & (theta == state.theta)).astype(theta.dtype))
     if spec.projection == "jitter" and spec.projection_frequency > 0:
         # a select rather than lax.cond: a conditional inside the scan costs more than the check itself
         due = (epoch + 1) % spec.projection_frequency == 0
@@ -146,15 +147,3 @@ def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start,
 
     state, (metrics, stalled) = jax.vmap(one_run)(hyper, problem, state)
     return state, {**metrics, "stalled": stalled}
-
-
-@partial(jax.jit, static_argnames=("spec",))
-def evaluate_final(spec: Spec, hyper: Hyper, problem: Problem, state: State, epoch):
-    """Metrics of a batch of runs at their current θ, recorded as epoch ``epoch``: dict of (R,) arrays."""
-
-    def one_run(hyper, problem, state):
-        loss = mse(state.theta, spec.dims, problem.train.x, problem.train.labels(hyper.sigma))
-        return _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
-
-    return jax.vmap(one_run)(hyper, problem, state)
-
