@@ -9,9 +9,7 @@ axes). ``summary_table`` gives the key numbers as plain text. Both use only the 
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 import textwrap
 import warnings
 
@@ -20,6 +18,7 @@ from matplotlib.figure import Figure
 
 from l2rebound.experiments import EpochResult, NoiseResult
 from l2rebound.fit import fit_power_law, precision_floor
+from l2rebound.store import write_atomic
 
 L2 = "ℓ₂"
 STYLE = {  # metric -> (legend label, colour, line style); ℓ₂ goes in the upper panel, the rest below
@@ -98,20 +97,6 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     return fig
 
 
-def save_atomic(fig: Figure, path: pathlib.Path) -> None:
-    """Save ``fig`` to ``path`` (format from its suffix) via a temp file in the same folder and
-    ``os.replace``, so a reader never sees a half-written file."""
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=DPI)
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, path)
-    except BaseException:
-        os.unlink(tmp.name)
-        raise
-
-
 def _save_views(views: dict[str, Figure], stem: str, folder: pathlib.Path) -> list[pathlib.Path]:
     """Write each figure as ``{stem}_{view}.svg`` and ``.png`` into ``folder``; returns the paths."""
     folder = pathlib.Path(folder)
@@ -120,7 +105,7 @@ def _save_views(views: dict[str, Figure], stem: str, folder: pathlib.Path) -> li
     for view, fig in views.items():
         for suffix in ("svg", "png"):
             paths.append(folder / f"{stem}_{view}.{suffix}")
-            save_atomic(fig, paths[-1])
+            write_atomic(paths[-1], lambda tmp: fig.savefig(tmp, format=suffix, dpi=DPI))
     return paths
 
 

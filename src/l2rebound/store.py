@@ -42,12 +42,14 @@ def is_finished(folder: Path) -> bool:
 
 
 def write_atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it onto ``path``, so a
+    reader never sees a half-written file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
