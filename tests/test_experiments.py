@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from l2rebound import store
 from l2rebound.config import PRESETS, Config
 from l2rebound.experiments import run_epoch_experiment
 
@@ -62,3 +63,25 @@ def test_each_run_draws_from_seed_plus_r_whatever_the_chunking():
     np.testing.assert_array_equal(many.teacher[10:], tail.teacher)
     np.testing.assert_allclose(many.metrics["l2"][10:], tail.metrics["l2"], rtol=1e-12)
     assert not np.allclose(many.teacher[0], many.teacher[1])  # runs differ
+
+
+def test_an_interrupted_experiment_resumes_from_its_finished_chunks(tmp_path):
+    config = Config(teacher_dims=(2, 5, 1), dataset_size=50, test_set_size=10, epochs=20, noise_sigma=1e-2, runs=12)
+    checkpoint = store.Checkpoint(tmp_path, config)
+    done = []
+
+    def crash_in_second_chunk(n):
+        done.append(n)
+        if sum(done) > 10 * config.epochs:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_epoch_experiment(config, crash_in_second_chunk, checkpoint)
+    assert checkpoint.count() == 1
+    skipped = []
+    resumed = run_epoch_experiment(config, skipped.append, checkpoint)
+    assert sum(skipped) == config.runs * config.epochs and checkpoint.count() == 2
+    fresh = run_epoch_experiment(config)
+    for name, values in fresh.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
+    np.testing.assert_array_equal(resumed.teacher, fresh.teacher)

@@ -182,9 +182,20 @@ def _run_experiment(args) -> int:
     trainings = config.runs * (len(config.noise_levels) if config.experiment == "noise" else 1)
     print(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs, "
           f"{config.describe()}")
-    with _progress(trainings * config.epochs, args.no_progress) as bar:
-        result = run_experiment(config, on_progress=bar.update)
+    checkpoint = store.Checkpoint(args.out, config)
+    if args.force:
+        checkpoint.clear()
+    elif checkpoint.count():
+        print(f"resuming: {checkpoint.count()} finished chunk(s) of runs found in {checkpoint.folder}")
+    try:
+        with _progress(trainings * config.epochs, args.no_progress) as bar:
+            result = run_experiment(config, on_progress=bar.update, checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        _warn(f"interrupted: {checkpoint.count()} finished chunk(s) of runs are kept in {checkpoint.folder}; "
+              "the same command resumes from there")
+        return 130
     folder = store.save(args.out, result)
+    checkpoint.clear()
     print(f"stored in {folder}")
     return _report(folder, result, squared)
 

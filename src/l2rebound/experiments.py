@@ -155,24 +155,41 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     return out, np.asarray(state.diverged_at), np.asarray(state.theta)
 
 
-def run_chunks(runs: int, work: Callable[[np.ndarray, int], dict], chunk: int = CHUNK_RUNS) -> dict:
-    """Apply ``work(index, real)`` to run indices 1..R in chunks of ``chunk`` (the last padded by
-    repeating its final index; ``real`` counts the genuine ones, whose results are kept) and concatenate
-    the arrays it returns along axis 0."""
+def run_chunks(runs: int, work: Callable[[np.ndarray, int], dict], checkpoint=None, on_skip=None) -> dict:
+    """Apply ``work(index, real)`` to run indices 1..R in chunks of ``CHUNK_RUNS`` rounded up to a whole
+    number per device (the last chunk padded by repeating its final index; ``real`` counts the genuine
+    runs, whose results are kept) and concatenate the arrays it returns along axis 0.
+
+    checkpoint: optional object with ``load(key) -> dict | None`` and ``save(key, dict)``; a chunk it
+    already holds is not recomputed (``on_skip(real)`` is called instead), so an interrupted
+    experiment resumes where it stopped.
+    """
     devices = jax.device_count()
-    chunk = -(-min(chunk, runs) // devices) * devices  # a whole number of runs per device
+    chunk = -(-min(CHUNK_RUNS, runs) // devices) * devices
     parts = []
     for first in range(1, runs + 1, chunk):
         index = np.arange(first, first + chunk)
         real = int(np.sum(index <= runs))
-        out = work(np.minimum(index, runs), real)
-        parts.append({k: v[:real] for k, v in out.items()})
+        key = f"runs-{first:06d}-{chunk}"
+        done = checkpoint.load(key) if checkpoint else None
+        if done is None:
+            done = {k: np.asarray(v)[:real] for k, v in work(np.minimum(index, runs), real).items()}
+            if checkpoint:
+                checkpoint.save(key, done)
+        elif on_skip:
+            on_skip(real)
+        parts.append(done)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def run_epoch_experiment(config: Config, on_progress=None) -> EpochResult:
+def _skipper(config: Config, on_progress):
+    return (lambda real: on_progress(real * config.epochs)) if on_progress else None
+
+
+def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult:
     """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
-    ``on_progress(n)`` is called as run-epochs complete (R · E in total)."""
+    ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
+    ``run_chunks``."""
 
     def work(index, real):
         seeds = config.seed + index
@@ -181,11 +198,11 @@ def run_epoch_experiment(config: Config, on_progress=None) -> EpochResult:
         metrics, diverged, _ = train_runs(config, hyper_of(config, len(index)), problem, student, keys, progress)
         return {**metrics, "teacher": np.asarray(teacher), "student_init": np.asarray(student), "diverged_at": diverged}
 
-    out = run_chunks(config.runs, work)
+    out = run_chunks(config.runs, work, checkpoint, _skipper(config, on_progress))
     return EpochResult(config, {k: out[k] for k in METRICS}, out["teacher"], out["student_init"], out["diverged_at"])
 
 
-def noise_sweep(config: Config, levels, on_progress=None) -> NoiseResult:
+def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> NoiseResult:
     """The noise experiment at the given levels (S,) (``run_noise_experiment`` uses
     ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
     of ``CHUNK_RUNS`` by one compiled program."""
@@ -205,20 +222,20 @@ def noise_sweep(config: Config, levels, on_progress=None) -> NoiseResult:
         return {**final, "stalled": metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0],
                 "diverged_at": diverged}
 
-    out = run_chunks(len(levels) * config.runs, work)
+    out = run_chunks(len(levels) * config.runs, work, checkpoint, _skipper(config, on_progress))
     shape = (len(levels), config.runs)
     return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS}, np.asarray(teacher[0]),
                        np.asarray(students), out["diverged_at"].reshape(shape))
 
 
-def run_noise_experiment(config: Config, on_progress=None) -> NoiseResult:
+def run_noise_experiment(config: Config, on_progress=None, checkpoint=None) -> NoiseResult:
     """The noise experiment for ``config`` over ``config.noise_levels`` (pure, like the epoch experiment).
     ``on_progress(n)`` is called as run-epochs complete (S · R · E in total)."""
-    return noise_sweep(config, config.noise_levels, on_progress)
+    return noise_sweep(config, config.noise_levels, on_progress, checkpoint)
 
 
-def run_experiment(config: Config, on_progress=None) -> EpochResult | NoiseResult:
+def run_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult | NoiseResult:
     """The experiment that ``config.experiment`` names: the one pure entry point from a config to its
     result (what a sweep ships to a worker)."""
     runner = run_noise_experiment if config.experiment == "noise" else run_epoch_experiment
-    return runner(config, on_progress)
+    return runner(config, on_progress, checkpoint)

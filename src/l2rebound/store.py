@@ -122,6 +122,37 @@ def save(out: Path, result: EpochResult | NoiseResult) -> Path:
     return _save(out, config, write_epoch if isinstance(result, EpochResult) else write_noise)
 
 
+class Checkpoint:
+    """Finished chunks of runs of an unfinished experiment, kept in ``OUT/.partial-<experiment>-<hash>/``
+    so that the same command resumes after a crash or Ctrl-C instead of starting over. A chunk file is
+    written atomically; the folder is removed once the result is stored."""
+
+    def __init__(self, out: Path, config: Config):
+        self.folder = Path(out) / f".partial-{result_dir(out, config).name}"
+
+    def load(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self.folder / f"{key}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as arrays:
+            return dict(arrays)
+
+    def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        write_atomic(self.folder / f"{key}.npz", write)
+
+    def count(self) -> int:
+        return len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def load_config(folder: Path) -> Config:
     return Config.from_dict(json.loads((Path(folder) / "config.json").read_text()))
 
