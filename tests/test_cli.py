@@ -209,9 +209,9 @@ def test_rerun_reuses_the_stored_result_and_force_retrains(copy, capsys, monkeyp
     monkeypatch.undo()
     real, calls = experiments.run_epoch_experiment, []
 
-    def counted(config, on_progress=None):
+    def counted(config, on_progress=None, checkpoint=None):
         calls.append(config)
-        return real(config, on_progress)
+        return real(config, on_progress, checkpoint)
 
     monkeypatch.setattr(experiments, "run_epoch_experiment", counted)
     code, text, err = run_cli(capsys, "epoch", *TINY, "--out", out, "--force")
