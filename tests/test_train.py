@@ -7,7 +7,7 @@ import pytest
 
 from l2rebound import Config, reference
 from l2rebound.experiments import hyper_of, setup_runs, spec_of, train_runs
-from l2rebound.train import METRICS, mse, regulariser_grad
+from l2rebound.train import METRICS, loss_and_grad, mse, regulariser_grad
 
 SMALL = dict(teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, runs=2, epochs=50)
 
@@ -92,3 +92,15 @@ def test_projection_runs_after_epochs_n_2n_not_before(epochs, jittered):
         assert (np.abs(final[0][padding]) < 1e-5).all()
     else:
         assert (final[0][padding] == 0).all()
+
+
+@pytest.mark.parametrize("n", [7, 2000, 4001])
+def test_blocked_gradient_equals_one_pass(n):
+    config = Config(**SMALL)
+    _, problem, student, _ = _start(config)
+    x = jax.random.uniform(jax.random.key(n), (n, 2), jnp.float64, -1, 1)
+    y = jax.random.normal(jax.random.key(n + 1), (n, 1), jnp.float64)
+    loss, grad = loss_and_grad(student[0], config.student_dims, x, y)
+    ref_loss, ref_grad = jax.value_and_grad(mse)(student[0], config.student_dims, x, y)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-16)

@@ -80,6 +80,36 @@ def mse(theta, dims, x, y):
     return jnp.mean((forward(theta, dims, x) - y) ** 2)
 
 
+SAMPLE_BLOCK = 1000
+"""Samples per block of the gradient on CPU, where a block's activations stay in cache. Measured on this
+2-core machine (default Experiment A, runs over 2 CPU devices, a noisy VM): 2.6–2.9 ms per run and epoch
+in one pass over all 10 000 samples, 1.8–2.5 ms in blocks of 1 000. Accelerators take one pass."""
+
+
+def loss_and_grad(theta, dims, x, y):
+    """``mse`` and its gradient (P,) for inputs x (N, d0) and labels y (N, dL), summed block by block
+    over at most ``SAMPLE_BLOCK`` samples on CPU (the last block padded with zero-weight samples)."""
+    n = x.shape[0]
+    blocks = -(-n // SAMPLE_BLOCK) if jax.default_backend() == "cpu" else 1
+    size = -(-n // blocks)
+    pad = blocks * size - n
+    weight = jnp.ones((n, 1), x.dtype)  # the padding gets weight 0
+
+    def split(a):
+        return jnp.pad(a, ((0, pad), (0, 0))).reshape(blocks, size, -1)
+
+    def squared_error(theta, x, y, w):
+        return jnp.sum(w * (forward(theta, dims, x) - y) ** 2)
+
+    def add_block(total, block):
+        loss, grad = jax.value_and_grad(squared_error)(theta, *block)
+        return (total[0] + loss, total[1] + grad), None
+
+    zero = (jnp.zeros((), theta.dtype), jnp.zeros_like(theta))
+    (loss, grad), _ = jax.lax.scan(add_block, zero, (split(x), split(y), split(weight)))
+    return loss / y.size, grad / y.size
+
+
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
     """Gradient of the training rule's penalty, added to the loss gradient (SPEC §4); shape (P,)."""
     if spec.rule == "l1":
@@ -114,7 +144,7 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoc
     """Record the metrics at θ_epoch, then take the step to θ_{epoch+1} (a no-op once epoch >= epochs, so
     that the step at epoch E only records θ_E)."""
     y = problem.train.labels(hyper.sigma)
-    loss, grad = jax.value_and_grad(mse)(state.theta, spec.dims, problem.train.x, y)
+    loss, grad = loss_and_grad(state.theta, spec.dims, problem.train.x, y)
     state, metrics = _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
 
     direction, opt_state = _transform(spec.optimizer).update(grad + regulariser_grad(spec, hyper, state.theta),
