@@ -75,11 +75,6 @@ def init_state(spec: Spec, theta, key) -> State:
     return State(theta, _transform(spec.optimizer).init(theta), key, jnp.asarray(-1))
 
 
-def mse(theta, dims, x, y):
-    """Mean squared error over samples and outputs."""
-    return jnp.mean((forward(theta, dims, x) - y) ** 2)
-
-
 SAMPLE_BLOCK = 1000
 """Samples per block of the gradient on CPU, where a block's activations stay in cache. Measured on this
 2-core machine (default Experiment A, runs over 2 CPU devices, a noisy VM): 2.6–2.9 ms per run and epoch
@@ -87,7 +82,8 @@ in one pass over all 10 000 samples, 1.8–2.5 ms in blocks of 1 000. Accelerato
 
 
 def loss_and_grad(theta, dims, x, y):
-    """``mse`` and its gradient (P,) for inputs x (N, d0) and labels y (N, dL), summed block by block
+    """Mean squared error over samples and outputs, and its gradient (P,), for inputs x (N, d0) and
+    labels y (N, dL), summed block by block
     over at most ``SAMPLE_BLOCK`` samples on CPU (the last block padded with zero-weight samples)."""
     n = x.shape[0]
     blocks = -(-n // SAMPLE_BLOCK) if jax.default_backend() == "cpu" else 1
