@@ -107,3 +107,13 @@ def test_blocked_gradient_equals_one_pass(n):
     ref_loss, ref_grad = jax.value_and_grad(one_pass)(student[0])
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-16)
+
+
+def test_float32_runs_in_float32_and_a_mixed_start_is_refused():
+    config = Config(**{**SMALL, "epochs": 3}, dtype="float32", initial_permut=0.01)
+    _, problem, student, keys = _start(config)
+    assert student.dtype == problem.train.x.dtype == jnp.float32
+    metrics, _, final = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
+    assert final.dtype == np.float32 and metrics["l2"].dtype == np.float32
+    with pytest.raises(TypeError, match="float64"):
+        train_runs(config, hyper_of(config, config.runs), problem, student.astype(jnp.float64), keys)

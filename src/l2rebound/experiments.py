@@ -138,6 +138,11 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     """
     spec = spec_of(config)
     epochs = config.epochs
+    dtype = jnp.dtype(config.dtype)
+    for name, leaf in (("student", student), ("teacher", problem.teacher), ("inputs", problem.train.x),
+                       ("step size", hyper.learning_rate)):
+        if leaf.dtype != dtype:
+            raise TypeError(f"{name} is {leaf.dtype}, the config asks for {dtype}")
     hyper, problem, student, keys = spread((hyper, problem, student, keys))
     state = jax.vmap(partial(init_state, spec))(student, keys)
     steps = epochs + 1  # the step at epoch E only records the metrics at θ_E (its update is masked)
