@@ -7,8 +7,10 @@ Per layer l of a network θ:
 Equalities are tested up to ``TOLERANCE_ULPS`` relative units of the dtype's epsilon, so a violation is a
 floating-point coincidence, not a near miss. The jitter moves only the entries that violate a condition: a
 zero becomes ±``ZERO_JITTER``·(1 + u), u ~ U(0, 1) (the seed's teachers have zero biases, which end near
-±1e-6); any other flagged entry is moved away from zero by ``MOVE_ULPS`` relative units. All functions
-are pure and jit-able.
+±1e-6); any other flagged entry is moved away from zero by ``MOVE_ULPS`` relative units. The checks and
+projections are pure and jit-able; ``genericity_report`` and ``format_report`` (how far a network is from
+leaving ℱ) run on the host in NumPy; ``project_margin`` is the Euclidean projection onto the set with a
+margin ε.
 """
 
 from __future__ import annotations
@@ -96,3 +98,224 @@ def project_jitter(theta, dims: tuple[int, ...], key):
 
     theta, _, _ = jax.lax.while_loop(cond, body, (theta, key, 0))
     return theta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Diagnostics (host-side NumPy) and the margin projection (pure JAX, jit-able).
+
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=8)
+def _fractions(ratio_bound: int):
+    """The reduced fractions p/q ≥ 1 with 1 ≤ q ≤ p ≤ ratio_bound, sorted: (values, p, q), each (F,).
+    (Every |ratio| is oriented to be ≥ 1, so the fractions below 1 are not needed.)"""
+    p, q = np.meshgrid(np.arange(1, ratio_bound + 1), np.arange(1, ratio_bound + 1), indexing="ij")
+    keep = (p >= q) & (np.gcd(p, q) == 1)
+    p, q = p[keep], q[keep]
+    values = p / q
+    order = np.argsort(values)
+    out = values[order], p[order], q[order]
+    for a in out:
+        a.flags.writeable = False  # cached: shared between calls
+    return out
+
+
+def _closest_rational_ratio(w, ratio_bound: int):
+    """Over every column k of w (d_out, d_in) and every pair of rows j < j' with non-zero entries: the
+    ratio r = max/min of |w_jk|, |w_j'k| (≥ 1) closest, in relative distance |r − p/q| / (p/q), to a
+    fraction p/q with p, q ≤ ratio_bound. Vectorised: all pair ratios at once, located in the sorted
+    fractions by ``searchsorted``. Returns a dict, or None when no pair exists."""
+    a = np.abs(w)
+    rows_a, rows_b = np.triu_indices(a.shape[0], k=1)
+    if rows_a.size == 0:
+        return None
+    top, bottom = a[rows_a, :], a[rows_b, :]  # (pairs, d_in)
+    valid = (top > 0) & (bottom > 0)
+    if not valid.any():
+        return None
+    hi, lo = np.maximum(top, bottom), np.minimum(top, bottom)
+    r = np.where(valid, hi / np.where(valid, lo, 1.0), np.inf)
+    values, p, q = _fractions(ratio_bound)
+    right = np.clip(np.searchsorted(values, r), 0, len(values) - 1)
+    left = np.clip(right - 1, 0, len(values) - 1)
+    rel_right = np.abs(r - values[right]) / values[right]
+    rel_left = np.abs(r - values[left]) / values[left]
+    idx = np.where(rel_left < rel_right, left, right)
+    rel = np.where(valid, np.minimum(rel_left, rel_right), np.inf)
+    pair, col = np.unravel_index(np.argmin(rel), rel.shape)
+    j, jj = int(rows_a[pair]), int(rows_b[pair])
+    f = int(idx[pair, col])
+    sign = int(np.sign(w[j, col] * w[jj, col]))
+    # orient p/q as w_jk / w_j'k (row j over row j'): p/q when |w_jk| ≥ |w_j'k|, else q/p
+    num, den = (int(p[f]), int(q[f])) if a[j, col] >= a[jj, col] else (int(q[f]), int(p[f]))
+    return {
+        "rel_distance": float(rel[pair, col]),
+        "p": sign * num,
+        "q": den,
+        "ratio": float(w[j, col] / w[jj, col]),
+        "rows": (j, jj),
+        "column": int(col),
+        "weights": (float(w[j, col]), float(w[jj, col])),
+    }
+
+
+def genericity_report(theta, dims: tuple[int, ...], ratio_bound: int = 100) -> list[dict]:
+    """How far θ (P,) is from violating C1–C3, per layer l = 1..L (host-side NumPy, not jit-able).
+
+    Each layer's dict: ``layer`` (1-based), ``shape`` (d_l, d_{l-1}); ``min_abs_weight`` and its
+    ``min_abs_weight_index`` (j, k); ``min_abs_bias`` and ``min_abs_bias_index``; ``min_bias_gap``, the
+    smallest difference of the sorted |b| (None for a single bias), with ``min_bias_gap_pair`` (i, j) and
+    ``min_bias_gap_rel`` (the gap over the larger |b|, what C2 tests); ``closest_ratio``: None for a single
+    row, else a dict with ``rel_distance`` = |r − p/q|/(p/q), the fraction ``p``/``q`` (signed, oriented as
+    ``ratio`` = w_jk / w_j'k), ``rows`` (j, j'), ``column`` k, ``weights``; then booleans ``C1``, ``C2``,
+    ``C3`` (True = satisfied) and ``generic`` (all three). With the module's tolerance
+    rtol = TOLERANCE_ULPS·eps(dtype): C1 fails on an exact zero, C2 when two non-zero |b| agree within rtol
+    relative (zeros are left to C1, as in ``violations``), C3 when a weight ratio is within rtol relative
+    of some ±p/q with p, q ≤ ``ratio_bound`` (``violations`` uses ``RATIO_BOUND``; pass ``ratio_bound=
+    RATIO_BOUND`` to match it). The whole network is generic when every layer is: ``report_generic``."""
+    theta = np.asarray(theta)
+    if not np.issubdtype(theta.dtype, np.floating):
+        theta = theta.astype(np.float64)
+    rtol = TOLERANCE_ULPS * np.finfo(theta.dtype).eps
+    report = []
+    for l, ((ws, bs), d_in, d_out) in enumerate(zip(layer_slices(dims), dims[:-1], dims[1:]), start=1):
+        w, b = theta[ws].reshape(d_out, d_in), theta[bs]
+        aw, ab = np.abs(w), np.abs(b)
+        jw = np.unravel_index(np.argmin(aw), aw.shape)
+        jb = int(np.argmin(ab))
+        entry = {
+            "layer": l,
+            "shape": (d_out, d_in),
+            "min_abs_weight": float(aw[jw]),
+            "min_abs_weight_index": (int(jw[0]), int(jw[1])),
+            "min_abs_bias": float(ab[jb]),
+            "min_abs_bias_index": jb,
+            "min_bias_gap": None,
+            "min_bias_gap_pair": None,
+            "min_bias_gap_rel": None,
+        }
+        c2 = True
+        if d_out > 1:
+            order = np.argsort(ab, kind="stable")
+            sorted_ab = ab[order]
+            gaps = np.diff(sorted_ab)
+            k = int(np.argmin(gaps))
+            entry["min_bias_gap"] = float(gaps[k])
+            entry["min_bias_gap_pair"] = (int(order[k]), int(order[k + 1]))
+            nonzero = sorted_ab[:-1] > 0  # pairs with a zero are C1's business
+            rel = np.where(nonzero, gaps / np.where(sorted_ab[1:] > 0, sorted_ab[1:], 1.0), np.inf)
+            entry["min_bias_gap_rel"] = float(rel.min()) if np.isfinite(rel.min()) else None
+            c2 = not bool(np.any(rel <= rtol))
+        ratio = _closest_rational_ratio(w, ratio_bound)
+        entry["closest_ratio"] = ratio
+        entry["C1"] = bool(np.all(w != 0) and np.all(b != 0))
+        entry["C2"] = c2
+        entry["C3"] = bool(ratio is None or ratio["rel_distance"] > rtol)
+        entry["generic"] = entry["C1"] and entry["C2"] and entry["C3"]
+        report.append(entry)
+    return report
+
+
+def report_generic(report: list[dict]) -> bool:
+    """The overall flag: every layer of a ``genericity_report`` satisfies C1–C3."""
+    return all(entry["generic"] for entry in report)
+
+
+def format_report(report: list[dict]) -> str:
+    """A ``genericity_report`` as text for the terminal: one block per layer, numbers aligned."""
+
+    def num(x):
+        return f"{'—':>11}" if x is None else f"{x:11.4e}"
+
+    def ok(flag):
+        return "ok" if flag else "VIOLATED"
+
+    lines = []
+    for e in report:
+        lines.append(f"layer {e['layer']}  W {e['shape'][0]}×{e['shape'][1]}   "
+                     f"C1 {ok(e['C1'])}  C2 {ok(e['C2'])}  C3 {ok(e['C3'])}")
+        j, k = e["min_abs_weight_index"]
+        lines.append(f"  min |w|          {num(e['min_abs_weight'])}   at W[{j},{k}]")
+        lines.append(f"  min |b|          {num(e['min_abs_bias'])}   at b[{e['min_abs_bias_index']}]")
+        if e["min_bias_gap"] is None:
+            lines.append(f"  min |b| gap      {num(None)}   (single bias)")
+        else:
+            i, jj = e["min_bias_gap_pair"]
+            lines.append(f"  min |b| gap      {num(e['min_bias_gap'])}   b[{i}], b[{jj}]; "
+                         f"relative {num(e['min_bias_gap_rel']).strip()}")
+        r = e["closest_ratio"]
+        if r is None:
+            lines.append(f"  closest ratio    {num(None)}   (single row)")
+        else:
+            (j, jj), k = r["rows"], r["column"]
+            lines.append(f"  closest ratio    {num(r['rel_distance'])}   W[{j},{k}]/W[{jj},{k}] = {r['ratio']:.6g}"
+                         f" ≈ {r['p']}/{r['q']} (relative distance)")
+    lines.append(f"generic: {'yes' if report_generic(report) else 'NO'}")
+    return "\n".join(lines)
+
+
+def _isotonic(y):
+    """Least-squares non-decreasing fit of y (n,) (isotonic regression), by the min–max formula
+    x_i = max_{j ≤ i} min_{k ≥ i} mean(y_j..y_k): O(n³) work without control flow, so jit-able; n is one
+    layer's width. Monotone exactly in floating point (the candidate sets only grow/shrink with i)."""
+    n = y.shape[0]
+    idx = jnp.arange(n)
+    j, m, k = idx[:, None, None], idx[None, :, None], idx[None, None, :]
+    inside = (j <= m) & (m <= k)  # [j, m, k]: y_m in the block j..k
+    sums = jnp.einsum("jmk,m->jk", inside.astype(y.dtype), y)
+    means = sums / jnp.maximum(idx[None, :] - idx[:, None] + 1, 1).astype(y.dtype)  # [j, k]
+    i = idx[:, None, None]
+    inner = jnp.min(jnp.where((idx[None, None, :] >= i) & (idx[None, :, None] <= idx[None, None, :]),
+                              means[None, :, :], jnp.inf), axis=2)  # [i, j]: min over k ≥ i
+    return jnp.max(jnp.where(idx[None, :] <= idx[:, None], inner, -jnp.inf), axis=1)
+
+
+def _margin_slack(a, eps):
+    """Rounding slack of the margin tests on |b| values a (n,): a few ulps of the largest value reached."""
+    n = a.shape[0]
+    return 16 * jnp.finfo(a.dtype).eps * (jnp.max(a) + (n + 1) * eps)
+
+
+def _project_bias_margin(b, eps):
+    """Euclidean projection of one layer's biases b (n,) onto {|c_i| ≥ eps, sorted |c| at least eps
+    apart}, keeping each sign (0 -> +) and the order of |b|: with a = sorted |b| and c_i = u_i + i·eps
+    (i = 1..n), min Σ (c_i − a_i)² s.t. c_1 ≥ eps, c_{i+1} − c_i ≥ eps is min Σ (u_i − (a_i − i·eps))²
+    s.t. 0 ≤ u_1 ≤ u_2 ≤ ..., whose solution is max(isotonic(a − i·eps), 0). A layer that already
+    satisfies the constraints (up to a few ulps) is returned bit for bit."""
+    n = b.shape[0]
+    a = jnp.abs(b)
+    order = jnp.argsort(a, stable=True)
+    a_sorted = a[order]
+    steps = jnp.arange(1, n + 1, dtype=b.dtype) * eps
+    c = jnp.maximum(_isotonic(a_sorted - steps), 0) + steps
+    sign = jnp.where(b < 0, -1.0, 1.0).astype(b.dtype)
+    projected = jnp.zeros_like(b).at[order].set(c) * sign
+    slack = _margin_slack(a, eps)
+    feasible = (a_sorted[0] >= eps - slack) & jnp.all(jnp.diff(a_sorted) >= eps - slack)
+    return jnp.where(feasible, b, projected)
+
+
+@partial(jax.jit, static_argnames="dims")
+def project_margin(theta, dims: tuple[int, ...], eps):
+    """Euclidean projection of θ (P,) onto {|w| ≥ eps for every weight, |b| ≥ eps for every bias, sorted
+    |b| within each layer (output layer included) at least eps apart}, keeping signs and the order of |b|
+    (SPEC §5, ``projection = "margin"``). Pure JAX, jit-able (``dims`` static, ``eps`` may be traced).
+
+    Weights: w -> sign(w)·max(|w|, eps), a zero weight goes to +eps. Biases: ``_project_bias_margin`` per
+    layer (a zero bias goes to the + side). Keeping signs and order loses nothing: the constraint set is
+    symmetric under sign changes and permutations of one layer's biases, and matching sorted targets to
+    sorted |b| is optimal (rearrangement inequality), so this is the projection onto the whole (non-convex)
+    set; at ties (equal |b|, zero entries) it picks one of the nearest points. Idempotent; the identity,
+    bit for bit, on a θ that already satisfies the constraints (entries with |w| ≥ eps, bias layers that
+    are feasible up to a few ulps)."""
+    theta = jnp.asarray(theta)
+    eps = jnp.asarray(eps, theta.dtype)
+    out = theta
+    for ws, bs in layer_slices(dims):
+        w = theta[ws]
+        out = out.at[ws].set(jnp.where(jnp.abs(w) >= eps, w, jnp.where(w < 0, -eps, eps)))
+        out = out.at[bs].set(_project_bias_margin(theta[bs], eps))
+    return out
