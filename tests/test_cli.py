@@ -332,3 +332,19 @@ def test_console_script_is_installed():
     proc = subprocess.run([script, "epoch", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--teacher-dims" in proc.stdout and "--preset" in proc.stdout
+
+
+def test_check_reports_stored_networks_and_fails_on_a_zero_bias_teacher(tmp_path, capsys):
+    out = str(tmp_path)
+    for projection, expected in (("jitter", 0), ("off", 1)):
+        code, text, err = run_cli(capsys, "epoch", *TINY, "--projection", projection, "--out", out)
+        assert code == 0, err
+        folder = next(p for p in tmp_path.iterdir() if p.name.startswith("epoch-")
+                      and store.load_config(p).projection == projection)
+        code, text, err = run_cli(capsys, "check", str(folder / "params.npz"))
+        assert code == expected, text + err
+        assert text.count("== teacher") == 2 and text.count("== student_init") == 2
+        if expected:  # zero biases (the seed's init) without the projection: C1 fails
+            assert "VIOLATED" in text and "outside F" in text
+    code, _, err = run_cli(capsys, "check", str(tmp_path / "missing.npz"))
+    assert code == 2 and len(err.strip().splitlines()) == 1

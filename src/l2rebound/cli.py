@@ -91,6 +91,17 @@ def _build_parser() -> argparse.ArgumentParser:
                                description="Redraw figures and the summary from a stored result folder.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
     plot.add_argument("--squared", action="store_true", help="noise results: plot and fit ℓ₂² instead of ℓ₂")
+
+    check = commands.add_parser(
+        "check", help="how far stored networks are from leaving the generic class F (exit 1 if one is outside)",
+        description="Print, per layer, the smallest |weight|, smallest |bias|, smallest gap between sorted "
+                    "|biases| and the weight ratio closest to a small rational ±p/q, for every teacher and "
+                    "initial student in a result's params.npz (its dims come from the config.json beside it). "
+                    "Exit code 1 when a condition C1-C3 fails.",
+    )
+    check.add_argument("file", type=Path, metavar="FILE.npz", help="OUT/<experiment>-<hash>/params.npz")
+    check.add_argument("--ratio-bound", type=int, default=100, metavar="N",
+                       help="largest p and q of the ratios ±p/q that C3 forbids [default: 100]")
     return parser
 
 
@@ -212,6 +223,27 @@ def _run_plot(args) -> int:
     return 0
 
 
+def _run_check(args) -> int:
+    from l2rebound import store
+    from l2rebound.genericity import format_report, genericity_report, report_generic
+
+    if args.ratio_bound < 1:
+        return _fail(f"--ratio-bound must be an integer >= 1 (got {args.ratio_bound})")
+    if not args.file.is_file() or not store.is_finished(args.file.parent):
+        return _fail(f"{args.file} is not the params.npz of a finished result folder")
+    config = store.load_config(args.file.parent)
+    failed = 0
+    with np.load(args.file) as params:
+        for name, dims in (("teacher", config.teacher_dims), ("student_init", config.student_dims)):
+            for run, theta in enumerate(np.atleast_2d(params[name]), start=1):
+                report = genericity_report(theta, dims, args.ratio_bound)
+                print(f"== {name}, run {run}")
+                print(format_report(report))
+                failed += not report_generic(report)
+    print(f"{failed} network(s) outside F" if failed else "every network is in F")
+    return 1 if failed else 0
+
+
 def _progress(total: int, disable: bool):
     from tqdm import tqdm
 
@@ -232,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _cache_compilations()
     try:
+        if args.command == "check":
+            return _run_check(args)
         return _run_plot(args) if args.command == "plot" else _run_experiment(args)
     except ConfigError as error:
         return _fail(str(error))
