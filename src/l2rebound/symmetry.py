@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from l2rebound.nets import layer_slices, num_params
+from l2rebound.nets import flatten, num_params, unflatten
 
 try:  # optax.assignment is missing from older optax releases
     from optax.assignment import hungarian_algorithm as _jax_hungarian
@@ -107,10 +107,7 @@ def _layers(theta, dims):
     theta = np.asarray(theta)
     if theta.shape != (num_params(dims),):
         raise ValueError(f"θ has shape {theta.shape}, dims {dims} need ({num_params(dims)},)")
-    return [
-        (theta[w].reshape(d_out, d_in), theta[b])
-        for (w, b), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:])
-    ]
+    return unflatten(theta, dims)
 
 
 def _flat(layers) -> np.ndarray:
@@ -141,14 +138,15 @@ def apply(g: Symmetry, theta, dims: tuple[int, ...]) -> np.ndarray:
 
 
 def _features(layers, h, incoming=True, outgoing=True):
-    """Per unit of hidden layer h (0-based): [incoming row, bias, outgoing column] -> (d_h, F)."""
+    """Per unit of hidden layer h (0-based): [incoming row, bias, outgoing column] -> (d_h, F); NumPy or
+    JAX, like the layers."""
     w, b = layers[h]
     parts = []
     if incoming:
         parts += [w, b[:, None]]
     if outgoing:
         parts.append(layers[h + 1][0].T)
-    return np.concatenate(parts, axis=1)
+    return (jnp if isinstance(w, jax.Array) else np).concatenate(parts, axis=1)
 
 
 def _assign(v, u):
@@ -321,27 +319,6 @@ def _apply_layers_jax(perms, signs, layers):
     return out
 
 
-def _layers_jax(theta, dims):
-    return [
-        (theta[w].reshape(d_out, d_in), theta[b])
-        for (w, b), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:])
-    ]
-
-
-def _flat_jax(layers):
-    return jnp.concatenate([jnp.concatenate([w.reshape(-1), b]) for w, b in layers])
-
-
-def _features_jax(layers, h, incoming=True, outgoing=True):
-    w, b = layers[h]
-    parts = []
-    if incoming:
-        parts += [w, b[:, None]]
-    if outgoing:
-        parts.append(layers[h + 1][0].T)
-    return jnp.concatenate(parts, axis=1)
-
-
 def _assign_jax(v, u):
     gram = v @ u.T
     cost = (v * v).sum(1)[:, None] + (u * u).sum(1)[None, :] - 2 * jnp.abs(gram)
@@ -371,12 +348,12 @@ def align_jax(theta_s, theta_t, dims: tuple[int, ...], sweeps: int = JAX_SWEEPS)
     if not HAVE_JAX_ASSIGNMENT:  # pragma: no cover
         raise NotImplementedError("the installed optax has no optax.assignment.hungarian_algorithm")
     theta_s, theta_t = jnp.asarray(theta_s), jnp.asarray(theta_t)
-    s_layers, t_layers = _layers_jax(theta_s, dims), _layers_jax(theta_t, dims)
+    s_layers, t_layers = unflatten(theta_s, dims), unflatten(theta_t, dims)
     n_hidden = len(dims) - 2
     dtype = theta_s.dtype
 
     def dist(perms, signs):
-        return jnp.linalg.norm(_flat_jax(_apply_layers_jax(perms, signs, s_layers)) - theta_t)
+        return jnp.linalg.norm(flatten(_apply_layers_jax(perms, signs, s_layers)) - theta_t)
 
     ident = (tuple(jnp.arange(d) for d in dims[1:-1]), tuple(jnp.ones(d, dtype) for d in dims[1:-1]))
     raw = dist(*ident)
@@ -386,7 +363,7 @@ def align_jax(theta_s, theta_t, dims: tuple[int, ...], sweeps: int = JAX_SWEEPS)
     def layer_step(state, h):
         perms, signs, d = state
         cur = _apply_layers_jax(perms, signs, s_layers)
-        perm, sign = _assign_jax(_features_jax(cur, h), _features_jax(t_layers, h))
+        perm, sign = _assign_jax(_features(cur, h), _features(t_layers, h))
         new_perms, new_signs = _compose_layer_jax(perms, signs, h, perm, sign)
         d_new = dist(new_perms, new_signs)
         better = d_new < d
@@ -403,8 +380,8 @@ def align_jax(theta_s, theta_t, dims: tuple[int, ...], sweeps: int = JAX_SWEEPS)
         perms, signs = ident
         for h in range(n_hidden) if forward else reversed(range(n_hidden)):
             cur = _apply_layers_jax(perms, signs, s_layers)
-            perm, sign = _assign_jax(_features_jax(cur, h, forward, not forward),
-                                     _features_jax(t_layers, h, forward, not forward))
+            perm, sign = _assign_jax(_features(cur, h, forward, not forward),
+                                     _features(t_layers, h, forward, not forward))
             perms, signs = _compose_layer_jax(perms, signs, h, perm, sign)
         greedy.append((perms, signs, dist(perms, signs)))
     candidates = [(*ident, raw)] + greedy
