@@ -209,9 +209,9 @@ class Config:
 
         return {name: render(name, value) for name, value in self.changed_fields().items()}
 
-    def describe(self) -> str:
-        """The non-default fields as ``name=value, ...``, or ``defaults``."""
-        return ", ".join(f"{k}={v}" for k, v in self.changed_text().items()) or "defaults"
+    def describe(self, skip: tuple[str, ...] = ()) -> str:
+        """The non-default fields (less those in ``skip``) as ``name=value, ...``, or ``defaults``."""
+        return ", ".join(f"{k}={v}" for k, v in self.changed_text().items() if k not in skip) or "defaults"
 
     def figure_stem(self) -> str:
         """File-name stem carrying every parameter that differs from its default, e.g.

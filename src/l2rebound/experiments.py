@@ -160,14 +160,16 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     return out, np.asarray(state.diverged_at), np.asarray(state.theta)
 
 
-def run_chunks(runs: int, work: Callable[[np.ndarray, int], dict], checkpoint=None, on_skip=None) -> dict:
-    """Apply ``work(index, real)`` to run indices 1..R in chunks of ``CHUNK_RUNS`` rounded up to a whole
-    number per device (the last chunk padded by repeating its final index; ``real`` counts the genuine
-    runs, whose results are kept) and concatenate the arrays it returns along axis 0.
+def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
+               checkpoint=None) -> dict:
+    """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``CHUNK_RUNS`` rounded up to a
+    whole number per device (the last chunk padded by repeating its final index; only the genuine runs'
+    results are kept) and concatenate the arrays it returns along axis 0.
 
+    on_progress(n): called as run-epochs complete (R · ``epochs`` in total); ``work`` gets ``progress``,
+        which takes the epochs its chunk advanced, or None.
     checkpoint: optional object with ``load(key) -> dict | None`` and ``save(key, dict)``; a chunk it
-    already holds is not recomputed (``on_skip(real)`` is called instead), so an interrupted
-    experiment resumes where it stopped.
+        already holds is not recomputed, so an interrupted experiment resumes where it stopped.
     """
     devices = jax.device_count()
     chunk = -(-min(CHUNK_RUNS, runs) // devices) * devices
@@ -178,17 +180,14 @@ def run_chunks(runs: int, work: Callable[[np.ndarray, int], dict], checkpoint=No
         key = f"runs-{first:06d}-{chunk}"
         done = checkpoint.load(key) if checkpoint else None
         if done is None:
-            done = {k: np.asarray(v)[:real] for k, v in work(np.minimum(index, runs), real).items()}
+            progress = (lambda n, real=real: on_progress(n * real)) if on_progress else None
+            done = {k: np.asarray(v)[:real] for k, v in work(np.minimum(index, runs), progress).items()}
             if checkpoint:
                 checkpoint.save(key, done)
-        elif on_skip:
-            on_skip(real)
+        elif on_progress:
+            on_progress(real * epochs)
         parts.append(done)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _skipper(config: Config, on_progress):
-    return (lambda real: on_progress(real * config.epochs)) if on_progress else None
 
 
 def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult:
@@ -196,14 +195,13 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
     ``run_chunks``."""
 
-    def work(index, real):
+    def work(index, progress):
         seeds = config.seed + index
         teacher, problem, student, keys = setup_runs(config, seeds, seeds)
-        progress = (lambda n: on_progress(n * real)) if on_progress else None
         metrics, diverged, _ = train_runs(config, hyper_of(config, len(index)), problem, student, keys, progress)
         return {**metrics, "teacher": np.asarray(teacher), "student_init": np.asarray(student), "diverged_at": diverged}
 
-    out = run_chunks(config.runs, work, checkpoint, _skipper(config, on_progress))
+    out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
     return EpochResult(config, {k: out[k] for k in METRICS}, out["teacher"], out["student_init"], out["diverged_at"])
 
 
@@ -217,17 +215,16 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
     teacher, problems, students, keys = setup_runs(config, np.full(config.runs, config.seed), seeds)
     level_of, run_of = (a.reshape(-1) for a in np.meshgrid(np.arange(len(levels)), runs - 1, indexing="ij"))
 
-    def work(index, real):
+    def work(index, progress):
         pick = index - 1  # run_chunks counts from 1
         take = lambda tree: jax.tree.map(lambda a: a[run_of[pick]], tree)  # noqa: E731
         hyper = hyper_of(config, len(pick), sigma=levels[level_of[pick]])
-        progress = (lambda n: on_progress(n * real)) if on_progress else None
         metrics, diverged, _ = train_runs(config, hyper, take(problems), take(students), take(keys), progress)
         final = {k: v[:, -1] for k, v in metrics.items() if k != "stalled"}
         return {**final, "stalled": metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0],
                 "diverged_at": diverged}
 
-    out = run_chunks(len(levels) * config.runs, work, checkpoint, _skipper(config, on_progress))
+    out = run_chunks(len(levels) * config.runs, config.epochs, work, on_progress, checkpoint)
     shape = (len(levels), config.runs)
     return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS}, np.asarray(teacher[0]),
                        np.asarray(students), out["diverged_at"].reshape(shape))

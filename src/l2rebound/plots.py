@@ -50,11 +50,10 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 def subtitle(result: EpochResult | NoiseResult) -> str:
     """Non-default parameters as ``k=v`` (or "defaults"), the number of runs and how many diverged."""
-    changed = {k: v for k, v in result.config.changed_text().items() if k != "runs"}
     runs = result.config.runs
     total = np.size(result.diverged_at)
     diverged = int(np.sum(np.asarray(result.diverged_at) != -1))
-    text = (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults") + f"; {runs} runs"
+    text = result.config.describe(skip=("runs",)) + f"; {runs} runs"
     if diverged:
         text += f" ({diverged} of {total} {'runs' if total == runs else 'trainings'} diverged, not shown)"
     return textwrap.fill(text, 110)

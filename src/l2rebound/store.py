@@ -108,7 +108,6 @@ def save(out: Path, result: EpochResult | NoiseResult) -> Path:
         })
         _write_table(tmp / "runs.csv", {"run": run_index, "seed": config.seed + run_index,
                                         "diverged_at": result.diverged_at.astype(int)})
-        np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
 
     def write_noise(tmp: Path) -> None:
         levels = len(result.levels)
@@ -117,9 +116,12 @@ def save(out: Path, result: EpochResult | NoiseResult) -> Path:
             "run": np.tile(run_index, levels), **{name: result.metrics[name].reshape(-1) for name in METRICS},
             "diverged_at": result.diverged_at.reshape(-1).astype(int),
         })
+
+    def write(tmp: Path) -> None:
+        (write_epoch if isinstance(result, EpochResult) else write_noise)(tmp)
         np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
 
-    return _save(out, config, write_epoch if isinstance(result, EpochResult) else write_noise)
+    return _save(out, config, write)
 
 
 class Checkpoint:

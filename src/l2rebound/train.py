@@ -83,8 +83,8 @@ in one pass over all 10 000 samples, 1.8–2.5 ms in blocks of 1 000. Accelerato
 
 def loss_and_grad(theta, dims, x, y):
     """Mean squared error over samples and outputs, and its gradient (P,), for inputs x (N, d0) and
-    labels y (N, dL), summed block by block
-    over at most ``SAMPLE_BLOCK`` samples on CPU (the last block padded with zero-weight samples)."""
+    labels y (N, dL), summed block by block over at most ``SAMPLE_BLOCK`` samples on CPU (the last block
+    padded with zero-weight samples)."""
     n = x.shape[0]
     blocks = -(-n // SAMPLE_BLOCK) if jax.default_backend() == "cpu" else 1
     size = -(-n // blocks)
