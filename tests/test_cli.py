@@ -12,14 +12,14 @@ import pytest
 from l2rebound import cli, experiments, store
 from l2rebound.config import PRESETS, Config, flag
 from l2rebound.experiments import EpochResult
-from l2rebound.train import METRICS
+from l2rebound.store import COLUMNS
 
 # One tiny problem for every test (and tests/test_store.py): JAX compiles once per shape.
 TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",
         "--initial-permut", "1e-2", "--no-progress"]
 TINY_CONFIG = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)
 SUMMARY = ("min ℓ₂", "epoch of min ℓ₂", "final ℓ₂", "final/min ratio", "final train loss", "final test loss",
-           "final clean test loss")
+           "final clean test loss", "final aligned ℓ₂", "final normal-form ℓ₂")
 CLI_FIELDS = [f for f in dataclasses.fields(Config)  # the options of ``epoch``: fields it uses that are options
               if f.metadata.get("cli") is not False and "epoch" in f.metadata.get("experiments", ("epoch",))]
 
@@ -63,6 +63,8 @@ def expected_summary(result: EpochResult) -> dict[str, float]:
         "min ℓ₂": l2.min(axis=1).mean(), "epoch of min ℓ₂": l2.argmin(axis=1).mean(), "final ℓ₂": l2[:, -1].mean(),
         "final/min ratio": (l2[:, -1] / l2.min(axis=1)).mean(), "final train loss": final["train_loss"].mean(),
         "final test loss": final["test_loss"].mean(), "final clean test loss": final["clean_test_loss"].mean(),
+        "final aligned ℓ₂": result.metrics["l2_aligned"][ok, -1].mean(),
+        "final normal-form ℓ₂": result.metrics["l2_normal_form"][ok, -1].mean(),
     }
 
 
@@ -131,7 +133,13 @@ def test_every_config_field_is_an_option(field):
     else:
         value = default + 1
         text = str(value)
-    assert getattr(parse(flag(field.name), text), field.name) == value
+    needs = ("--projection", "margin") if field.name == "margin" else ()  # only used with that projection
+    assert getattr(parse(*needs, flag(field.name), text), field.name) == value
+
+
+def test_margin_without_the_margin_projection_is_refused(capsys):
+    code, _, err = run_cli(capsys, "epoch", *TINY, "--margin", "0.01")
+    assert code == 2 and err.strip().endswith("--margin is only used with --projection margin")
 
 
 def test_preset_a_is_its_options():
@@ -299,11 +307,12 @@ def test_every_run_diverging_exits_1_with_advice_and_stores_the_result(tmp_path,
 
 def test_some_runs_diverging_are_named_and_the_rest_summarised(tmp_path, capsys):
     rng = np.random.default_rng(3)
-    metrics = {name: rng.uniform(0.5, 2.0, (2, 6)) for name in METRICS}
+    metrics = {name: rng.uniform(0.5, 2.0, (2, 6)) for name in COLUMNS}
     for values in metrics.values():
         values[1, 3:] = np.nan
     teacher = rng.standard_normal((2, 17))
-    result = EpochResult(TINY_CONFIG, metrics, teacher, teacher.copy(), np.array([-1, 3]))
+    result = EpochResult(TINY_CONFIG, metrics, teacher, teacher.copy(), np.array([-1, 3]), np.zeros(0, int),
+                         np.zeros((2, 0, 17)))
     folder = store.save(tmp_path, result)
 
     code, out, err = run_cli(capsys, "plot", folder)

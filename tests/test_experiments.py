@@ -6,6 +6,9 @@ import pytest
 from l2rebound import store
 from l2rebound.config import PRESETS, Config
 from l2rebound.experiments import run_epoch_experiment
+from l2rebound.genericity import RATIO_BOUND, format_report, genericity_report, report_generic
+from l2rebound.nets import pad
+from l2rebound.symmetry import l2_aligned, normal_form_distance
 
 # Small enough for seconds, large enough that the rebound of Experiment A is still visible.
 SMALL = dict(dataset_size=2000, test_set_size=200, epochs=300, runs=3)
@@ -85,3 +88,46 @@ def test_an_interrupted_experiment_resumes_from_its_finished_chunks(tmp_path):
     for name, values in fresh.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
     np.testing.assert_array_equal(resumed.teacher, fresh.teacher)
+
+
+def test_aligned_distances_are_recorded_every_k_epochs_from_the_kept_students():
+    config = Config(teacher_dims=(2, 4, 3, 1), dataset_size=100, test_set_size=20, epochs=25, runs=2,
+                    student_init="random", bias_init="uniform", align_every=10)
+    result = run_epoch_experiment(config)
+    np.testing.assert_array_equal(result.kept_epochs, [0, 10, 20, 25])
+    np.testing.assert_array_equal(result.kept_theta[:, 0], result.student_init)
+    recorded = np.isfinite(result.metrics["l2_aligned"])
+    assert recorded[:, result.kept_epochs].all() and recorded.sum() == 2 * 4
+    teacher = [pad(t, config.teacher_dims, config.student_dims) for t in result.teacher]
+    for r in range(2):
+        for i, epoch in enumerate(result.kept_epochs):
+            theta = result.kept_theta[r, i]
+            assert result.metrics["l2"][r, epoch] == pytest.approx(np.linalg.norm(theta - teacher[r]), rel=1e-12)
+            assert result.metrics["l2_aligned"][r, epoch] == l2_aligned(theta, teacher[r], config.student_dims)
+            assert result.metrics["l2_normal_form"][r, epoch] == normal_form_distance(theta, teacher[r],
+                                                                                   config.student_dims)
+    # a random start is far from its teacher in raw coordinates, less so modulo the symmetries
+    assert (result.metrics["l2_aligned"][:, 0] < 0.9 * result.metrics["l2"][:, 0]).all()
+    assert (result.metrics["l2_aligned"][recorded] <= result.metrics["l2"][recorded] + 1e-12).all()
+
+
+def test_align_every_zero_keeps_nothing():
+    result = run_epoch_experiment(Config(teacher_dims=(2, 4, 1), dataset_size=50, test_set_size=10, epochs=5, runs=1,
+                                         align_every=0))
+    assert result.kept_theta.shape == (1, 0, 17) and np.isnan(result.metrics["l2_aligned"]).all()
+
+
+def test_margin_projection_keeps_teacher_and_student_generic_with_room_to_spare():
+    eps = 0.05
+    config = Config(teacher_dims=(2, 5, 4, 1), dataset_size=200, test_set_size=20, epochs=30, runs=2,
+                    initial_permut=1e-2, projection="margin", margin=eps, align_every=1)
+    result = run_epoch_experiment(config)
+    assert (result.diverged_at == -1).all()
+    for theta in [*result.teacher, *result.kept_theta[:, 1:].reshape(-1, result.kept_theta.shape[-1])]:
+        report = genericity_report(theta, config.teacher_dims, ratio_bound=RATIO_BOUND)
+        assert report_generic(report), format_report(report)
+        for layer in report:  # the jitter round after the margin moves entries by a few ulps at most
+            assert layer["min_abs_weight"] >= eps * (1 - 1e-12) and layer["min_abs_bias"] >= eps * (1 - 1e-12)
+            assert layer["min_bias_gap"] is None or layer["min_bias_gap"] >= eps * (1 - 1e-9)
+    # the seed's zero-bias teacher got biases eps, 2 eps, ... apart
+    assert np.all(np.abs(result.teacher[0][10:15]) >= eps * (1 - 1e-12))

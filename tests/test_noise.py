@@ -99,3 +99,11 @@ def test_bad_noise_levels_exit_2_with_one_line(levels, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--noise-levels" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_final_distances_modulo_symmetry(result):
+    l2, aligned, normal = (result.metrics[k] for k in ("l2", "l2_aligned", "l2_normal_form"))
+    assert aligned.shape == l2.shape == normal.shape and np.isfinite(aligned).all()
+    # near the teacher the best alignment is the identity: the aligned distance is the raw one
+    np.testing.assert_allclose(aligned, l2, rtol=1e-12)
+    assert (normal >= aligned * (1 - 1e-12)).all()  # normal forms align by one particular g

@@ -22,13 +22,15 @@ def make_result(l2=None, diverged_at=None, runs=RUNS, epochs=EPOCHS):
         l2 = scale * (0.01 + 0.001 * np.abs(t - DIP) * np.where(t < DIP, 3.0, 1.0))
     train = scale * (0.5 * np.exp(-t / 5) + 1e-3)
     metrics = {"l2": l2, "train_loss": train, "test_loss": 1.2 * train, "clean_test_loss": 0.8 * train,
-               "stalled": np.zeros_like(train)}
+               "stalled": np.zeros_like(train), "l2_aligned": np.full_like(train, np.nan),
+               "l2_normal_form": np.full_like(train, np.nan)}
     diverged_at = np.full(runs, -1) if diverged_at is None else np.asarray(diverged_at)
     for r, e in enumerate(diverged_at):
         if e >= 0:
             for v in metrics.values():
                 v[r, e:] = np.nan
-    return EpochResult(Config(runs=runs, epochs=epochs), metrics, np.zeros((runs, 4)), np.zeros((runs, 4)), diverged_at)
+    return EpochResult(Config(runs=runs, epochs=epochs), metrics, np.zeros((runs, 4)), np.zeros((runs, 4)),
+                       diverged_at, np.zeros(0, int), np.zeros((runs, 0, 4)))
 
 
 def plot_quietly(result, folder):
@@ -107,3 +109,25 @@ def test_all_diverged_raises(tmp_path):
 def test_normalise_rows_and_constant_row():
     x = np.array([[2.0, 4.0, 3.0], [5.0, 5.0, 5.0]])
     np.testing.assert_array_equal(normalise(x), [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]])
+
+
+def test_aligned_distances_are_a_second_curve_drawn_at_their_epochs(tmp_path):
+    import matplotlib
+
+    result = make_result()
+    every = np.arange(0, EPOCHS + 1, 5)
+    for name, scale in (("l2_aligned", 0.5), ("l2_normal_form", 2.0)):
+        result.metrics[name][:, every] = scale * result.metrics["l2"][:, every]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        paths = plot_quietly(result, tmp_path)
+    normalised = next(p for p in paths if p.name.endswith("_normalised.svg")).read_text()
+    absolute = next(p for p in paths if p.name.endswith("_absolute.svg")).read_text()
+    assert "ℓ₂ aligned" in normalised and "ℓ₂ aligned" in absolute
+    assert "normal forms" in absolute and "normal forms" not in normalised
+    rows = {line[:22].strip(): line[22:] for line in summary_table(result).splitlines()}
+    assert float(rows["final aligned ℓ₂"].split()[0]) == pytest.approx(0.5 * result.metrics["l2"][:, -1].mean(), rel=1e-3)
+
+
+def test_normalise_ignores_missing_entries():
+    x = np.array([[np.nan, 2.0, np.nan, 4.0], [1.0, np.nan, 3.0, np.nan]])
+    np.testing.assert_array_equal(normalise(x), [[np.nan, 0.0, np.nan, 1.0], [0.0, np.nan, 1.0, np.nan]])

@@ -11,8 +11,8 @@ import pytest
 
 from l2rebound import store
 from l2rebound.config import Config
-from l2rebound.experiments import EpochResult, run_epoch_experiment
-from l2rebound.train import METRICS
+from l2rebound.experiments import DISTANCES, EpochResult, kept_epochs, run_epoch_experiment
+from l2rebound.store import COLUMNS
 
 # The same tiny problem as tests/test_cli.py: JAX compiles once per shape.
 TINY = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)
@@ -28,7 +28,10 @@ def synthetic(diverged_at=(-1, 3)) -> EpochResult:
     """A result for TINY with awkward floats: subnormals, the largest double, -0, inf, NaN after divergence."""
     rng = np.random.default_rng(7)
     shape = (TINY.runs, TINY.epochs + 1)
-    metrics = {name: rng.standard_normal(shape) ** 2 for name in METRICS}
+    metrics = {name: rng.standard_normal(shape) ** 2 for name in COLUMNS}
+    kept = kept_epochs(TINY)
+    for name in DISTANCES:  # recorded at the kept epochs only
+        metrics[name][:, np.setdiff1d(np.arange(TINY.epochs + 1), kept)] = np.nan
     metrics["train_loss"].flat[:8] = [0.0, -0.0, 1 / 3, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
                                       np.nextafter(1.0, 2.0), np.inf]
     metrics["l2"][0, 1] = np.pi * 1e-300
@@ -38,7 +41,7 @@ def synthetic(diverged_at=(-1, 3)) -> EpochResult:
                 values[run, epoch:] = np.nan
     teacher = rng.standard_normal((TINY.runs, PARAMS))
     return EpochResult(TINY, metrics, teacher, teacher + 1e-2 * rng.uniform(-1, 1, teacher.shape),
-                       np.asarray(diverged_at))
+                       np.asarray(diverged_at), kept, rng.standard_normal((TINY.runs, len(kept), PARAMS)))
 
 
 def same_bits(a, b) -> bool:
@@ -47,16 +50,18 @@ def same_bits(a, b) -> bool:
 
 
 def is_same(loaded: EpochResult, original: EpochResult) -> bool:
-    return (loaded.config == original.config and set(loaded.metrics) == set(METRICS)
-            and all(same_bits(loaded.metrics[name], original.metrics[name]) for name in METRICS)
+    return (loaded.config == original.config and set(loaded.metrics) == set(COLUMNS)
+            and all(same_bits(loaded.metrics[name], original.metrics[name]) for name in COLUMNS)
+            and same_bits(loaded.kept_epochs, original.kept_epochs) and same_bits(loaded.kept_theta, original.kept_theta)
             and same_bits(loaded.teacher, original.teacher) and same_bits(loaded.student_init, original.student_init)
             and np.array_equal(loaded.diverged_at, original.diverged_at))
 
 
 def assert_same(loaded: EpochResult, original: EpochResult) -> None:
     assert loaded.config == original.config
-    assert set(loaded.metrics) == set(METRICS)
-    for name in METRICS:
+    assert set(loaded.metrics) == set(COLUMNS)
+    assert same_bits(loaded.kept_epochs, original.kept_epochs) and same_bits(loaded.kept_theta, original.kept_theta)
+    for name in COLUMNS:
         assert same_bits(loaded.metrics[name], original.metrics[name]), name
     assert same_bits(loaded.teacher, original.teacher)
     assert same_bits(loaded.student_init, original.student_init)
@@ -86,20 +91,23 @@ def test_folder_layout(result, tmp_path):
     folder = store.save(tmp_path, result)
     digest = TINY.config_hash()
     assert folder.name == f"epoch-{digest}" and len(digest) == 12 and int(digest, 16) >= 0
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.csv", "params.npz", "runs.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.csv", "params.npz", "runs.csv",
+                                                           "trajectory.npz"]
     assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
     assert stat.S_IMODE(folder.stat().st_mode) & 0o055 == 0o055  # readable like the files, not owner-only
 
     with open(folder / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["run", "epoch", "l2", "train_loss", "test_loss", "clean_test_loss", "stalled"]
+        assert reader.fieldnames == ["run", "epoch", "l2", "train_loss", "test_loss", "clean_test_loss", "stalled",
+                                     "l2_aligned", "l2_normal_form"]
         rows = list(reader)
     assert len(rows) == TINY.runs * (TINY.epochs + 1)
     assert [(r["run"], r["epoch"]) for r in rows] == [  # tidy: integers, run-major
         (str(run), str(epoch)) for run in range(1, TINY.runs + 1) for epoch in range(TINY.epochs + 1)]
     for row in rows:  # %.17g: the text parses back to the very same double
-        for name in METRICS:
-            assert float(row[name]) == result.metrics[name][int(row["run"]) - 1, int(row["epoch"])]
+        for name in COLUMNS:
+            assert np.array_equal(float(row[name]), result.metrics[name][int(row["run"]) - 1, int(row["epoch"])],
+                                  equal_nan=True)
 
     with open(folder / "runs.csv", newline="") as f:
         runs = list(csv.DictReader(f))
@@ -108,6 +116,10 @@ def test_folder_layout(result, tmp_path):
     with np.load(folder / "params.npz") as params:
         assert sorted(params.files) == ["student_init", "teacher"]
         assert params["teacher"].shape == params["student_init"].shape == (TINY.runs, PARAMS)
+    with np.load(folder / "trajectory.npz") as trajectory:
+        assert trajectory["epochs"].tolist() == [0, TINY.epochs]  # align_every 10 > epochs: first and last
+        assert same_bits(trajectory["theta"], result.kept_theta) and result.kept_theta.shape == (TINY.runs, 2, PARAMS)
+        assert same_bits(trajectory["theta"][:, 0], result.student_init)
     assert leftovers(tmp_path) == []
 
 

@@ -24,7 +24,7 @@ def test_engine_matches_numpy_reference_over_50_epochs(rule, optimizer):
     config = Config(**SMALL, train=rule, optimizer=optimizer, initial_permut=0.05, noise_sigma=1e-2,
                     rho=1e-3 if rule == "drr" else 0.0, alpha=1e-3, learning_rate=5e-2 if optimizer == "gd" else 1e-3)
     _, problem, student, keys = _start(config)
-    metrics, diverged, final = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
+    metrics, diverged, final, _ = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
     assert (diverged == -1).all()
     assert final.dtype == np.float64
     for r in range(config.runs):
@@ -71,7 +71,7 @@ def test_divergence_stops_one_run_and_keeps_the_others():
     _, problem, student, keys = _start(config)
     hyper = hyper_of(config, 3)
     hyper = hyper._replace(learning_rate=jnp.asarray([1e-2, 1e3, 1e-2]))  # run 2 blows up
-    metrics, diverged, _ = train_runs(config, hyper, problem, student, keys)
+    metrics, diverged, _, _ = train_runs(config, hyper, problem, student, keys)
     assert diverged[0] == -1 and diverged[2] == -1
     assert 0 < diverged[1] <= config.epochs
     assert np.isnan(metrics["l2"][1, diverged[1]:]).all()
@@ -86,7 +86,7 @@ def test_projection_runs_after_epochs_n_2n_not_before(epochs, jittered):
     config = Config(**{**SMALL, "epochs": epochs, "runs": 1}, student_dims=(2, 7, 5, 1), noise_sigma=1e-3,
                     projection_frequency=3)
     _, problem, student, keys = _start(config)
-    _, _, final = train_runs(config, hyper_of(config, 1), problem, student, keys)
+    _, _, final, _ = train_runs(config, hyper_of(config, 1), problem, student, keys)
     padding = np.asarray(student[0]) == 0
     assert padding.sum() > 0
     if jittered:
@@ -113,7 +113,7 @@ def test_float32_runs_in_float32_and_a_mixed_start_is_refused():
     config = Config(**{**SMALL, "epochs": 3}, dtype="float32", initial_permut=0.01)
     _, problem, student, keys = _start(config)
     assert student.dtype == problem.train.x.dtype == jnp.float32
-    metrics, _, final = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
+    metrics, _, final, _ = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
     assert final.dtype == np.float32 and metrics["l2"].dtype == np.float32
     with pytest.raises(TypeError, match="float64"):
         train_runs(config, hyper_of(config, config.runs), problem, student.astype(jnp.float64), keys)

@@ -101,10 +101,21 @@ class Config:
     optimizer: str = field(default="gd", metadata=_opt("plain gradient descent or Adam(0.9, 0.999, 1e-8)", ("gd", "adam")))
     projection: str = field(
         default="jitter",
-        metadata=_opt("projection onto the generic class F: ulp jitter of violating entries, or none", ("jitter", "off")),
+        metadata=_opt("projection onto the generic class F: ulp jitter of violating entries; margin: the Euclidean "
+                      "projection onto |w| >= eps, |b| >= eps, sorted |b| eps apart, then the jitter; or none",
+                      ("jitter", "margin", "off")),
+    )
+    margin: float = field(
+        default=1e-3, metadata=_opt("eps of --projection margin (> 0); only used with it", parse=float)
     )
     projection_frequency: int = field(
         default=1, metadata=_opt("project the student after epochs n, 2n, ...; 0 never (>= 0)", parse=int)
+    )
+    align_every: int = field(
+        default=10,
+        metadata=_opt("record the symmetry-aligned and normal-form distances (and keep theta) every k epochs and at "
+                      "the last; 0 never (>= 0). About 2 ms per run and record for 2,25,25,1",
+                      parse=int, experiments=("epoch",)),
     )
     seed: int = field(default=42, metadata=_opt("base seed; run r draws everything from seed + r", parse=int))
     epochs: int = field(default=500, metadata=_opt("training epochs E (>= 0); one full-batch step each", parse=int))
@@ -152,10 +163,13 @@ class Config:
             )
         if not self.noise_levels or not all(0 < v < float("inf") for v in self.noise_levels):
             raise ConfigError(f"--noise-levels must be one or more finite numbers > 0 (got {self.noise_levels})")
-        positive = {"learning_rate": self.learning_rate, "beta": self.beta}
+        if self.projection != "margin" and self.margin != Config.margin:
+            raise ConfigError("--margin is only used with --projection margin")
+        positive = {"learning_rate": self.learning_rate, "beta": self.beta, "margin": self.margin}
         nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha, "rho": self.rho}
         at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1), "test_set_size": (self.test_set_size, 1),
-                    "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0)}
+                    "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0),
+                    "align_every": (self.align_every, 0)}
         for name, value in positive.items():
             if not value > 0 or value != value or value == float("inf"):
                 raise ConfigError(f"{flag(name)} must be a finite number > 0 (got {value})")

@@ -24,22 +24,30 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from l2rebound.config import Config
 from l2rebound.data import draw_split
-from l2rebound.genericity import project_jitter
+from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, pad
+from l2rebound.symmetry import l2_aligned, normal_form_distance
 from l2rebound.train import METRICS, Hyper, Problem, Spec, init_state, train_block
 
 CHUNK_RUNS = 10
 BLOCK_EPOCHS = 50
+
+DISTANCES = ("l2_aligned", "l2_normal_form")
+"""Distances modulo the symmetry group (SPEC §6), computed on the host from kept students: the
+epoch experiment every ``align_every`` epochs (NaN at the other epochs), the noise experiment at the end."""
 
 
 @dataclass(frozen=True)
 class EpochResult:
     """Outcome of the epoch experiment.
 
-    metrics: name -> array (R, E + 1), epoch 0 = before training; NaN from a run's divergence on.
+    metrics: name -> array (R, E + 1), epoch 0 = before training; NaN from a run's divergence on. The
+        ``METRICS`` at every epoch; the ``DISTANCES`` at ``kept_epochs`` only, NaN at the others.
     teacher: (R, P_teacher) each run's teacher after projection, in the teacher's own shape.
     student_init: (R, P_student) each run's initial student.
     diverged_at: (R,) first epoch with a non-finite metric, -1 for runs that finished.
+    kept_epochs: (K,) the epochs 0, k, 2k, ..., E for ``align_every`` = k (empty for 0).
+    kept_theta: (R, K, P_student) the students at those epochs.
     """
 
     config: Config
@@ -47,6 +55,8 @@ class EpochResult:
     teacher: np.ndarray
     student_init: np.ndarray
     diverged_at: np.ndarray
+    kept_epochs: np.ndarray
+    kept_theta: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -54,8 +64,8 @@ class NoiseResult:
     """Outcome of the noise experiment.
 
     levels: (S,) the noise levels σ.
-    metrics: name -> array (S, R), the metrics after the last epoch (NaN for a diverged run); ``stalled``
-        is averaged over the epochs.
+    metrics: name -> array (S, R), the ``METRICS`` and ``DISTANCES`` after the last epoch (NaN for a
+        diverged run); ``stalled`` is averaged over the epochs.
     teacher: (P_teacher,) the one teacher after projection.
     student_init: (R, P_student) each run's initial student (the same at every level).
     diverged_at: (S, R) first epoch with a non-finite metric, -1 for runs that finished.
@@ -76,14 +86,14 @@ def spec_of(config: Config) -> Spec:
 def hyper_of(config: Config, runs: int, sigma=None) -> Hyper:
     """Per-run hyper-parameters (runs,) in the config's dtype; ``sigma`` overrides the noise level."""
     sigma = config.noise_sigma if sigma is None else sigma
-    values = (config.learning_rate, sigma, config.alpha, config.beta, config.rho)
+    values = (config.learning_rate, sigma, config.alpha, config.beta, config.rho, config.margin)
     return Hyper(*(jnp.broadcast_to(jnp.asarray(v, config.dtype), (runs,)) for v in values))
 
 
 def _draw_spec(config: Config) -> Config:
     """The config with every field that ``_setup`` does not read (or reads traced) reset to its default:
     the static jit key, so sweeps over seeds, noise levels or step sizes reuse one compiled setup."""
-    used = ("teacher_dims", "student_dims", "bias_init", "projection", "student_init", "perturbation",
+    used = ("teacher_dims", "student_dims", "bias_init", "projection", "margin", "student_init", "perturbation",
             "dataset_size", "test_set_size", "dtype")
     return Config(**{name: getattr(config, name) for name in used})
 
@@ -95,6 +105,8 @@ def _setup(draw: Config, teacher_seed, run_seed, initial_permut):
     key_teacher, key_project = jax.random.split(jax.random.key(teacher_seed))
     _, key_train, key_test, key_student, key_train_proj = jax.random.split(jax.random.key(run_seed), 5)
     teacher = init_glorot(key_teacher, draw.teacher_dims, draw.bias_init, dtype)
+    if draw.projection == "margin":
+        teacher = project_margin(teacher, draw.teacher_dims, draw.margin)
     if draw.projection != "off":
         teacher = project_jitter(teacher, draw.teacher_dims, key_project)
     padded = pad(teacher, draw.teacher_dims, draw.student_dims)
@@ -130,11 +142,31 @@ def spread(tree):
     return jax.device_put(tree, NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs")))
 
 
-def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None):
+def kept_epochs(config: Config) -> np.ndarray:
+    """The epochs whose students the epoch experiment keeps: 0, k, 2k, ... and E, for ``align_every`` k."""
+    if config.experiment != "epoch" or config.align_every == 0:
+        return np.zeros(0, int)
+    return np.union1d(np.arange(0, config.epochs + 1, config.align_every), [config.epochs])
+
+
+def distances(theta, teacher, dims: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The ``DISTANCES`` of students θ (..., P) from their teachers (..., P) (broadcast), NaN where θ is
+    not finite. About 2 ms per pair for dims 2,25,25,1 on one core (``align`` dominates)."""
+    theta, teacher = np.broadcast_arrays(np.asarray(theta), np.asarray(teacher))
+    out = {name: np.full(theta.shape[:-1], np.nan) for name in DISTANCES}
+    for index in np.ndindex(*theta.shape[:-1]):
+        if np.all(np.isfinite(theta[index])):
+            out["l2_aligned"][index] = l2_aligned(theta[index], teacher[index], dims)
+            out["l2_normal_form"][index] = normal_form_distance(theta[index], teacher[index], dims)
+    return out
+
+
+def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None, keep=()):
     """Train a batch of runs for ``config.epochs`` epochs, block by block.
 
-    Returns (metrics: name -> (R, E + 1) numpy arrays, diverged_at (R,), final θ (R, P)).
-    ``on_progress(n)`` is called after each block with the number of epochs it advanced.
+    Returns (metrics: name -> (R, E + 1) numpy arrays, diverged_at (R,), final θ (R, P), the students
+    at the epochs ``keep`` (K,) as (R, K, P)). ``on_progress(n)`` is called after each block with the
+    number of epochs it advanced.
     """
     spec = spec_of(config)
     epochs = config.epochs
@@ -148,16 +180,20 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     steps = epochs + 1  # the step at epoch E only records the metrics at θ_E (its update is masked)
     blocks = math.ceil(steps / BLOCK_EPOCHS)
     length = math.ceil(steps / blocks)
-    pieces = []
+    keep = np.asarray(keep, int)
+    pieces, kept = [], []
     for start in range(0, steps, length):
-        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length)
-        pieces.append(jax.device_get(metrics))
+        wanted = keep[(keep >= start) & (keep < start + length)] - start
+        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(wanted) > 0)
+        metrics = jax.device_get(metrics)
+        pieces.append(metrics)
+        kept.append(metrics["theta"][:, wanted] if len(wanted) else np.zeros((len(student), 0, student.shape[1])))
         if on_progress:
             on_progress(max(0, min(length, epochs - start)))
     out = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :steps] for k in METRICS}
     # ``stalled`` is recorded per step out of an epoch: shift so that epoch e holds the step into e.
     out["stalled"] = np.concatenate([np.zeros_like(out["stalled"][:, :1]), out["stalled"][:, :epochs]], axis=1)
-    return out, np.asarray(state.diverged_at), np.asarray(state.theta)
+    return out, np.asarray(state.diverged_at), np.asarray(state.theta), np.concatenate(kept, axis=1)
 
 
 def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
@@ -195,14 +231,23 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
     ``run_chunks``."""
 
+    keep = kept_epochs(config)
+
     def work(index, progress):
         seeds = config.seed + index
         teacher, problem, student, keys = setup_runs(config, seeds, seeds)
-        metrics, diverged, _ = train_runs(config, hyper_of(config, len(index)), problem, student, keys, progress)
-        return {**metrics, "teacher": np.asarray(teacher), "student_init": np.asarray(student), "diverged_at": diverged}
+        metrics, diverged, _, kept = train_runs(config, hyper_of(config, len(index)), problem, student, keys,
+                                                progress, keep)
+        kept = np.where(((diverged[:, None] >= 0) & (keep >= diverged[:, None]))[..., None], np.nan, kept)
+        for name, values in distances(kept, np.asarray(problem.teacher)[:, None], config.student_dims).items():
+            metrics[name] = np.full_like(metrics["l2"], np.nan)
+            metrics[name][:, keep] = values
+        return {**metrics, "teacher": np.asarray(teacher), "student_init": np.asarray(student),
+                "diverged_at": diverged, "kept_theta": kept}
 
     out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
-    return EpochResult(config, {k: out[k] for k in METRICS}, out["teacher"], out["student_init"], out["diverged_at"])
+    return EpochResult(config, {k: out[k] for k in METRICS + DISTANCES}, out["teacher"], out["student_init"],
+                       out["diverged_at"], keep, out["kept_theta"])
 
 
 def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> NoiseResult:
@@ -219,14 +264,15 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
         pick = index - 1  # run_chunks counts from 1
         take = lambda tree: jax.tree.map(lambda a: a[run_of[pick]], tree)  # noqa: E731
         hyper = hyper_of(config, len(pick), sigma=levels[level_of[pick]])
-        metrics, diverged, _ = train_runs(config, hyper, take(problems), take(students), take(keys), progress)
+        metrics, diverged, theta, _ = train_runs(config, hyper, take(problems), take(students), take(keys), progress)
         final = {k: v[:, -1] for k, v in metrics.items() if k != "stalled"}
+        theta = np.where((diverged >= 0)[:, None], np.nan, theta)
         return {**final, "stalled": metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0],
-                "diverged_at": diverged}
+                **distances(theta, np.asarray(problems.teacher[0]), config.student_dims), "diverged_at": diverged}
 
     out = run_chunks(len(levels) * config.runs, config.epochs, work, on_progress, checkpoint)
     shape = (len(levels), config.runs)
-    return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS}, np.asarray(teacher[0]),
+    return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS + DISTANCES}, np.asarray(teacher[0]),
                        np.asarray(students), out["diverged_at"].reshape(shape))
 
 

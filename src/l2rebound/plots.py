@@ -21,8 +21,10 @@ from l2rebound.fit import fit_power_law, precision_floor
 from l2rebound.store import write_atomic
 
 L2 = "ℓ₂"
-STYLE = {  # metric -> (legend label, colour, line style); ℓ₂ goes in the upper panel, the rest below
+STYLE = {  # metric -> (legend label, colour, line style); distances go in the upper panel, losses below
     "l2": (f"{L2}(teacher - student)", "tab:orange", "-"),
+    "l2_aligned": (f"{L2} aligned: min over hidden-unit permutations and sign flips", "tab:green", "-"),
+    "l2_normal_form": (f"{L2} between normal forms", "tab:purple", ":"),
     "train_loss": ("Train loss", "tab:red", "-"),
     "test_loss": ("Test loss", "tab:blue", "-"),
     "clean_test_loss": ("Clean test loss (vs. teacher)", "dimgray", "--"),
@@ -42,10 +44,11 @@ def finished_metrics(result: EpochResult) -> tuple[dict[str, np.ndarray], list[s
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
-    """Scale each row of ``x`` (R, T) to [0, 1] by its own min and max; a constant row becomes 0."""
-    low = x.min(axis=1, keepdims=True)
-    span = x.max(axis=1, keepdims=True) - low
-    return np.divide(x - low, span, out=np.zeros_like(x), where=span > 0)
+    """Scale each row of ``x`` (R, T) to [0, 1] by the min and max of its finite values; a constant row
+    becomes 0, NaN entries stay NaN."""
+    low = np.nanmin(x, axis=1, keepdims=True)
+    span = np.nanmax(x, axis=1, keepdims=True) - low
+    return np.divide(x - low, span, out=np.where(np.isnan(x), np.nan, 0.0), where=span > 0)
 
 
 def subtitle(result: EpochResult | NoiseResult) -> str:
@@ -63,7 +66,9 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     """ℓ₂ over epochs above, losses below, sharing the epoch axis.
 
     series: metric name (a key of ``STYLE``) -> (centre, low, high), arrays (E + 1,); low and high
-    bound a shaded band, or are None for none. The minimum of the ℓ₂ centre curve is marked.
+    bound a shaded band, or are None for none. Only the epochs where the centre is finite are drawn
+    (the aligned distances exist every ``align_every`` epochs). The minimum of the ℓ₂ centre curve is
+    marked.
     title, note: figure title and the small subtitle line; scale: appended to the y labels.
     log: log y-axes, with non-positive values masked (left out) rather than clipped.
     """
@@ -73,12 +78,12 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     for name, (centre, low, high) in series.items():
-        ax = top if name == "l2" else bottom
+        ax = top if name.startswith("l2") else bottom
         label, colour, style = STYLE[name]
-        epochs = np.arange(len(centre))
-        ax.plot(epochs, shown(centre), color=colour, ls=style, label=label)
+        at = np.flatnonzero(np.isfinite(centre))
+        ax.plot(at, shown(centre[at]), color=colour, ls=style, label=label)
         if low is not None:
-            ax.fill_between(epochs, shown(low), shown(high), color=colour, alpha=0.2, lw=0)
+            ax.fill_between(at, shown(low[at]), shown(high[at]), color=colour, alpha=0.2, lw=0)
     l2 = series["l2"][0]
     best = int(np.argmin(l2))
     top.plot([best], shown(l2[best : best + 1]), "o:", color="k", mfc=STYLE["l2"][1], lw=0.8,
@@ -114,8 +119,10 @@ def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
     metrics, _ = finished_metrics(result)
     runs = len(metrics["l2"])
     note = subtitle(result)
-    normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None) for k in ("l2", "train_loss", "test_loss")}
-    absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in STYLE}
+    recorded = [k for k in STYLE if np.any(np.isfinite(metrics[k]))]  # the distances may not be recorded
+    normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None)
+                  for k in ("l2", "l2_aligned", "train_loss", "test_loss") if k in recorded}
+    absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in recorded}
     views = {
         "normalised": two_panels(
             normalised, f"Each run's curve normalised to [0, 1] (its min to its max), then averaged over {runs} runs",
@@ -181,19 +188,21 @@ def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False)
 
 
 def noise_summary(result: NoiseResult, squared: bool = False) -> str:
-    """Plain-text table per level (mean ± std of ℓ₂ and the final losses over finished runs, a mark for
-    the precision floor) and the fitted exponent with its 95% interval."""
+    """Plain-text table per level (mean ± std of ℓ₂, mean aligned ℓ₂ and the final losses over finished
+    runs, a mark for the precision floor) and the fitted exponent with its 95% interval."""
     fit = _fit_or_none(result, squared)
     floor = precision_floor(result)
     ok = np.asarray(result.diverged_at) < 0
-    lines = [f"{'sigma':>10} {'l2 mean':>11} {'± std':>10} {'train loss':>11} {'clean test':>11}  fitted"]
+    lines = [f"{'sigma':>10} {'l2 mean':>11} {'± std':>10} {'aligned':>11} {'train loss':>11} {'clean test':>11}  fitted"]
     for i, sigma in enumerate(result.levels):
         l2 = result.metrics["l2"][i][ok[i]]
+        aligned = result.metrics["l2_aligned"][i][ok[i]]
         train = result.metrics["train_loss"][i][ok[i]]
         clean = result.metrics["clean_test_loss"][i][ok[i]]
         mark = "yes" if fit and fit.used[i] else "no (precision floor)" if floor[i] else "no"
         if len(l2):
-            lines.append(f"{sigma:>10.3g} {l2.mean():>11.4g} {l2.std():>10.3g} {train.mean():>11.4g} {clean.mean():>11.4g}  {mark}")
+            lines.append(f"{sigma:>10.3g} {l2.mean():>11.4g} {l2.std():>10.3g} {aligned.mean():>11.4g} "
+                         f"{train.mean():>11.4g} {clean.mean():>11.4g}  {mark}")
         else:
             lines.append(f"{sigma:>10.3g} {'diverged':>11}")
     name = f"{L2}²" if squared else L2
@@ -210,15 +219,20 @@ def noise_summary(result: NoiseResult, squared: bool = False) -> str:
 
 def summary_table(result: EpochResult) -> str:
     """Plain-text table of ``result`` over the runs that finished: one row per quantity (ℓ₂ minimum
-    and its epoch, final ℓ₂, final/min ratio, final losses) as mean ± std over runs, then one line per
+    and its epoch, final ℓ₂, final/min ratio, final aligned and normal-form ℓ₂ unless not recorded,
+    final losses) as mean ± std over runs, then one line per
     diverged run. The final/min ratio is left out when a minimum is 0 (exact start)."""
     m, diverged = finished_metrics(result)
     l2 = m["l2"]
+    aligned = {  # recorded, unless align_every = 0 (the last epoch always is)
+        f"final aligned {L2}": m["l2_aligned"][:, -1], f"final normal-form {L2}": m["l2_normal_form"][:, -1],
+    } if np.isfinite(m["l2_aligned"][:, -1]).all() else {}
     rows = {
         f"min {L2}": l2.min(axis=1),
         f"epoch of min {L2}": l2.argmin(axis=1).astype(float),
         f"final {L2}": l2[:, -1],
         "final/min ratio": l2[:, -1] / l2.min(axis=1) if np.all(l2.min(axis=1) > 0) else None,
+        **aligned,
         "final train loss": m["train_loss"][:, -1],
         "final test loss": m["test_loss"][:, -1],
         "final clean test loss": m["clean_test_loss"][:, -1],

@@ -4,11 +4,14 @@ Layout of ``OUT/<experiment>-<config hash>/``::
 
     config.json    every Config field (the folder name is the hash of exactly this)
     metrics.csv    tidy table (%.17g: exact). epoch: one row per run and epoch (run, epoch, l2,
-                   train_loss, ...); noise: one row per level and run (level, sigma, run, final l2, ...,
-                   stalled averaged over epochs, diverged_at)
+                   train_loss, ..., l2_aligned, l2_normal_form; the last two only every align_every
+                   epochs, nan elsewhere); noise: one row per level and run (level, sigma, run, final l2,
+                   ..., stalled averaged over epochs, l2_aligned, l2_normal_form, diverged_at)
     runs.csv       epoch only: one row per run: run, seed, diverged_at (-1 = finished)
     params.npz     teacher after projection ((R, P_teacher), or (P_teacher,) for the noise experiment's
                    single teacher) and student_init (R, P_student)
+    trajectory.npz epoch only: epochs (K,) and theta (R, K, P_student), the students every align_every
+                   epochs
     *.svg, *.png   figures, named by ``Config.figure_stem()``
 
 CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64 exactly, and
@@ -28,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from l2rebound.config import Config
-from l2rebound.experiments import EpochResult, NoiseResult
+from l2rebound.experiments import DISTANCES, EpochResult, NoiseResult
 from l2rebound.train import METRICS
+
+COLUMNS = METRICS + DISTANCES
 
 
 def result_dir(out: Path, config: Config) -> Path:
@@ -104,16 +109,17 @@ def save(out: Path, result: EpochResult | NoiseResult) -> Path:
         runs, epochs = result.metrics["l2"].shape
         _write_table(tmp / "metrics.csv", {
             "run": np.repeat(run_index, epochs), "epoch": np.tile(np.arange(epochs), runs),
-            **{name: result.metrics[name].reshape(-1) for name in METRICS},
+            **{name: result.metrics[name].reshape(-1) for name in COLUMNS},
         })
         _write_table(tmp / "runs.csv", {"run": run_index, "seed": config.seed + run_index,
                                         "diverged_at": result.diverged_at.astype(int)})
+        np.savez(tmp / "trajectory.npz", epochs=result.kept_epochs, theta=result.kept_theta)
 
     def write_noise(tmp: Path) -> None:
         levels = len(result.levels)
         _write_table(tmp / "metrics.csv", {
             "level": np.repeat(np.arange(levels), config.runs), "sigma": np.repeat(result.levels, config.runs),
-            "run": np.tile(run_index, levels), **{name: result.metrics[name].reshape(-1) for name in METRICS},
+            "run": np.tile(run_index, levels), **{name: result.metrics[name].reshape(-1) for name in COLUMNS},
             "diverged_at": result.diverged_at.reshape(-1).astype(int),
         })
 
@@ -168,9 +174,11 @@ def load(folder: Path) -> EpochResult | NoiseResult:
         teacher, student = params["teacher"], params["student_init"]
     if config.experiment == "noise":
         shape = (len(config.noise_levels), config.runs)
-        return NoiseResult(config, np.asarray(config.noise_levels), {name: table[name].reshape(shape) for name in METRICS},
+        return NoiseResult(config, np.asarray(config.noise_levels), {name: table[name].reshape(shape) for name in COLUMNS},
                            teacher, student, table["diverged_at"].astype(int).reshape(shape))
     runs = _read_table(folder / "runs.csv")
     shape = (config.runs, config.epochs + 1)
-    return EpochResult(config, {name: table[name].reshape(shape) for name in METRICS}, teacher, student,
-                       runs["diverged_at"].astype(int))
+    with np.load(folder / "trajectory.npz") as trajectory:
+        kept_epochs, kept_theta = trajectory["epochs"], trajectory["theta"]
+    return EpochResult(config, {name: table[name].reshape(shape) for name in COLUMNS}, teacher, student,
+                       runs["diverged_at"].astype(int), kept_epochs, kept_theta)

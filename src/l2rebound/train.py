@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from l2rebound.data import Split
-from l2rebound.genericity import jitter_round
+from l2rebound.genericity import jitter_round, project_margin
 from l2rebound.nets import forward, layer_factors
 
 METRICS = ("l2", "train_loss", "test_loss", "clean_test_loss", "stalled")
@@ -33,18 +33,20 @@ class Spec:
     dims: tuple[int, ...]
     rule: str  # "vanilla" | "l1" | "drr"
     optimizer: str  # "gd" | "adam"
-    projection: str  # "jitter" | "off"
+    projection: str  # "jitter" | "margin" | "off"
     projection_frequency: int  # 0: never; n: after epochs n, 2n, ...
 
 
 class Hyper(NamedTuple):
-    """Per-run scalars (traced): step size η, label noise σ, regulariser α, β, ρ."""
+    """Per-run scalars (traced): step size η, label noise σ, regulariser α, β, ρ, margin ε of the
+    ``"margin"`` projection."""
 
     learning_rate: jax.Array
     sigma: jax.Array
     alpha: jax.Array
     beta: jax.Array
     rho: jax.Array
+    margin: jax.Array
 
 
 class Problem(NamedTuple):
@@ -136,9 +138,9 @@ def _record(state: State, metrics: dict, epoch):
     return state._replace(diverged_at=diverged_at), metrics
 
 
-def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoch):
-    """Record the metrics at θ_epoch, then take the step to θ_{epoch+1} (a no-op once epoch >= epochs, so
-    that the step at epoch E only records θ_E)."""
+def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, keep_theta: bool, state: State, epoch):
+    """Record the metrics at θ_epoch (and θ_epoch itself with ``keep_theta``), then take the step to
+    θ_{epoch+1} (a no-op once epoch >= epochs, so that the step at epoch E only records θ_E)."""
     y = problem.train.labels(hyper.sigma)
     loss, grad = loss_and_grad(state.theta, spec.dims, problem.train.x, y)
     state, metrics = _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
@@ -148,27 +150,31 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, state: State, epoc
     update = -hyper.learning_rate * direction
     theta = state.theta + update
     stalled = jnp.mean(((update != 0) & (theta == state.theta)).astype(theta.dtype))
-    if spec.projection == "jitter" and spec.projection_frequency > 0:
+    if spec.projection != "off" and spec.projection_frequency > 0:
         # a select rather than lax.cond: a conditional inside the scan costs more than the check itself
         due = (epoch + 1) % spec.projection_frequency == 0
-        theta = jnp.where(due, jitter_round(theta, spec.dims, jax.random.fold_in(state.key, epoch + 1)), theta)
+        # the margin can make two weights of a column equal in size (a ratio ±1): the jitter round fixes that
+        projected = project_margin(theta, spec.dims, hyper.margin) if spec.projection == "margin" else theta
+        theta = jnp.where(due, jitter_round(projected, spec.dims, jax.random.fold_in(state.key, epoch + 1)), theta)
     active = epoch < epochs
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
-    state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))
-    return state, (metrics, stalled)
+    new_state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))
+    return new_state, (metrics, stalled, state.theta if keep_theta else None)
 
 
-@partial(jax.jit, static_argnames=("spec", "length"))
-def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start, epochs, length: int):
+@partial(jax.jit, static_argnames=("spec", "length", "keep_theta"))
+def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start, epochs, length: int,
+                keep_theta: bool = False):
     """Advance a batch of runs (leading axis R on every argument but ``start``/``epochs``) through epochs
     ``start, ..., start + length - 1``; steps at or past ``epochs`` leave the state unchanged.
 
     Returns the new state and, for each epoch of the block, the metrics at its start: a dict of arrays
-    of shape (R, length), plus ``stalled`` of the step out of that epoch.
+    of shape (R, length), plus ``stalled`` of the step out of that epoch and, with ``keep_theta``,
+    ``theta`` (R, length, P), the student at the start of each epoch.
     """
 
     def one_run(hyper, problem, state):
-        return jax.lax.scan(partial(_step, spec, hyper, problem, epochs), state, start + jnp.arange(length))
+        return jax.lax.scan(partial(_step, spec, hyper, problem, epochs, keep_theta), state, start + jnp.arange(length))
 
-    state, (metrics, stalled) = jax.vmap(one_run)(hyper, problem, state)
-    return state, {**metrics, "stalled": stalled}
+    state, (metrics, stalled, theta) = jax.vmap(one_run)(hyper, problem, state)
+    return state, {**metrics, "stalled": stalled, **({"theta": theta} if keep_theta else {})}
