@@ -1,0 +1,180 @@
+"""Linear-response theory near the teacher: the matrices against NumPy oracles, the closed form against
+the recursion it solves, and the predictions against the real engine (Experiments A and B)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2rebound import reference, theory
+from l2rebound.config import Config
+from l2rebound.data import Split
+from l2rebound.experiments import run_epoch_experiment, setup_runs
+from l2rebound.nets import init_glorot
+
+DIMS = (2, 4, 3, 2)  # two outputs: the normalisation is by N·dL and J's rows interleave samples and outputs
+N = 60
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A generic teacher θ (P,), inputs x (N, d0), unit noise z (N, dL) and clean outputs (N, dL)."""
+    rng = np.random.default_rng(0)
+    theta = np.asarray(init_glorot(jax.random.key(1), DIMS, "uniform", jnp.float64))
+    x = rng.uniform(-1, 1, (N, DIMS[0]))
+    return theta, x, rng.standard_normal((N, DIMS[-1])), reference.forward(theta, DIMS, x)
+
+
+def reference_jacobian(theta, x):
+    """J (N·dL, P) by the NumPy backprop: a one-sample loss whose residual is (dL/2)·e_k has gradient ∂f_k."""
+    rows = []
+    for sample, out in zip(x, reference.forward(theta, DIMS, x)):
+        for k in range(DIMS[-1]):
+            label = out - np.eye(DIMS[-1])[k] * DIMS[-1] / 2
+            rows.append(reference.loss_and_grad(theta, DIMS, sample[None], label[None])[1])
+    return np.array(rows)
+
+
+def test_jacobian_and_gauss_newton_match_numpy_backprop(net):
+    theta, x, _, _ = net
+    jac = reference_jacobian(theta, x)
+    np.testing.assert_allclose(theory.jacobian(theta, DIMS, x), jac, rtol=0, atol=1e-14 * np.abs(jac).max())
+    gn = np.asarray(theory.gauss_newton(theta, DIMS, x))
+    dense = 2 / jac.shape[0] * jac.T @ jac
+    np.testing.assert_allclose(gn, dense, rtol=0, atol=1e-13 * np.abs(dense).max())
+    values = theory.spectrum(gn).values
+    np.testing.assert_allclose(values, np.linalg.eigvalsh(dense), rtol=0, atol=1e-12 * values[-1])
+    assert values[0] >= -1e-14 * values[-1]
+    assert values[-1] > 0 and np.all(np.diff(values) >= 0)
+
+
+def test_hessian_is_symmetric_gauss_newton_on_clean_labels_and_matches_finite_differences(net):
+    theta, x, z, clean = net
+    scale = np.abs(theory.gauss_newton(theta, DIMS, x)).max()
+    exact = np.asarray(theory.hessian(theta, DIMS, x, clean))
+    np.testing.assert_allclose(exact, theory.gauss_newton(theta, DIMS, x), rtol=0, atol=1e-13 * scale)
+
+    # away from the teacher, with large residuals, the second-order term of the outputs is present
+    moved = theta + 0.3 * np.random.default_rng(1).standard_normal(theta.size)
+    y = clean + 0.5 * z
+    exact = np.asarray(theory.hessian(moved, DIMS, x, y))
+    np.testing.assert_allclose(exact, exact.T, rtol=0, atol=1e-14 * scale)
+    assert np.abs(exact - theory.gauss_newton(moved, DIMS, x)).max() > 1e-2 * scale
+    h = 1e-5
+    columns = [(reference.loss_and_grad(moved + h * e, DIMS, x, y)[1] - reference.loss_and_grad(moved - h * e, DIMS, x, y)[1])
+               / (2 * h) for e in np.eye(theta.size)]
+    np.testing.assert_allclose(exact, np.array(columns).T, rtol=0, atol=1e-8 * scale)
+
+
+def test_noise_gradient_is_minus_the_loss_gradient_at_the_teacher(net):
+    theta, x, z, clean = net
+    g = np.asarray(theory.noise_gradient(theta, DIMS, x, z, 0.3))
+    np.testing.assert_allclose(g, -reference.loss_and_grad(theta, DIMS, x, clean + 0.3 * z)[1], rtol=0,
+                               atol=1e-14 * np.abs(g).max())
+
+
+def synthetic_spectrum(rng, values):
+    """A random orthonormal basis with the given eigenvalues (P,)."""
+    vectors, _ = np.linalg.qr(rng.standard_normal((len(values), len(values))))
+    return theory.Spectrum(np.asarray(values, dtype=float), vectors)
+
+
+def test_closed_form_solves_the_gd_recursion_in_every_regime():
+    rng = np.random.default_rng(2)
+    # an exact null direction, a slow, a monotone, a critically damped (ηλ = 1) and an oscillating one (ηλ = 1.5)
+    spec = synthetic_spectrum(rng, [0.0, 1e-3, 0.5, 2.0, 3.0])
+    matrix = spec.vectors @ np.diag(spec.values) @ spec.vectors.T
+    delta0 = rng.standard_normal(5)
+    g = matrix @ rng.standard_normal(5)  # in the range of H, as the noise pull is
+    eta, epochs = 0.5, 40
+    delta, path = delta0, [delta0]
+    for _ in range(epochs):
+        delta = delta - eta * matrix @ delta + eta * g
+        path.append(delta)
+    predicted = spec.vectors @ theory.components(spec, delta0, g, eta, np.arange(epochs + 1)).T
+    np.testing.assert_allclose(predicted.T, np.array(path), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(theory.linear_response(spec, delta0, g, eta, epochs), np.linalg.norm(path, axis=1),
+                               rtol=1e-13)
+    np.testing.assert_allclose(theory.time_constants(spec.values, eta), [np.inf, 2000, 4, 1, 2 / 3], rtol=1e-15)
+    assert theory.unsettled(spec.values, eta, epochs) == 2
+
+
+def test_null_directions_keep_the_start_and_drop_the_pull():
+    spec = synthetic_spectrum(np.random.default_rng(3), [-1e-17, 1e-16, 1e-3, 1.0])
+    assert theory.null_directions(spec.values).tolist() == [True, True, False, False]
+    assert theory.null_directions(spec.values, rtol=1e-2).tolist() == [True, True, True, False]
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([5.0, 6.0, 7.0, 8.0])
+    c = theory.components(spec, spec.vectors @ a, spec.vectors @ b, 0.1, [0, 10**6])
+    np.testing.assert_allclose(c[:, :2], [[1, 2], [1, 2]], rtol=1e-12)
+    np.testing.assert_allclose(c[1, 2:], [3 * 0.9999**10**6 + (1 - 0.9999**10**6) * 7e3, 8.0], rtol=1e-9)
+    # the slowest settled direction is accurate where 1 − (1 − ηλ)^t cancels: ηλ = 1e-14, t = 3
+    tiny = theory.Spectrum(np.array([1e-14, 1.0]), np.eye(2))
+    np.testing.assert_allclose(theory.components(tiny, [0.0, 0.0], [1.0, 0.0], 1.0, [3])[0, 0], 3 - 3e-14, rtol=1e-15)
+
+
+def test_flat_fraction():
+    spec = synthetic_spectrum(np.random.default_rng(4), [0.0, 1.0, 2.0, 3.0])
+    deltas = np.stack([spec.vectors[:, 1], 3 * spec.vectors[:, 0] + 4 * spec.vectors[:, 3], np.zeros(4)])
+    np.testing.assert_allclose(theory.flat_fraction(spec.vectors, deltas[:2], 1), [0, 9 / 25], atol=1e-15)
+    both = theory.flat_fraction(spec.vectors, deltas, [0, 2, 4])
+    assert both.shape == (3, 3)
+    np.testing.assert_allclose(both[:2], [[0, 1, 1], [0, 9 / 25, 1]], atol=1e-15)
+    assert np.isnan(both[2]).all()
+
+
+# Experiments A and B on the real engine, plain GD without projection (ηλ_max ≈ 0.9 here).
+ENGINE = {"teacher_dims": (2, 5, 5, 1), "bias_init": "uniform", "projection": "off", "dataset_size": 300,
+          "test_set_size": 50, "epochs": 200, "runs": 1, "learning_rate": 0.1}
+
+
+def engine_prediction(config):
+    """The run's measured ℓ₂ (E + 1,) and ``predict_run`` on its own teacher and data (run 1: seed + 1)."""
+    result = run_epoch_experiment(config)
+    teacher, problem, student, _ = setup_runs(config, [config.seed + 1], [config.seed + 1])
+    np.testing.assert_array_equal(teacher, result.teacher)
+    np.testing.assert_array_equal(student, result.student_init)
+    train = Split(*(a[0] for a in problem.train))
+    predicted = theory.predict_run(problem.teacher[0], config.student_dims, train, student[0], config.noise_sigma,
+                                   config.learning_rate, config.epochs)
+    return result.metrics["l2"][0], predicted
+
+
+def test_experiment_b_follows_the_linear_response():
+    measured, predicted = engine_prediction(Config(**ENGINE, noise_sigma=1e-6))
+    assert measured[0] == predicted["l2"][0] == 0
+    assert measured[-1] > 5 * measured[1]  # far from the first step's value
+    np.testing.assert_allclose(predicted["l2"][1:], measured[1:], rtol=1e-4)  # observed: 1e-7
+    assert predicted["hessian_eigenvalues"].shape == predicted["gn_eigenvalues"].shape == (51,)
+    # at the teacher the Hessian differs from Gauss–Newton only by a term of order σ
+    np.testing.assert_allclose(predicted["hessian_eigenvalues"], predicted["gn_eigenvalues"], rtol=0, atol=1e-6)
+
+
+def test_experiment_a_decays_monotonically_and_tracks_the_engine_to_first_order():
+    measured, predicted = engine_prediction(Config(**ENGINE, noise_sigma=0.0, initial_permut=1e-4))
+    l2 = predicted["l2"]
+    assert ENGINE["learning_rate"] * predicted["gn_eigenvalues"][-1] < 2
+    assert np.all(np.diff(l2) <= 0) and l2[-1] < 0.95 * l2[0]
+    np.testing.assert_allclose(l2[0], measured[0], rtol=1e-13)  # the same ‖δ_0‖ in the eigenbasis
+    # the drop ℓ₂(0) − ℓ₂(t), about 10% here, to the accuracy of a first-order theory (error ∝ p; observed 5e-4)
+    np.testing.assert_allclose(l2[0] - l2[1:], measured[0] - measured[1:], rtol=3e-3)
+
+
+def test_noise_prediction_is_linear_in_sigma_and_matches_the_response(net):
+    theta, x, z, clean = net
+    train = Split(x, clean, z)
+    spec = theory.spectrum(theory.gauss_newton(theta, DIMS, x))
+    unit = np.asarray(theory.noise_gradient(theta, DIMS, x, z, 1.0))
+    levels = np.array([1e-5, 1e-3, 0.1])
+    eta, epochs = 0.05, 30
+    exact = theory.predict_noise(theta, DIMS, train, theta, levels, eta, epochs)
+    np.testing.assert_allclose(exact / levels, exact[0] / levels[0], rtol=1e-13)
+    zero = np.zeros_like(theta)
+    curves = [theory.linear_response(spec, zero, s * unit, eta, epochs) for s in levels]
+    np.testing.assert_allclose(exact, [c[-1] for c in curves], rtol=1e-12)
+    assert exact[0] > 0
+    # from a perturbed start the final distance is no longer proportional to σ
+    start = theta + 1e-3 * np.random.default_rng(5).standard_normal(theta.size)
+    perturbed = theory.predict_noise(theta, DIMS, train, start, levels, eta, epochs)
+    curves = [theory.linear_response(spec, start - theta, s * unit, eta, epochs) for s in levels]
+    np.testing.assert_allclose(perturbed, [c[-1] for c in curves], rtol=1e-12)
+    assert perturbed[0] / levels[0] > 10 * perturbed[-1] / levels[-1]
