@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from l2rebound import cli, experiments, store
+from l2rebound import cli, experiments, store, theory
 from l2rebound.config import PRESETS, Config, flag
 from l2rebound.experiments import EpochResult
 from l2rebound.store import COLUMNS
@@ -249,6 +249,38 @@ def test_plot_of_a_folder_without_a_result_fails_in_one_line(tmp_path, capsys):
     code, out, err = run_cli(capsys, "plot", tmp_path)
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(tmp_path) in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_analyze_writes_the_theory_and_reuses_it(copy, capsys, monkeypatch):
+    _, folder = copy
+    before = data_files(folder)
+    forbid_training(monkeypatch)
+    code, out, err = run_cli(capsys, "analyze", folder, "--no-progress")
+    assert code == 0, err
+    analysis = store.load_analysis(folder)
+    assert analysis["predicted_l2"].shape == (2, 6) and analysis["gn_eigenvalues"].shape == (2, 17)
+    stem = TINY_CONFIG.figure_stem()
+    assert {f"{stem}_theory.png", f"{stem}_theory.svg"} <= set(figures(folder))
+    assert "linear response" in out and "unsettled after 5 epochs" in out and data_files(folder) == before
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("the analysis was recomputed")
+
+    monkeypatch.setattr(theory, "analyze", recomputed)
+    code, out, err = run_cli(capsys, "analyze", folder, "--no-progress")
+    assert code == 0 and "reusing the analysis" in out, err
+
+
+def test_analyze_refuses_adam_and_damaged_folders_in_one_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "epoch", *TINY, "--optimizer", "adam", "--out", tmp_path)
+    assert code == 0, err
+    folder = store.result_dir(tmp_path, dataclasses.replace(TINY_CONFIG, optimizer="adam"))
+    code, _, err = run_cli(capsys, "analyze", folder)
+    assert code == 2 and err.strip().endswith("models plain gradient descent, not --optimizer adam")
+    (folder / "trajectory.npz").write_bytes(b"garbage")
+    for command in ("analyze", "plot"):
+        code, _, err = run_cli(capsys, command, folder)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot be read back" in err, err
 
 
 # ---- bad input ----------------------------------------------------------------------------------------

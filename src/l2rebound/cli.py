@@ -17,6 +17,7 @@ import numpy as np
 
 from l2rebound.config import PRESETS, Config, ConfigError, flag, parse_dims, parse_noise_levels
 from l2rebound.fit import STALLED_LIMIT
+from l2rebound.store import StoreError
 
 EXIT_USAGE = 2
 
@@ -91,6 +92,19 @@ def _build_parser() -> argparse.ArgumentParser:
                                description="Redraw figures and the summary from a stored result folder.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
     plot.add_argument("--squared", action="store_true", help="noise results: plot and fit ℓ₂² instead of ℓ₂")
+
+    analyze = commands.add_parser(
+        "analyze", help="linear-response theory beside a stored result: Gauss–Newton and Hessian spectra, predicted ℓ₂",
+        description="For each run of a stored result, draw its teacher, data and noise again from the config, compute "
+                    "the Gauss–Newton matrix (2/n)JᵀJ at the teacher and its eigenvalues, and predict ℓ₂ by "
+                    "linearised plain GD: δ_t = (I − ηH)^t δ_0 + H⁺(I − (I − ηH)^t)g, g = (2/n)Jᵀ(σz). The exact "
+                    "Hessian is computed for run 1. Writes theory.npz and <stem>_theory.{svg,png} into the folder "
+                    "and prints the time constants 1/(ηλ) against the number of epochs. The prediction leaves out "
+                    "any regulariser and the projection; it needs --optimizer gd. No training.",
+    )
+    analyze.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
+    analyze.add_argument("--force", action="store_true", help="recompute even if the folder holds an analysis")
+    analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     check = commands.add_parser(
         "check", help="how far stored networks are from leaving the generic class F (exit 1 if one is outside)",
@@ -223,6 +237,37 @@ def _run_plot(args) -> int:
     return 0
 
 
+def _run_analyze(args) -> int:
+    from l2rebound import store
+    from l2rebound.plots import plot_theory, theory_summary
+    from l2rebound.theory import analyze
+
+    for folder in args.folders:
+        if not store.is_finished(folder):
+            return _fail(f"{folder} is not a finished result folder (no config.json)")
+        result = store.load(folder)
+        if result.config.optimizer != "gd":
+            return _fail(f"{folder}: the linear-response theory models plain gradient descent, not "
+                         f"--optimizer {result.config.optimizer}")
+        if np.all(result.diverged_at >= 0):
+            return _fail(f"{folder}: every run diverged, nothing to compare with the theory", code=1)
+        analysis = None if args.force else store.load_analysis(folder)
+        if analysis is None:
+            print(f"analysing {folder}: Gauss–Newton spectrum of each of {result.config.runs} runs, Hessian of run 1")
+            try:
+                with _progress(result.config.runs, args.no_progress, unit="run") as bar:
+                    analysis = analyze(result, bar.update)
+            except ValueError as error:
+                return _fail(f"{folder}: {error}", code=1)
+            store.save_analysis(folder, analysis)
+        else:
+            print(f"reusing the analysis stored in {folder / 'theory.npz'} (--force recomputes)")
+        for path in plot_theory(result, analysis, folder):
+            print(f"figure: {path}")
+        print(theory_summary(result, analysis))
+    return 0
+
+
 def _run_check(args) -> int:
     from l2rebound import store
     from l2rebound.genericity import format_report, genericity_report, report_generic
@@ -244,10 +289,10 @@ def _run_check(args) -> int:
     return 1 if failed else 0
 
 
-def _progress(total: int, disable: bool):
+def _progress(total: int, disable: bool, unit: str = "run-epoch"):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="run-epoch", unit_scale=True, delay=1.0, disable=disable, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, unit_scale=True, delay=1.0, disable=disable, dynamic_ncols=True)
 
 
 def _cache_compilations() -> None:
@@ -264,10 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _cache_compilations()
     try:
-        if args.command == "check":
-            return _run_check(args)
-        return _run_plot(args) if args.command == "plot" else _run_experiment(args)
-    except ConfigError as error:
+        commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze}
+        return commands.get(args.command, _run_experiment)(args)
+    except (ConfigError, StoreError) as error:
         return _fail(str(error))
 
 

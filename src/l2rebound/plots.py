@@ -242,3 +242,114 @@ def summary_table(result: EpochResult) -> str:
         text = f"{np.mean(v):>11.4g} ± {np.std(v):.4g}" if v is not None else f"{'—':>11}   (min {L2} = 0: exact start)"
         lines.append(f"{name:<22}{text}")
     return "\n".join(lines + diverged)
+
+
+def _spectrum_panel(ax, analysis: dict, config) -> None:
+    """Run 1's Gauss–Newton and exact-Hessian eigenvalues, largest first, |λ| on a log axis, with the
+    level 1/(ηE) below which a direction has not settled within the run."""
+    gn = analysis["gn_eigenvalues"][0][::-1]
+    hess = analysis["hessian_eigenvalues"][::-1]
+    index = np.arange(1, len(gn) + 1)
+    ax.plot(index, np.abs(gn), ".", ms=3, color="tab:blue", label="Gauss–Newton (2/n)JᵀJ, |λ|")
+    ax.plot(index, np.abs(hess), ".", ms=2, color="tab:red", alpha=0.5, label="exact Hessian, |λ|")
+    if np.any(hess < 0):
+        ax.plot(index[hess < 0], np.abs(hess[hess < 0]), "x", ms=3, color="tab:red", label="exact Hessian, λ < 0")
+    settle = 1 / (config.learning_rate * max(config.epochs, 1))
+    ax.axhline(settle, color="k", ls="--", lw=0.8, label=f"1/(ηE) = {settle:.3g}: slower directions have not settled")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("eigenvalue index (largest first)")
+    ax.set_ylabel("|λ| (run 1, at the teacher)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower left", fontsize="x-small")
+    unsettled = analysis["unsettled"]
+    ax.set_title(f"unsettled: {np.mean(unsettled):.0f} of {len(gn)} directions (mean over runs)", fontsize="small")
+
+
+def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathlib.Path) -> list[pathlib.Path]:
+    """The measured distances beside the linear-response prediction of ``theory.analyze``, written as
+    ``{figure_stem}_theory.{svg,png}`` into ``folder``; returns the paths.
+
+    Epoch experiment: (left) measured ℓ₂ against the prediction over epochs, mean and min–max over runs;
+    (middle) the spectrum; (right) the share of ‖θ_s − θ_t‖² in the flattest directions at the kept
+    epochs. Noise experiment: ℓ₂ after training against σ, measured and predicted, and the spectrum."""
+    config = result.config
+    ok = np.asarray(result.diverged_at) < 0
+    if not ok.any():
+        raise ValueError("every training diverged: nothing to compare with the theory")
+    predicted, measured = analysis["predicted_l2"], result.metrics["l2"]
+    noise = isinstance(result, NoiseResult)
+    fig = Figure(figsize=(14 if not noise else 11, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2 if noise else 3)
+    ax = axes[0]
+    x = result.levels if noise else np.arange(config.epochs + 1)
+    axis = 1 if noise else 0  # the runs: (S, R) for the noise experiment, (R, E + 1) for the epoch one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN levels stay NaN
+        for values, label, colour, style in ((measured, "measured", STYLE["l2"][1], "-"),
+                                             (predicted, "linear response", "k", "--")):
+            values = np.where(ok, values, np.nan) if noise else values[ok]
+            centre = np.nanmean(values, axis=axis)
+            shown = centre > 0
+            ax.plot(x[shown], centre[shown], style, color=colour, label=f"{L2} {label} (mean)")
+            ax.fill_between(x[shown], np.nanmin(values, axis=axis)[shown], np.nanmax(values, axis=axis)[shown],
+                            color=colour, alpha=0.15, lw=0)
+    ax.set_yscale("log")
+    if noise:
+        ax.set_xscale("log")
+    ax.set_xlabel("σ (label noise)" if noise else "Epoch")
+    ax.set_ylabel(f"{L2} after {config.epochs} epochs" if noise else L2)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title("prediction: plain GD on the loss alone, linearised at the teacher", fontsize="small")
+    _spectrum_panel(axes[1], analysis, config)
+    if not noise:
+        ax = axes[2]
+        fractions = analysis["flat_fraction"][ok]  # (R_ok, K, 3)
+        labels = ("numerically null directions", "unsettled directions (1/(ηλ) > E)", "all but the stiffest direction")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # δ = 0 at an exact start: NaN
+            for i, (label, colour) in enumerate(zip(labels, ("tab:gray", "tab:green", "tab:purple"))):
+                ax.plot(result.kept_epochs, np.nanmean(fractions[:, :, i], axis=0), ".-", color=colour, label=label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel("share of ‖θ_s − θ_t‖² (mean over runs)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="x-small")
+        ax.set_title("where the measured displacement lies (Gauss–Newton eigenbasis)", fontsize="small")
+    fig.suptitle("Measured distance vs the linear-response theory near the teacher\n" + subtitle(result),
+                 fontsize="medium")
+    return _save_views({"theory": fig}, config.figure_stem(), folder)
+
+
+def theory_summary(result: EpochResult | NoiseResult, analysis: dict) -> str:
+    """Plain text: measured against predicted final ℓ₂ (and their largest relative gap), the spectrum's
+    extent and how many directions have not settled within the run."""
+    ok = np.asarray(result.diverged_at) < 0
+    config = result.config
+    predicted, measured = analysis["predicted_l2"], result.metrics["l2"]
+    if isinstance(result, NoiseResult):
+        final_p, final_m = predicted[ok], measured[ok]
+        what = f"final {L2} over levels and finished runs"
+    else:
+        final_p, final_m = predicted[ok, -1], measured[ok, -1]
+        what = f"final {L2} (mean ± std over runs)"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(final_p / final_m - 1)
+    gn = analysis["gn_eigenvalues"]
+    lines = [
+        f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, "
+        f"linear response {np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap {np.nanmax(gap):.3g}",
+        f"Gauss–Newton spectrum at the teacher: λ_max {gn[:, -1].mean():.4g}, next {gn[:, -2].mean():.4g}, "
+        f"{gn[:, -3].mean():.4g}; η·λ_max = {config.learning_rate * gn[:, -1].mean():.3g}",
+        f"time constants 1/(ηλ) of the stiffest directions: "
+        + ", ".join(f"{1 / (config.learning_rate * gn[:, -i].mean()):.3g}" for i in range(1, 6)) + " epochs",
+        f"unsettled after {config.epochs} epochs (1/(ηλ) > E): {analysis['unsettled'].mean():.1f} of {gn.shape[1]} "
+        f"directions ({analysis['null'].mean():.1f} numerically null)",
+        f"run 1 at its teacher: exact Hessian λ_min {analysis['hessian_eigenvalues'][0]:.3g}, "
+        f"λ_max {analysis['hessian_eigenvalues'][-1]:.4g}; Gauss–Newton λ_max {gn[0, -1]:.4g}",
+    ]
+    if not isinstance(result, NoiseResult):
+        last = np.nanmean(analysis["flat_fraction"][ok, -1], axis=0)
+        lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; in null ones: {last[0]:.3g}")
+    return "\n".join(lines)

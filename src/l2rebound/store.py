@@ -12,6 +12,7 @@ Layout of ``OUT/<experiment>-<config hash>/``::
                    single teacher) and student_init (R, P_student)
     trajectory.npz epoch only: epochs (K,) and theta (R, K, P_student), the students every align_every
                    epochs
+    theory.npz     written by ``l2rebound analyze``: the linear-response analysis (``theory.analyze``)
     *.svg, *.png   figures, named by ``Config.figure_stem()``
 
 CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64 exactly, and
@@ -161,13 +162,45 @@ class Checkpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def save_analysis(folder: Path, analysis: dict[str, np.ndarray]) -> Path:
+    """Write ``theory.analyze``'s arrays into a finished result folder as ``theory.npz`` (atomically)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **analysis)
+
+    return write_atomic(Path(folder) / "theory.npz", write)
+
+
+def load_analysis(folder: Path) -> dict[str, np.ndarray] | None:
+    """The stored analysis of a result folder, or None if it has none yet."""
+    path = Path(folder) / "theory.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as arrays:
+        return dict(arrays)
+
+
 def load_config(folder: Path) -> Config:
     return Config.from_dict(json.loads((Path(folder) / "config.json").read_text()))
 
 
+class StoreError(ValueError):
+    """A result folder that cannot be read back (damaged, or written by another version)."""
+
+
 def load(folder: Path) -> EpochResult | NoiseResult:
-    """Read back what ``save`` wrote."""
+    """Read back what ``save`` wrote; raises ``StoreError`` naming the folder if a file is missing or
+    damaged."""
     folder = Path(folder)
+    try:
+        return _load(folder)
+    except (OSError, KeyError, ValueError, IndexError) as error:
+        raise StoreError(f"{folder} cannot be read back ({type(error).__name__}: {error}); it is damaged or from "
+                         "another version of l2rebound: run the experiment again with --force") from None
+
+
+def _load(folder: Path) -> EpochResult | NoiseResult:
     config = load_config(folder)
     table = _read_table(folder / "metrics.csv")
     with np.load(folder / "params.npz") as params:

@@ -170,13 +170,13 @@ def _teacher_spectrum(teacher, dims, train: Split) -> tuple[Spectrum, np.ndarray
 
 def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigma: float, learning_rate: float,
                 epochs: int) -> dict[str, np.ndarray]:
-    """The linear-response prediction for one run of the epoch experiment (plain GD, no projection).
+    """The linear-response prediction for one run of the epoch experiment (plain GD on the loss alone:
+    no regulariser, no projection).
 
     teacher (P,): the teacher padded to the student's shape (``Problem.teacher`` of the run); train: the
     run's train split; student_init (P,): its start. Returns
       l2 (E + 1,): predicted ‖θ_t − θ_teacher‖ for t = 0..E;
       gn_eigenvalues (P,), gn_eigenvectors (P, P): spectrum of the Gauss–Newton matrix at the teacher;
-      hessian_eigenvalues (P,): spectrum of the exact Hessian at the teacher on the noisy labels;
       time_constants (P,): 1/(ηλ_i) of the Gauss–Newton eigenvalues in epochs (inf for null directions).
     """
     gn, unit = _teacher_spectrum(teacher, dims, train)
@@ -185,19 +185,79 @@ def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigm
         "l2": linear_response(gn, delta0, sigma * unit, learning_rate, epochs),
         "gn_eigenvalues": gn.values,
         "gn_eigenvectors": gn.vectors,
-        "hessian_eigenvalues": np.linalg.eigvalsh(np.asarray(hessian(teacher, dims, train.x, train.labels(sigma)))),
         "time_constants": time_constants(gn.values, learning_rate),
     }
 
 
 def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, levels, learning_rate: float,
-                  epochs: int) -> np.ndarray:
-    """Predicted final ℓ₂ = ‖δ_E‖ of one run of the noise experiment at each noise level σ of ``levels``
-    (S,): shape (S,). Arguments as in ``predict_run``; the run's inputs and unit noise z are ``train``.
-    δ_E = (decay of δ_0) + σ·(response to unit noise), both computed once; with δ_0 = 0 (the default
-    start) the prediction is exactly σ times that of σ = 1."""
+                  epochs: int) -> dict[str, np.ndarray]:
+    """The prediction for one run of the noise experiment: like ``predict_run``, but ``l2`` (S,) is the
+    final ‖δ_E‖ at each noise level σ of ``levels`` (S,); the run's inputs and unit noise z are
+    ``train``. δ_E = (decay of δ_0) + σ·(response to unit noise), both computed once; with δ_0 = 0 (the
+    default start) the prediction is exactly σ times that of σ = 1."""
     gn, unit = _teacher_spectrum(teacher, dims, train)
     delta0 = np.asarray(student_init) - np.asarray(teacher)
     start = components(gn, delta0, np.zeros_like(unit), learning_rate, [epochs])[0]
     noise = components(gn, np.zeros_like(unit), unit, learning_rate, [epochs])[0]
-    return np.linalg.norm(start + np.asarray(levels, dtype=np.float64)[:, None] * noise, axis=1)
+    return {
+        "l2": np.linalg.norm(start + np.asarray(levels, dtype=np.float64)[:, None] * noise, axis=1),
+        "gn_eigenvalues": gn.values,
+        "gn_eigenvectors": gn.vectors,
+        "time_constants": time_constants(gn.values, learning_rate),
+    }
+
+
+def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
+    """The linear-response analysis of a stored epoch or noise result, from each run's own teacher, data
+    and noise (drawn again from the config exactly as the experiment drew them; raises ``ValueError`` if
+    the stored starts cannot be reproduced). ``on_progress(n)``: called with 1 after each run.
+
+    Returns, with R runs, P student parameters, E epochs and S noise levels:
+      predicted_l2: (R, E + 1) for the epoch experiment, (S, R) for the noise experiment;
+      gn_eigenvalues: (R, P) each run's Gauss–Newton spectrum at its teacher, ascending;
+      unsettled: (R,) directions whose time constant 1/(ηλ) exceeds E (numerically null ones included);
+      null: (R,) numerically null directions (``null_directions``);
+      hessian_eigenvalues: (P,) the exact Hessian's spectrum at run 1's teacher on its noisy labels
+          (epoch: σ = ``noise_sigma``; noise: the largest level), ascending;
+      epoch only: flat_fraction (R, K, 3) of ‖θ_s − θ_t‖² at the kept epochs (K,) in the null, the
+          unsettled, and all but the stiffest direction (k = null, unsettled, P − 1 flattest).
+    """
+    from l2rebound.experiments import setup_runs  # experiments imports the engine; keep theory light
+
+    config = result.config
+    runs = np.arange(1, config.runs + 1)
+    noise = config.experiment == "noise"
+    teacher_seeds = np.full(config.runs, config.seed) if noise else config.seed + runs
+    _, problem, student, _ = setup_runs(config, teacher_seeds, config.seed + runs)
+    if not np.array_equal(np.asarray(student), result.student_init):
+        raise ValueError("the stored initial students cannot be drawn again from the config (another version or "
+                         "machine?): the analysis needs each run's own data")
+    dims, eta, epochs = config.student_dims, config.learning_rate, config.epochs
+    out = {"predicted_l2": [], "gn_eigenvalues": [], "unsettled": [], "null": []}
+    flat = []
+    for r in range(config.runs):
+        teacher = np.asarray(problem.teacher[r])
+        train = Split(*(np.asarray(a[r]) for a in problem.train))
+        if noise:
+            run = predict_noise(teacher, dims, train, student[r], result.levels, eta, epochs)
+        else:
+            run = predict_run(teacher, dims, train, student[r], config.noise_sigma, eta, epochs)
+        values = run["gn_eigenvalues"]
+        counts = [int(null_directions(values).sum()), unsettled(values, eta, epochs)]
+        if not noise:
+            flat.append(flat_fraction(run["gn_eigenvectors"], result.kept_theta[r] - teacher, [*counts, len(values) - 1]))
+        for name, value in zip(out, (run["l2"], values, counts[1], counts[0])):
+            out[name].append(value)
+        if on_progress:
+            on_progress(1)
+    out = {name: np.asarray(values) for name, values in out.items()}
+    if noise:
+        out["predicted_l2"] = out["predicted_l2"].T
+        sigma = float(np.max(result.levels))
+    else:
+        out["flat_fraction"] = np.asarray(flat)
+        sigma = config.noise_sigma
+    train = Split(*(np.asarray(a[0]) for a in problem.train))
+    teacher = np.asarray(problem.teacher[0])
+    out["hessian_eigenvalues"] = np.linalg.eigvalsh(np.asarray(hessian(teacher, dims, train.x, train.labels(sigma))))
+    return out
