@@ -1,5 +1,8 @@
 """The seed's phenomena on small configs, reproducibility and run chunking."""
 
+import logging
+
+import jax
 import numpy as np
 import pytest
 
@@ -131,3 +134,11 @@ def test_margin_projection_keeps_teacher_and_student_generic_with_room_to_spare(
             assert layer["min_bias_gap"] is None or layer["min_bias_gap"] >= eps * (1 - 1e-9)
     # the seed's zero-bias teacher got biases eps, 2 eps, ... apart
     assert np.all(np.abs(result.teacher[0][10:15]) >= eps * (1 - 1e-12))
+
+
+def test_one_compile_serves_every_block_of_an_experiment(caplog):
+    config = Config(teacher_dims=(2, 3, 2, 1), dataset_size=40, test_set_size=10, epochs=120, runs=2, align_every=100)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        run_epoch_experiment(config)  # 121 steps: three blocks; kept epochs 0, 100, 120 fall in two of them
+    compiles = [r for r in caplog.records if "XLA compilation of jit(train_block)" in r.getMessage()]
+    assert len(compiles) == 1, [r.getMessage()[:200] for r in compiles]

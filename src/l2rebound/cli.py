@@ -301,7 +301,7 @@ def _cache_compilations() -> None:
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     jax.config.update("jax_compilation_cache_dir", str(base / "l2rebound" / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,9 @@
 ``run_noise_experiment(config)`` is the noise experiment (the seed's C): one teacher from ``seed``; run r
 draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on labels f(x) + σz
 (common random numbers); the metrics after the last epoch are kept. Levels × runs form one batch.
-Runs are processed in chunks of ``CHUNK_RUNS`` (cache-sized; the last chunk is padded so that one
-compiled program serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
+Runs are processed in chunks of ``chunk_runs()`` (on CPU ``CHUNK_RUNS``, cache-sized; on an accelerator
+``ACCELERATOR_CHUNK_RUNS``, enough to fill it; the last chunk is padded so that one compiled program
+serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
 blocks, no host round-trip inside one).
 """
 
@@ -30,6 +31,7 @@ from l2rebound.symmetry import l2_aligned, normal_form_distance
 from l2rebound.train import METRICS, Hyper, Problem, Spec, init_state, train_block
 
 CHUNK_RUNS = 10
+ACCELERATOR_CHUNK_RUNS = 1000
 BLOCK_EPOCHS = 50
 
 DISTANCES = ("l2_aligned", "l2_normal_form")
@@ -176,7 +178,9 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
         if leaf.dtype != dtype:
             raise TypeError(f"{name} is {leaf.dtype}, the config asks for {dtype}")
     hyper, problem, student, keys = spread((hyper, problem, student, keys))
-    state = jax.vmap(partial(init_state, spec))(student, keys)
+    # spread again: vmapped constants of the state (diverged_at) come out unsharded while train_block returns
+    # them sharded; matching placements keep blocks 2, 3, ... on the first block's compile
+    state = spread(jax.vmap(partial(init_state, spec))(student, keys))
     steps = epochs + 1  # the step at epoch E only records the metrics at θ_E (its update is masked)
     blocks = math.ceil(steps / BLOCK_EPOCHS)
     length = math.ceil(steps / blocks)
@@ -184,7 +188,8 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     pieces, kept = [], []
     for start in range(0, steps, length):
         wanted = keep[(keep >= start) & (keep < start + length)] - start
-        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(wanted) > 0)
+        # keep_theta is static: the same value for every block, so that one compile serves them all
+        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(keep) > 0)
         metrics = jax.device_get(metrics)
         pieces.append(metrics)
         kept.append(metrics["theta"][:, wanted] if len(wanted) else np.zeros((len(student), 0, student.shape[1])))
@@ -196,9 +201,16 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     return out, np.asarray(state.diverged_at), np.asarray(state.theta), np.concatenate(kept, axis=1)
 
 
+def chunk_runs() -> int:
+    """Runs per compiled call: ``CHUNK_RUNS`` on CPU, where a chunk's activations should stay in cache,
+    ``ACCELERATOR_CHUNK_RUNS`` on a GPU, which needs many runs at once to be busy
+    (``benchmarks/saturation.py`` measures where it is full)."""
+    return CHUNK_RUNS if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK_RUNS
+
+
 def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
                checkpoint=None) -> dict:
-    """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``CHUNK_RUNS`` rounded up to a
+    """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``chunk_runs()`` rounded up to a
     whole number per device (the last chunk padded by repeating its final index; only the genuine runs'
     results are kept) and concatenate the arrays it returns along axis 0.
 
@@ -208,7 +220,7 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
         already holds is not recomputed, so an interrupted experiment resumes where it stopped.
     """
     devices = jax.device_count()
-    chunk = -(-min(CHUNK_RUNS, runs) // devices) * devices
+    chunk = -(-min(chunk_runs(), runs) // devices) * devices
     parts = []
     for first in range(1, runs + 1, chunk):
         index = np.arange(first, first + chunk)
@@ -253,7 +265,7 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
 def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> NoiseResult:
     """The noise experiment at the given levels (S,) (``run_noise_experiment`` uses
     ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
-    of ``CHUNK_RUNS`` by one compiled program."""
+    of ``chunk_runs()`` by one compiled program."""
     levels = np.asarray(levels, dtype=float)
     runs = np.arange(1, config.runs + 1)
     seeds = config.seed + runs

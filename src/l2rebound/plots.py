@@ -323,27 +323,29 @@ def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathl
 
 
 def theory_summary(result: EpochResult | NoiseResult, analysis: dict) -> str:
-    """Plain text: measured against predicted final ℓ₂ (and their largest relative gap), the spectrum's
-    extent and how many directions have not settled within the run."""
+    """Plain text: measured against predicted final ℓ₂, their largest relative gap (over every epoch from
+    1, or every level), the spectrum's extent and how many directions have not settled within the run."""
     ok = np.asarray(result.diverged_at) < 0
     config = result.config
     predicted, measured = analysis["predicted_l2"], result.metrics["l2"]
     if isinstance(result, NoiseResult):
         final_p, final_m = predicted[ok], measured[ok]
+        every_p, every_m = final_p, final_m
         what = f"final {L2} over levels and finished runs"
     else:
         final_p, final_m = predicted[ok, -1], measured[ok, -1]
+        every_p, every_m = predicted[ok, 1:], measured[ok, 1:]
         what = f"final {L2} (mean ± std over runs)"
     with np.errstate(divide="ignore", invalid="ignore"):
-        gap = np.abs(final_p / final_m - 1)
+        gap = np.abs(every_p / every_m - 1)
     gn = analysis["gn_eigenvalues"]
     lines = [
         f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, "
         f"linear response {np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap {np.nanmax(gap):.3g}",
         f"Gauss–Newton spectrum at the teacher: λ_max {gn[:, -1].mean():.4g}, next {gn[:, -2].mean():.4g}, "
         f"{gn[:, -3].mean():.4g}; η·λ_max = {config.learning_rate * gn[:, -1].mean():.3g}",
-        f"time constants 1/(ηλ) of the stiffest directions: "
-        + ", ".join(f"{1 / (config.learning_rate * gn[:, -i].mean()):.3g}" for i in range(1, 6)) + " epochs",
+        ("time constants 1/(ηλ) of the stiffest directions: "
+         + ", ".join(f"{1 / (config.learning_rate * gn[:, -i].mean()):.3g}" for i in range(1, 6)) + " epochs"),
         f"unsettled after {config.epochs} epochs (1/(ηλ) > E): {analysis['unsettled'].mean():.1f} of {gn.shape[1]} "
         f"directions ({analysis['null'].mean():.1f} numerically null)",
         f"run 1 at its teacher: exact Hessian λ_min {analysis['hessian_eigenvalues'][0]:.3g}, "

@@ -74,7 +74,8 @@ def _transform(optimizer: str) -> optax.GradientTransformation:
 
 def init_state(spec: Spec, theta, key) -> State:
     """Fresh state for a student θ (P,); ``key`` drives the projection's jitter."""
-    return State(theta, _transform(spec.optimizer).init(theta), key, jnp.asarray(-1))
+    # int64, not a weakly typed -1: the type train_block returns, so that later blocks reuse its compile
+    return State(theta, _transform(spec.optimizer).init(theta), key, jnp.asarray(-1, dtype=jnp.int64))
 
 
 SAMPLE_BLOCK = 1000
