@@ -5,6 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=src
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # one process at a time must not hold the whole GPU
 OUT=${OUT:-benchmarks/results/device}
 mkdir -p "$OUT"
 {

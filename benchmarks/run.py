@@ -282,6 +282,8 @@ def table(results: list[dict], peak: float, args) -> str:
 
 
 def main(argv=None) -> None:
+    # on a GPU, JAX would otherwise reserve most of the memory in the parent (GEMM peak) and in each cell
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     parser = argparse.ArgumentParser(
         description="Time the JAX engine and the NumPy reference on Experiment A, the noise sweep, a 100-run A "
                     "and a width-100 A; print one table and write the results as JSON. Each (case, engine) "

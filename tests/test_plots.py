@@ -116,7 +116,7 @@ def test_aligned_distances_are_a_second_curve_drawn_at_their_epochs(tmp_path):
 
     result = make_result()
     every = np.arange(0, EPOCHS + 1, 5)
-    for name, scale in (("l2_aligned", 0.5), ("l2_normal_form", 2.0)):
+    for name, scale in (("l2_aligned", 0.5), ("l2_normal_form", 0.8)):
         result.metrics[name][:, every] = scale * result.metrics["l2"][:, every]
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         paths = plot_quietly(result, tmp_path)
@@ -131,3 +131,17 @@ def test_aligned_distances_are_a_second_curve_drawn_at_their_epochs(tmp_path):
 def test_normalise_ignores_missing_entries():
     x = np.array([[np.nan, 2.0, np.nan, 4.0], [1.0, np.nan, 3.0, np.nan]])
     np.testing.assert_array_equal(normalise(x), [[np.nan, 0.0, np.nan, 1.0], [0.0, np.nan, 1.0, np.nan]])
+
+
+def test_an_uninformative_normal_form_is_left_out_of_the_figure(tmp_path):
+    import matplotlib
+
+    result = make_result()
+    every = np.arange(0, EPOCHS + 1, 5)
+    result.metrics["l2_aligned"][:, every] = result.metrics["l2"][:, every]
+    result.metrics["l2_normal_form"][:, every] = 100.0  # the seed's zero-bias teachers: never below raw ℓ₂
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        paths = plot_quietly(result, tmp_path)
+    absolute = next(p for p in paths if p.name.endswith("_absolute.svg")).read_text()
+    assert "ℓ₂ aligned" in absolute and "normal forms" not in absolute
+    assert "final normal-form ℓ₂" in summary_table(result)

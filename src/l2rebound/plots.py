@@ -23,7 +23,7 @@ from l2rebound.store import write_atomic
 L2 = "ℓ₂"
 STYLE = {  # metric -> (legend label, colour, line style); distances go in the upper panel, losses below
     "l2": (f"{L2}(teacher - student)", "tab:orange", "-"),
-    "l2_aligned": (f"{L2} aligned: min over hidden-unit permutations and sign flips", "tab:green", "-"),
+    "l2_aligned": (f"{L2} aligned: min over hidden-unit permutations and sign flips", "tab:green", "--"),
     "l2_normal_form": (f"{L2} between normal forms", "tab:purple", ":"),
     "train_loss": ("Train loss", "tab:red", "-"),
     "test_loss": ("Test loss", "tab:blue", "-"),
@@ -115,11 +115,19 @@ def _save_views(views: dict[str, Figure], stem: str, folder: pathlib.Path) -> li
 
 def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
     """Write the normalised and the absolute view of ``result`` into ``folder`` (created if missing),
-    each as SVG and PNG named ``{figure_stem}_{view}.{svg,png}``; returns the four paths."""
+    each as SVG and PNG named ``{figure_stem}_{view}.{svg,png}``; returns the four paths. The upper
+    panel holds ℓ₂ and, where recorded, the aligned ℓ₂; the absolute view also the normal-form ℓ₂ unless
+    it is never below the raw ℓ₂ (then the normal form is uninformative; it stays in the table)."""
     metrics, _ = finished_metrics(result)
     runs = len(metrics["l2"])
     note = subtitle(result)
     recorded = [k for k in STYLE if np.any(np.isfinite(metrics[k]))]  # the distances may not be recorded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs
+        if "l2_normal_form" in recorded and not np.any(np.nanmean(metrics["l2_normal_form"], 0) < metrics["l2"].mean(0)):
+            # never better than no alignment at all: the units' order by |bias| is arbitrary (near-equal
+            # biases, e.g. the seed's zero-bias teachers); drawn, it would only squash the other curves
+            recorded.remove("l2_normal_form")
     normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None)
                   for k in ("l2", "l2_aligned", "train_loss", "test_loss") if k in recorded}
     absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in recorded}
