@@ -207,3 +207,13 @@ def test_analyze_refuses_a_start_it_cannot_reproduce():
     result = run_epoch_experiment(Config(**{**ENGINE, "epochs": 5}))
     with pytest.raises(ValueError, match="cannot be drawn again"):
         theory.analyze(dataclasses.replace(result, student_init=result.student_init + 1e-9))
+
+
+def test_analyze_without_kept_students_still_predicts_and_plots(tmp_path):
+    from l2rebound.plots import plot_theory, theory_summary
+
+    result = run_epoch_experiment(Config(**{**ENGINE, "epochs": 5}, align_every=0))
+    analysis = theory.analyze(result)
+    assert analysis["flat_fraction"].shape == (1, 0, 3) and analysis["predicted_l2"].shape == (1, 6)
+    assert len(plot_theory(result, analysis, tmp_path)) == 2
+    assert "unsettled after 5 epochs" in theory_summary(result, analysis)

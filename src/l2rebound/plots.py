@@ -313,6 +313,8 @@ def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathl
     _spectrum_panel(axes[1], analysis, config)
     if not noise:
         ax = axes[2]
+        if not len(result.kept_epochs):
+            ax.text(0.5, 0.5, "no students kept (--align-every 0)", ha="center", va="center", transform=ax.transAxes)
         fractions = analysis["flat_fraction"][ok]  # (R_ok, K, 3)
         labels = ("numerically null directions", "unsettled directions (1/(ηλ) > E)", "all but the stiffest direction")
         with warnings.catch_warnings():
@@ -359,7 +361,7 @@ def theory_summary(result: EpochResult | NoiseResult, analysis: dict) -> str:
         f"run 1 at its teacher: exact Hessian λ_min {analysis['hessian_eigenvalues'][0]:.3g}, "
         f"λ_max {analysis['hessian_eigenvalues'][-1]:.4g}; Gauss–Newton λ_max {gn[0, -1]:.4g}",
     ]
-    if not isinstance(result, NoiseResult):
+    if not isinstance(result, NoiseResult) and len(result.kept_epochs):  # nothing kept with align_every 0
         last = np.nanmean(analysis["flat_fraction"][ok, -1], axis=0)
         lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; in null ones: {last[0]:.3g}")
     return "\n".join(lines)
