@@ -233,15 +233,17 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
         raise ValueError("the stored initial students cannot be drawn again from the config (another version or "
                          "machine?): the analysis needs each run's own data")
     dims, eta, epochs = config.student_dims, config.learning_rate, config.epochs
+    # the theory is evaluated in float64 whatever the run's dtype: float32 data converts exactly
+    teachers, starts = np.asarray(problem.teacher, np.float64), np.asarray(student, np.float64)
+    splits = Split(*(np.asarray(a, np.float64) for a in problem.train))
     out = {"predicted_l2": [], "gn_eigenvalues": [], "unsettled": [], "null": []}
     flat = []
     for r in range(config.runs):
-        teacher = np.asarray(problem.teacher[r])
-        train = Split(*(np.asarray(a[r]) for a in problem.train))
+        teacher, train = teachers[r], Split(*(a[r] for a in splits))
         if noise:
-            run = predict_noise(teacher, dims, train, student[r], result.levels, eta, epochs)
+            run = predict_noise(teacher, dims, train, starts[r], result.levels, eta, epochs)
         else:
-            run = predict_run(teacher, dims, train, student[r], config.noise_sigma, eta, epochs)
+            run = predict_run(teacher, dims, train, starts[r], config.noise_sigma, eta, epochs)
         values = run["gn_eigenvalues"]
         counts = [int(null_directions(values).sum()), unsettled(values, eta, epochs)]
         if not noise:
@@ -257,7 +259,6 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
     else:
         out["flat_fraction"] = np.asarray(flat)
         sigma = config.noise_sigma
-    train = Split(*(np.asarray(a[0]) for a in problem.train))
-    teacher = np.asarray(problem.teacher[0])
+    teacher, train = teachers[0], Split(*(a[0] for a in splits))
     out["hessian_eigenvalues"] = np.linalg.eigvalsh(np.asarray(hessian(teacher, dims, train.x, train.labels(sigma))))
     return out
