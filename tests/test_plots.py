@@ -145,3 +145,9 @@ def test_an_uninformative_normal_form_is_left_out_of_the_figure(tmp_path):
     absolute = next(p for p in paths if p.name.endswith("_absolute.svg")).read_text()
     assert "ℓ₂ aligned" in absolute and "normal forms" not in absolute
     assert "final normal-form ℓ₂" in summary_table(result)
+
+
+def test_an_exact_start_trained_zero_epochs_plots_on_linear_axes(tmp_path):
+    result = make_result(l2=np.zeros((RUNS, 1)), epochs=0)
+    paths = plot_quietly(result, tmp_path)
+    assert len(paths) == 4 and all(p.stat().st_size > 0 for p in paths)

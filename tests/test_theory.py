@@ -217,3 +217,13 @@ def test_analyze_without_kept_students_still_predicts_and_plots(tmp_path):
     assert analysis["flat_fraction"].shape == (1, 0, 3) and analysis["predicted_l2"].shape == (1, 6)
     assert len(plot_theory(result, analysis, tmp_path)) == 2
     assert "unsettled after 5 epochs" in theory_summary(result, analysis)
+
+
+def test_analyze_an_exact_start_trained_zero_epochs(tmp_path):
+    from l2rebound.plots import plot_theory, theory_summary
+
+    result = run_epoch_experiment(Config(**{**ENGINE, "epochs": 0}))
+    analysis = theory.analyze(result)
+    assert (analysis["predicted_l2"] == 0).all() and analysis["predicted_l2"].shape == (1, 1)
+    assert len(plot_theory(result, analysis, tmp_path)) == 2
+    assert "nothing to compare" in theory_summary(result, analysis)

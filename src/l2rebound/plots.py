@@ -70,17 +70,21 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     (the aligned distances exist every ``align_every`` epochs). The minimum of the ℓ₂ centre curve is
     marked.
     title, note: figure title and the small subtitle line; scale: appended to the y labels.
-    log: log y-axes, with non-positive values masked (left out) rather than clipped.
+    log: log y-axes, with non-positive values masked (left out) rather than clipped; an axis with no
+    positive value at all (an exact start trained 0 epochs) stays linear.
     """
     def shown(curve):
         return np.where(curve > 0, curve, np.nan) if log and curve is not None else curve
 
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
+    positive = set()  # the axes that got a value > 0: only those can be log-scaled
     for name, (centre, low, high) in series.items():
         ax = top if name.startswith("l2") else bottom
         label, colour, style = STYLE[name]
         at = np.flatnonzero(np.isfinite(centre))
+        if np.any(centre[at] > 0):
+            positive.add(ax)
         ax.plot(at, shown(centre[at]), color=colour, ls=style, label=label)
         if low is not None:
             ax.fill_between(at, shown(low[at]), shown(high[at]), color=colour, alpha=0.2, lw=0)
@@ -90,7 +94,7 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
              label=f"min {L2} at epoch {best}")
     for ax in (top, bottom):
         ax.axvline(best, color="k", ls=":", lw=0.8)
-        ax.set_yscale("log" if log else "linear")
+        ax.set_yscale("log" if log and ax in positive else "linear")
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
     top.set_ylabel(L2 + scale)
@@ -292,6 +296,7 @@ def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathl
     ax = axes[0]
     x = result.levels if noise else np.arange(config.epochs + 1)
     axis = 1 if noise else 0  # the runs: (S, R) for the noise experiment, (R, E + 1) for the epoch one
+    positive = False  # log scale only with something to show (an exact start trained 0 epochs is all 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN levels stay NaN
         for values, label, colour, style in ((measured, "measured", STYLE["l2"][1], "-"),
@@ -299,10 +304,11 @@ def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathl
             values = np.where(ok, values, np.nan) if noise else values[ok]
             centre = np.nanmean(values, axis=axis)
             shown = centre > 0
+            positive = positive or bool(shown.any())
             ax.plot(x[shown], centre[shown], style, color=colour, label=f"{L2} {label} (mean)")
             ax.fill_between(x[shown], np.nanmin(values, axis=axis)[shown], np.nanmax(values, axis=axis)[shown],
                             color=colour, alpha=0.15, lw=0)
-    ax.set_yscale("log")
+    ax.set_yscale("log" if positive else "linear")
     if noise:
         ax.set_xscale("log")
     ax.set_xlabel("σ (label noise)" if noise else "Epoch")
@@ -348,10 +354,12 @@ def theory_summary(result: EpochResult | NoiseResult, analysis: dict) -> str:
         what = f"final {L2} (mean ± std over runs)"
     with np.errstate(divide="ignore", invalid="ignore"):
         gap = np.abs(every_p / every_m - 1)
+    gap = gap[np.isfinite(gap)]  # 0/0 at an exact start; nothing at all after 0 epochs
     gn = analysis["gn_eigenvalues"]
     lines = [
         f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, "
-        f"linear response {np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap {np.nanmax(gap):.3g}",
+        f"linear response {np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap "
+        + (f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"),
         f"Gauss–Newton spectrum at the teacher: λ_max {gn[:, -1].mean():.4g}, next {gn[:, -2].mean():.4g}, "
         f"{gn[:, -3].mean():.4g}; η·λ_max = {config.learning_rate * gn[:, -1].mean():.3g}",
         ("time constants 1/(ηλ) of the stiffest directions: "
