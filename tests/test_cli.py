@@ -12,7 +12,7 @@ import pytest
 from l2rebound import cli, experiments, store, theory
 from l2rebound.config import PRESETS, Config, flag
 from l2rebound.experiments import EpochResult
-from l2rebound.store import COLUMNS
+from l2rebound.experiments import COLUMNS
 
 # One tiny problem for every test (and tests/test_store.py): JAX compiles once per shape.
 TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",

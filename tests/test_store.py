@@ -12,7 +12,7 @@ import pytest
 from l2rebound import store
 from l2rebound.config import Config
 from l2rebound.experiments import DISTANCES, EpochResult, kept_epochs, run_epoch_experiment
-from l2rebound.store import COLUMNS
+from l2rebound.experiments import COLUMNS
 
 # The same tiny problem as tests/test_cli.py: JAX compiles once per shape.
 TINY = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)

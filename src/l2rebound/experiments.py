@@ -37,6 +37,8 @@ BLOCK_EPOCHS = 50
 DISTANCES = ("l2_aligned", "l2_normal_form")
 """Distances modulo the symmetry group (SPEC §6), computed on the host from kept students: the
 epoch experiment every ``align_every`` epochs (NaN at the other epochs), the noise experiment at the end."""
+COLUMNS = METRICS + DISTANCES
+"""Every per-run quantity of a result's ``metrics``."""
 
 
 @dataclass(frozen=True)
@@ -190,9 +192,10 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
         wanted = keep[(keep >= start) & (keep < start + length)] - start
         # keep_theta is static: the same value for every block, so that one compile serves them all
         state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(keep) > 0)
-        metrics = jax.device_get(metrics)
-        pieces.append(metrics)
-        kept.append(metrics["theta"][:, wanted] if len(wanted) else np.zeros((len(student), 0, student.shape[1])))
+        theta = metrics.pop("theta", None)
+        pieces.append(jax.device_get(metrics))
+        # only the kept epochs leave the device
+        kept.append(np.asarray(theta[:, wanted]) if len(wanted) else np.zeros((len(student), 0, student.shape[1])))
         if on_progress:
             on_progress(max(0, min(length, epochs - start)))
     out = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :steps] for k in METRICS}
@@ -258,7 +261,7 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
                 "diverged_at": diverged, "kept_theta": kept}
 
     out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
-    return EpochResult(config, {k: out[k] for k in METRICS + DISTANCES}, out["teacher"], out["student_init"],
+    return EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],
                        out["diverged_at"], keep, out["kept_theta"])
 
 
@@ -284,7 +287,7 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
 
     out = run_chunks(len(levels) * config.runs, config.epochs, work, on_progress, checkpoint)
     shape = (len(levels), config.runs)
-    return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in METRICS + DISTANCES}, np.asarray(teacher[0]),
+    return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS}, np.asarray(teacher[0]),
                        np.asarray(students), out["diverged_at"].reshape(shape))
 
 

@@ -303,7 +303,7 @@ def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathl
                                              (predicted, "linear response", "k", "--")):
             values = np.where(ok, values, np.nan) if noise else values[ok]
             centre = np.nanmean(values, axis=axis)
-            shown = centre > 0
+            shown = (centre > 0) & (x > 0)  # log axes: σ = 0 and ℓ₂ = 0 are left out
             positive = positive or bool(shown.any())
             ax.plot(x[shown], centre[shown], style, color=colour, label=f"{L2} {label} (mean)")
             ax.fill_between(x[shown], np.nanmin(values, axis=axis)[shown], np.nanmax(values, axis=axis)[shown],
@@ -360,16 +360,20 @@ def theory_summary(result: EpochResult | NoiseResult, analysis: dict) -> str:
         f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, "
         f"linear response {np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap "
         + (f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"),
-        f"Gauss–Newton spectrum at the teacher: λ_max {gn[:, -1].mean():.4g}, next {gn[:, -2].mean():.4g}, "
-        f"{gn[:, -3].mean():.4g}; η·λ_max = {config.learning_rate * gn[:, -1].mean():.3g}",
+        ("Gauss–Newton spectrum at the teacher, largest first: "
+         + ", ".join(f"{gn[:, -i].mean():.4g}" for i in range(1, min(3, gn.shape[1]) + 1))
+         + f"; η·λ_max = {config.learning_rate * gn[:, -1].mean():.3g}"),
         ("time constants 1/(ηλ) of the stiffest directions: "
-         + ", ".join(f"{1 / (config.learning_rate * gn[:, -i].mean()):.3g}" for i in range(1, 6)) + " epochs"),
+         + ", ".join(f"{1 / (config.learning_rate * gn[:, -i].mean()):.3g}" for i in range(1, min(5, gn.shape[1]) + 1))
+         + " epochs"),
         f"unsettled after {config.epochs} epochs (1/(ηλ) > E): {analysis['unsettled'].mean():.1f} of {gn.shape[1]} "
         f"directions ({analysis['null'].mean():.1f} numerically null)",
         f"run 1 at its teacher: exact Hessian λ_min {analysis['hessian_eigenvalues'][0]:.3g}, "
         f"λ_max {analysis['hessian_eigenvalues'][-1]:.4g}; Gauss–Newton λ_max {gn[0, -1]:.4g}",
     ]
     if not isinstance(result, NoiseResult) and len(result.kept_epochs):  # nothing kept with align_every 0
-        last = np.nanmean(analysis["flat_fraction"][ok, -1], axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # δ = 0 (an exact start at epoch 0): NaN
+            last = np.nanmean(analysis["flat_fraction"][ok, -1], axis=0)
         lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; in null ones: {last[0]:.3g}")
     return "\n".join(lines)

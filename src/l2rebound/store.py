@@ -32,10 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from l2rebound.config import Config
-from l2rebound.experiments import DISTANCES, EpochResult, NoiseResult
-from l2rebound.train import METRICS
-
-COLUMNS = METRICS + DISTANCES
+from l2rebound.experiments import COLUMNS, EpochResult, NoiseResult
 
 
 def result_dir(out: Path, config: Config) -> Path:

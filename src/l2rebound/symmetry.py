@@ -299,7 +299,8 @@ def normal_form(theta, dims: tuple[int, ...]) -> np.ndarray:
 
 
 def normal_form_distance(theta_s, theta_t, dims: tuple[int, ...]) -> float:
-    """‖nf(θ_s) − nf(θ_t)‖₂. An upper bound on ``l2_aligned`` (nf(θ_s) = g_s θ_s, nf(θ_t) = g_t θ_t)."""
+    """‖nf(θ_s) − nf(θ_t)‖₂. An upper bound on the group minimum min_g ‖g·θ_s − θ_t‖₂ (nf(θ_s) = g_s θ_s,
+    nf(θ_t) = g_t θ_t), which ``l2_aligned`` computes exactly for one hidden layer only."""
     return float(np.linalg.norm(normal_form(theta_s, dims) - normal_form(theta_t, dims)))
 
 
