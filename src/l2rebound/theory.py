@@ -161,10 +161,18 @@ def flat_fraction(vectors, deltas, k) -> np.ndarray:
         return cumulative[:, k] / total
 
 
-def _teacher_spectrum(teacher, dims, train: Split) -> tuple[Spectrum, np.ndarray]:
-    """Gauss–Newton spectrum at the teacher and the unit-noise pull g(σ = 1) of one run."""
+def _run_terms(teacher, dims, train: Split, student_init) -> tuple[Spectrum, np.ndarray, np.ndarray]:
+    """One run's ingredients: the Gauss–Newton spectrum at its teacher, the unit-noise pull g(σ = 1)
+    (P,) and the start's displacement δ_0 = student_init − teacher (P,)."""
     gn = spectrum(gauss_newton(teacher, dims, train.x))
-    return gn, np.asarray(noise_gradient(teacher, dims, train.x, train.z, 1.0))
+    unit = np.asarray(noise_gradient(teacher, dims, train.x, train.z, 1.0))
+    return gn, unit, np.asarray(student_init) - np.asarray(teacher)
+
+
+def _prediction(l2, gn: Spectrum, learning_rate: float) -> dict[str, np.ndarray]:
+    """The dict ``predict_run`` and ``predict_noise`` return: the predicted ℓ₂ and the spectrum."""
+    return {"l2": l2, "gn_eigenvalues": gn.values, "gn_eigenvectors": gn.vectors,
+            "time_constants": time_constants(gn.values, learning_rate)}
 
 
 def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigma: float, learning_rate: float,
@@ -178,14 +186,8 @@ def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigm
       gn_eigenvalues (P,), gn_eigenvectors (P, P): spectrum of the Gauss–Newton matrix at the teacher;
       time_constants (P,): 1/(ηλ_i) of the Gauss–Newton eigenvalues in epochs (inf for null directions).
     """
-    gn, unit = _teacher_spectrum(teacher, dims, train)
-    delta0 = np.asarray(student_init) - np.asarray(teacher)
-    return {
-        "l2": linear_response(gn, delta0, sigma * unit, learning_rate, epochs),
-        "gn_eigenvalues": gn.values,
-        "gn_eigenvectors": gn.vectors,
-        "time_constants": time_constants(gn.values, learning_rate),
-    }
+    gn, unit, delta0 = _run_terms(teacher, dims, train, student_init)
+    return _prediction(linear_response(gn, delta0, sigma * unit, learning_rate, epochs), gn, learning_rate)
 
 
 def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, levels, learning_rate: float,
@@ -194,16 +196,11 @@ def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, le
     final ‖δ_E‖ at each noise level σ of ``levels`` (S,); the run's inputs and unit noise z are
     ``train``. δ_E = (decay of δ_0) + σ·(response to unit noise), both computed once; with δ_0 = 0 (the
     default start) the prediction is exactly σ times that of σ = 1."""
-    gn, unit = _teacher_spectrum(teacher, dims, train)
-    delta0 = np.asarray(student_init) - np.asarray(teacher)
+    gn, unit, delta0 = _run_terms(teacher, dims, train, student_init)
     start = components(gn, delta0, np.zeros_like(unit), learning_rate, [epochs])[0]
     noise = components(gn, np.zeros_like(unit), unit, learning_rate, [epochs])[0]
-    return {
-        "l2": np.linalg.norm(start + np.asarray(levels, dtype=np.float64)[:, None] * noise, axis=1),
-        "gn_eigenvalues": gn.values,
-        "gn_eigenvectors": gn.vectors,
-        "time_constants": time_constants(gn.values, learning_rate),
-    }
+    l2 = np.linalg.norm(start + np.asarray(levels, dtype=np.float64)[:, None] * noise, axis=1)
+    return _prediction(l2, gn, learning_rate)
 
 
 def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
