@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import jax
 
-from l2rebound.nets import forward
+from l2rebound import kernel
 
 
 class Split(NamedTuple):
@@ -30,4 +30,4 @@ def draw_split(key, teacher, dims: tuple[int, ...], n: int, dtype) -> Split:
     key_x, key_z = jax.random.split(key)
     x = jax.random.uniform(key_x, (n, dims[0]), dtype, -1.0, 1.0)
     z = jax.random.normal(key_z, (n, dims[-1]), dtype)
-    return Split(x, forward(teacher, dims, x), z)
+    return Split(x, kernel.forward(teacher, dims, x), z)

@@ -21,14 +21,14 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound.config import Config
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, pad
 from l2rebound.symmetry import l2_aligned, normal_form_distance
-from l2rebound.train import METRICS, Hyper, Problem, Spec, init_state, train_block
+from l2rebound.train import METRICS, Hyper, Problem, Spec, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
 ACCELERATOR_CHUNK_RUNS = 1000
@@ -137,13 +137,10 @@ def setup_runs(config: Config, teacher_seeds: np.ndarray, run_seeds: np.ndarray)
 
 
 def spread(tree):
-    """Place a batch of runs (leading axis of every leaf) across the devices, an equal share on each;
-    left as is on one device or when the batch does not divide evenly."""
-    devices = jax.devices()
+    """Place a batch of runs (leading axis of every leaf) on the devices of ``runs_mesh``, an equal share
+    on each, as ``train_block`` expects them."""
     batch = len(jax.tree.leaves(tree)[0])
-    if len(devices) == 1 or batch % len(devices):
-        return tree
-    return jax.device_put(tree, NamedSharding(Mesh(np.array(devices), ("runs",)), PartitionSpec("runs")))
+    return jax.device_put(tree, NamedSharding(runs_mesh(batch), PartitionSpec("runs")))
 
 
 def kept_epochs(config: Config) -> np.ndarray:

@@ -15,8 +15,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, PartitionSpec
 
+from l2rebound import kernel
 from l2rebound.data import Split
 from l2rebound.genericity import jitter_round, project_margin
 from l2rebound.nets import forward, layer_factors
@@ -87,7 +90,8 @@ in one pass over all 10 000 samples, 1.8–2.5 ms in blocks of 1 000. Accelerato
 def loss_and_grad(theta, dims, x, y):
     """Mean squared error over samples and outputs, and its gradient (P,), for inputs x (N, d0) and
     labels y (N, dL), summed block by block over at most ``SAMPLE_BLOCK`` samples on CPU (the last block
-    padded with zero-weight samples)."""
+    padded with zero-weight samples). Pure JAX, so it can be differentiated again (``theory``); the training
+    step uses ``step_loss_and_grad``."""
     n = x.shape[0]
     blocks = -(-n // SAMPLE_BLOCK) if jax.default_backend() == "cpu" else 1
     size = -(-n // blocks)
@@ -109,6 +113,12 @@ def loss_and_grad(theta, dims, x, y):
     return loss / y.size, grad / y.size
 
 
+def step_loss_and_grad(theta, dims, x, y):
+    """What the training step uses: ``loss_and_grad`` computed by the fused kernel where it serves
+    (float64 on a CPU, ``kernel.enabled``), else by XLA."""
+    return (kernel.loss_and_grad if kernel.enabled(theta.dtype) else loss_and_grad)(theta, dims, x, y)
+
+
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
     """Gradient of the training rule's penalty, added to the loss gradient (SPEC §4); shape (P,)."""
     if spec.rule == "l1":
@@ -122,7 +132,7 @@ def regulariser_grad(spec: Spec, hyper: Hyper, theta):
 
 def evaluate(spec: Spec, hyper: Hyper, problem: Problem, theta, train_loss):
     """Metrics of one run at θ, given its train loss there: a dict of scalars keyed like ``METRICS``."""
-    out = forward(theta, spec.dims, problem.test.x)
+    out = kernel.forward(theta, spec.dims, problem.test.x)
     return {
         "l2": jnp.linalg.norm(theta - problem.teacher),
         "train_loss": train_loss,
@@ -143,7 +153,7 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, keep_theta: bool, 
     """Record the metrics at θ_epoch (and θ_epoch itself with ``keep_theta``), then take the step to
     θ_{epoch+1} (a no-op once epoch >= epochs, so that the step at epoch E only records θ_E)."""
     y = problem.train.labels(hyper.sigma)
-    loss, grad = loss_and_grad(state.theta, spec.dims, problem.train.x, y)
+    loss, grad = step_loss_and_grad(state.theta, spec.dims, problem.train.x, y)
     state, metrics = _record(state, evaluate(spec, hyper, problem, state.theta, loss), epoch)
 
     direction, opt_state = _transform(spec.optimizer).update(grad + regulariser_grad(spec, hyper, state.theta),
@@ -163,6 +173,13 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, keep_theta: bool, 
     return new_state, (metrics, stalled, state.theta if keep_theta else None)
 
 
+def runs_mesh(batch: int) -> Mesh:
+    """The devices a batch of ``batch`` runs is spread over (mesh axis ``"runs"``), an equal share each: every
+    device when the batch divides evenly among them, else the first alone."""
+    devices = jax.devices()
+    return Mesh(np.array(devices if batch % len(devices) == 0 else devices[:1]), ("runs",))
+
+
 @partial(jax.jit, static_argnames=("spec", "length", "keep_theta"))
 def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start, epochs, length: int,
                 keep_theta: bool = False):
@@ -172,10 +189,19 @@ def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start,
     Returns the new state and, for each epoch of the block, the metrics at its start: a dict of arrays
     of shape (R, length), plus ``stalled`` of the step out of that epoch and, with ``keep_theta``,
     ``theta`` (R, length, P), the student at the start of each epoch.
+
+    Each device of ``runs_mesh(R)`` trains its share of the runs on its own (``shard_map``): left to the
+    partitioner, the fused kernel's call, which it cannot split, would run every run on every device.
     """
 
-    def one_run(hyper, problem, state):
+    def one_run(start, epochs, hyper, problem, state):
         return jax.lax.scan(partial(_step, spec, hyper, problem, epochs, keep_theta), state, start + jnp.arange(length))
 
-    state, (metrics, stalled, theta) = jax.vmap(one_run)(hyper, problem, state)
+    def share(start, epochs, hyper, problem, state):
+        return jax.vmap(partial(one_run, start, epochs))(hyper, problem, state)
+
+    runs, scalar = PartitionSpec("runs"), PartitionSpec()
+    state, (metrics, stalled, theta) = jax.shard_map(
+        share, mesh=runs_mesh(len(state.theta)), in_specs=(scalar, scalar, runs, runs, runs), out_specs=runs,
+        check_vma=False)(jnp.asarray(start), jnp.asarray(epochs), hyper, problem, state)
     return state, {**metrics, "stalled": stalled, **({"theta": theta} if keep_theta else {})}

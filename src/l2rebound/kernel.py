@@ -1,0 +1,63 @@
+"""The fused CPU kernel (``_kernel.cc``) as JAX functions: the training loss and its gradient, and the
+network's outputs, for float64 work on the CPU backend.
+
+On a CPU it does the same arithmetic as ``train.loss_and_grad`` and ``nets.forward`` about twice as fast
+(``benchmarks/README.md``), because a block of samples stays in cache through every layer forward and
+backward. It is a drop-in for the training step only: it has no derivative rules, so anything that
+differentiates (``theory``) uses the pure-JAX functions. ``enabled(dtype)`` says whether it serves; it
+does not on accelerators, for float32, when the extension was not built, or with ``L2REBOUND_KERNEL=0``
+in the environment at import.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l2rebound import nets
+
+try:
+    from l2rebound import _kernel
+except ImportError:  # built without a C++17 compiler: XLA alone
+    _kernel = None
+
+if _kernel is not None:
+    for _name in ("l2rebound_loss_grad", "l2rebound_forward"):
+        jax.ffi.register_ffi_target(_name, getattr(_kernel, _name), platform="cpu")
+
+SWITCHED_OFF = os.environ.get("L2REBOUND_KERNEL", "1") == "0"
+
+
+def built() -> bool:
+    """True when the extension was compiled at install."""
+    return _kernel is not None
+
+
+def enabled(dtype) -> bool:
+    """True when the kernel serves arrays of ``dtype`` here: built, float64, CPU backend, not switched off."""
+    return built() and not SWITCHED_OFF and jnp.dtype(dtype) == jnp.float64 and jax.default_backend() == "cpu"
+
+
+def _dims(dims) -> np.ndarray:
+    return np.asarray(dims, dtype=np.int64)
+
+
+def loss_and_grad(theta, dims: tuple[int, ...], x, y):
+    """Mean squared error over samples and outputs and its gradient (P,) for θ (P,), inputs x (N, d0) and
+    labels y (N, dL): ``train.loss_and_grad`` computed by the kernel (float64, CPU only; vmap-able)."""
+    out = (jax.ShapeDtypeStruct(theta.shape[:-1], theta.dtype), jax.ShapeDtypeStruct(theta.shape, theta.dtype))
+    loss, grad = jax.ffi.ffi_call("l2rebound_loss_grad", out, vmap_method="broadcast_all")(theta, x, y, dims=_dims(dims))
+    return loss / y.size, grad / y.size
+
+
+def forward(theta, dims: tuple[int, ...], x):
+    """Network outputs (N, dL) for inputs x (N, d0): the kernel where ``enabled``, else ``nets.forward``.
+    Data labels and the training step use this one, so that a student equal to its teacher reproduces the
+    teacher's labels bit for bit (a zero residual) whichever code computes them."""
+    if not enabled(theta.dtype):
+        return nets.forward(theta, dims, x)
+    out = jax.ShapeDtypeStruct(x.shape[:-1] + (dims[-1],), theta.dtype)
+    return jax.ffi.ffi_call("l2rebound_forward", out, vmap_method="broadcast_all")(theta, x, dims=_dims(dims))

@@ -1,0 +1,76 @@
+"""The fused CPU kernel (l2rebound.kernel) against the NumPy reference: loss, gradient and outputs for
+several architectures, sample counts that do not fill a block, batches of runs, its tanh, and the
+exactly-zero gradient of a student equal to its teacher."""
+
+import platform
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2rebound import kernel, reference
+from l2rebound.nets import num_params
+from l2rebound.train import step_loss_and_grad
+
+pytestmark = pytest.mark.skipif(not kernel.enabled(jnp.float64), reason="kernel not built or not on a CPU")
+
+
+def _problem(dims, n, seed, runs=None):
+    rng = np.random.default_rng(seed)
+    lead = () if runs is None else (runs,)
+    theta = rng.normal(size=lead + (num_params(dims),))
+    return theta, rng.uniform(-1, 1, lead + (n, dims[0])), rng.normal(size=lead + (n, dims[-1]))
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64", reason="built where CI runs")
+def test_kernel_is_built_where_ci_runs():
+    # a failed build installs silently without the kernel (setup.py: optional); this makes it loud
+    assert kernel.built()
+
+
+@pytest.mark.parametrize("dims", [(2, 25, 25, 1), (3, 4, 5, 2), (2, 5, 4, 3, 1), (2, 1), (1, 70, 3)])
+@pytest.mark.parametrize("n", [1, 63, 64, 130])
+def test_loss_grad_and_forward_match_reference(dims, n):
+    theta, x, y = _problem(dims, n, seed=n + sum(dims))
+    loss, grad = jax.jit(lambda t, x, y: kernel.loss_and_grad(t, dims, x, y))(theta, x, y)
+    ref_loss, ref_grad = reference.loss_and_grad(theta, dims, x, y)
+    assert loss.dtype == grad.dtype == jnp.float64
+    assert float(loss) == pytest.approx(ref_loss, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=0, atol=1e-13 * np.abs(ref_grad).max())
+    np.testing.assert_allclose(kernel.forward(jnp.asarray(theta), dims, x), reference.forward(theta, dims, x),
+                               rtol=0, atol=1e-13)
+
+
+def test_batches_of_runs_under_vmap_match_run_by_run():
+    dims = (2, 7, 3)
+    theta, x, y = _problem(dims, 100, seed=3, runs=4)
+    loss, grad = jax.jit(jax.vmap(lambda t, x, y: kernel.loss_and_grad(t, dims, x, y)))(theta, x, y)
+    out = jax.vmap(lambda t, x: kernel.forward(t, dims, x))(theta, x)
+    for r in range(4):
+        ref_loss, ref_grad = reference.loss_and_grad(theta[r], dims, x[r], y[r])
+        assert float(loss[r]) == pytest.approx(ref_loss, rel=1e-13)
+        np.testing.assert_allclose(grad[r], ref_grad, rtol=0, atol=1e-13 * np.abs(ref_grad).max())
+        np.testing.assert_allclose(out[r], reference.forward(theta[r], dims, x[r]), rtol=0, atol=1e-13)
+
+
+def test_tanh_within_four_ulp_and_special_values():
+    dims = (1, 1, 1)
+    identity = jnp.array([1.0, 0.0, 1.0, 0.0])  # h = tanh(x), output h
+    z = np.concatenate([np.linspace(-25, 25, 200_001), np.geomspace(1e-300, 1e-3, 1000), -np.geomspace(1e-12, 3, 1000)])
+    out = np.asarray(kernel.forward(identity, dims, z[:, None]))[:, 0]
+    exact = np.tanh(z)
+    assert np.max(np.abs(out - exact) / np.spacing(np.abs(exact))) <= 4
+    special = np.asarray(kernel.forward(identity, dims, np.array([[np.nan], [np.inf], [-np.inf], [40.0], [-1e3]])))
+    assert np.isnan(special[0, 0])
+    np.testing.assert_array_equal(special[1:, 0], [1.0, -1.0, 1.0, -1.0])
+
+
+def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient():
+    # labels from the kernel's own forward: the residual is zero bit for bit, so nothing moves at sigma = 0
+    dims = (2, 25, 25, 1)
+    theta, x, _ = _problem(dims, 1000, seed=5)
+    y = kernel.forward(jnp.asarray(theta), dims, x)
+    loss, grad = step_loss_and_grad(jnp.asarray(theta), dims, jnp.asarray(x), y)
+    assert float(loss) == 0.0
+    assert not np.any(np.asarray(grad))
