@@ -74,3 +74,23 @@ def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient():
     loss, grad = step_loss_and_grad(jnp.asarray(theta), dims, jnp.asarray(x), y)
     assert float(loss) == 0.0
     assert not np.any(np.asarray(grad))
+
+
+def test_violations_match_the_jax_check_on_planted_coincidences():
+    from l2rebound import genericity
+
+    dims = (2, 25, 25, 1)
+    rng = np.random.default_rng(11)
+    rtol = genericity.TOLERANCE_ULPS * np.finfo(np.float64).eps
+    flagged = 0
+    for _ in range(60):
+        theta = rng.normal(size=num_params(dims))
+        for _ in range(rng.integers(1, 6)):  # zeros, equal |biases| or weights, rational ratios p/q
+            i, j = rng.integers(0, theta.size, 2)
+            kind = rng.integers(0, 3)
+            theta[j] = 0.0 if kind == 0 else -theta[i] if kind == 1 else theta[i] * rng.integers(1, 11) / rng.integers(1, 11)
+        expected = np.asarray(genericity.violations(jnp.asarray(theta), dims))
+        got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
+        np.testing.assert_array_equal(got, expected)
+        flagged += expected.sum()
+    assert flagged > 60  # the planted coincidences were caught, not only agreed on

@@ -20,6 +20,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from l2rebound import kernel
 from l2rebound.nets import layer_slices
 
 RATIO_BOUND = 10
@@ -64,6 +65,13 @@ def violations(theta, dims: tuple[int, ...]):
     return mask
 
 
+def _flagged(theta, dims: tuple[int, ...]):
+    """``violations``, by the fused kernel where it serves (float64 on a CPU, ``kernel.enabled``)."""
+    if kernel.enabled(theta.dtype):
+        return kernel.violations(theta, dims, TOLERANCE_ULPS * jnp.finfo(theta.dtype).eps, RATIO_BOUND)
+    return violations(theta, dims)
+
+
 @partial(jax.jit, static_argnames="dims")
 def is_generic(theta, dims: tuple[int, ...]) -> jax.Array:
     """True when θ satisfies C1–C3 (scalar bool)."""
@@ -79,7 +87,7 @@ def jitter_round(theta, dims: tuple[int, ...], key):
     sign = jnp.where(jax.random.bernoulli(key_sign, shape=theta.shape), 1.0, -1.0).astype(theta.dtype)
     fresh = sign * ZERO_JITTER * (1 + jax.random.uniform(key_size, theta.shape, theta.dtype))
     moved = jnp.where(theta == 0, fresh, theta * (1 + MOVE_ULPS * jnp.finfo(theta.dtype).eps))
-    return jnp.where(violations(theta, dims), moved, theta)
+    return jnp.where(_flagged(theta, dims), moved, theta)
 
 
 @partial(jax.jit, static_argnames="dims")
@@ -94,7 +102,7 @@ def project_jitter(theta, dims: tuple[int, ...], key):
 
     def cond(state):
         theta, _, rounds = state
-        return (rounds < MAX_ROUNDS) & jnp.any(violations(theta, dims))
+        return (rounds < MAX_ROUNDS) & jnp.any(_flagged(theta, dims))
 
     theta, _, _ = jax.lax.while_loop(cond, body, (theta, key, 0))
     return theta

@@ -1,5 +1,5 @@
-"""The fused CPU kernel (``_kernel.cc``) as JAX functions: the training loss and its gradient, and the
-network's outputs, for float64 work on the CPU backend.
+"""The fused CPU kernel (``_kernel.cc``) as JAX functions: the training loss and its gradient, the
+network's outputs, and the genericity check of the jitter projection, for float64 work on the CPU backend.
 
 On a CPU it does the same arithmetic as ``train.loss_and_grad`` and ``nets.forward`` about twice as fast
 (``benchmarks/README.md``), because a block of samples stays in cache through every layer forward and
@@ -25,7 +25,7 @@ except ImportError:  # built without a C++17 compiler: XLA alone
     _kernel = None
 
 if _kernel is not None:
-    for _name in ("l2rebound_loss_grad", "l2rebound_forward"):
+    for _name in ("l2rebound_loss_grad", "l2rebound_forward", "l2rebound_violations"):
         jax.ffi.register_ffi_target(_name, getattr(_kernel, _name), platform="cpu")
 
 SWITCHED_OFF = os.environ.get("L2REBOUND_KERNEL", "1") == "0"
@@ -61,3 +61,11 @@ def forward(theta, dims: tuple[int, ...], x):
         return nets.forward(theta, dims, x)
     out = jax.ShapeDtypeStruct(x.shape[:-1] + (dims[-1],), theta.dtype)
     return jax.ffi.ffi_call("l2rebound_forward", out, vmap_method="broadcast_all")(theta, x, dims=_dims(dims))
+
+
+def violations(theta, dims: tuple[int, ...], rtol: float, ratio_bound: int):
+    """``genericity.violations`` computed by the kernel (float64, CPU only; vmap-able): boolean mask (P,)
+    of the entries of θ (P,) that violate C1-C3 with that tolerance and ratio bound."""
+    out = jax.ShapeDtypeStruct(theta.shape, jnp.bool_)
+    call = jax.ffi.ffi_call("l2rebound_violations", out, vmap_method="broadcast_all")
+    return call(theta, dims=_dims(dims), rtol=np.float64(rtol), ratio_bound=np.int64(ratio_bound))
