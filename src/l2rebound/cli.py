@@ -295,19 +295,20 @@ def _progress(total: int, disable: bool, unit: str = "run-epoch"):
     return tqdm(total=total, unit=unit, unit_scale=True, delay=1.0, disable=disable, dynamic_ncols=True)
 
 
-def _cache_compilations() -> None:
-    """Keep XLA's compiled programs on disk, so a second command with the same shapes starts at once."""
+def cache_compilations(directory: Path | None = None) -> None:
+    """Keep XLA's compiled programs on disk (by default under ``$XDG_CACHE_HOME/l2rebound/xla``), so a
+    second command with the same shapes skips compiling them."""
     import jax
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    jax.config.update("jax_compilation_cache_dir", str(base / "l2rebound" / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_compilation_cache_dir", str(directory or base / "l2rebound" / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    _cache_compilations()
+    cache_compilations()
     try:
         commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze}
         return commands.get(args.command, _run_experiment)(args)
