@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from l2rebound.experiments import NoiseResult
 
@@ -54,6 +54,6 @@ def fit_power_law(result: NoiseResult, squared: bool = False) -> PowerLaw:
     k = float(xc @ yc / (xc @ xc))
     dof = len(xc) - len(cols) - 1
     resid = yc - k * xc
-    half = stats.t.ppf(0.975, dof) * np.sqrt(resid @ resid / dof / (xc @ xc)) if dof > 0 else np.inf
+    half = special.stdtrit(dof, 0.975) * np.sqrt(resid @ resid / dof / (xc @ xc)) if dof > 0 else np.inf
     log_c = np.mean([ym.mean() - k * xm.mean() for xm, ym in zip(xs, ys)])
     return PowerLaw(k, k - half, k + half, float(np.exp(log_c)), used & ok.any(axis=1))
