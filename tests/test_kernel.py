@@ -13,7 +13,7 @@ from l2rebound import kernel, reference
 from l2rebound.nets import num_params
 from l2rebound.train import step_loss_and_grad
 
-pytestmark = pytest.mark.skipif(not kernel.enabled(jnp.float64), reason="kernel not built or not on a CPU")
+needs_kernel = pytest.mark.skipif(not kernel.enabled(jnp.float64), reason="kernel not built or not on a CPU")
 
 
 def _problem(dims, n, seed, runs=None):
@@ -29,6 +29,7 @@ def test_kernel_is_built_where_ci_runs():
     assert kernel.built()
 
 
+@needs_kernel
 @pytest.mark.parametrize("dims", [(2, 25, 25, 1), (3, 4, 5, 2), (2, 5, 4, 3, 1), (2, 1), (1, 70, 3)])
 @pytest.mark.parametrize("n", [1, 63, 64, 130])
 def test_loss_grad_and_forward_match_reference(dims, n):
@@ -42,6 +43,7 @@ def test_loss_grad_and_forward_match_reference(dims, n):
                                rtol=0, atol=1e-13)
 
 
+@needs_kernel
 def test_batches_of_runs_under_vmap_match_run_by_run():
     dims = (2, 7, 3)
     theta, x, y = _problem(dims, 100, seed=3, runs=4)
@@ -54,6 +56,7 @@ def test_batches_of_runs_under_vmap_match_run_by_run():
         np.testing.assert_allclose(out[r], reference.forward(theta[r], dims, x[r]), rtol=0, atol=1e-13)
 
 
+@needs_kernel
 def test_tanh_within_four_ulp_and_special_values():
     dims = (1, 1, 1)
     identity = jnp.array([1.0, 0.0, 1.0, 0.0])  # h = tanh(x), output h
@@ -66,6 +69,7 @@ def test_tanh_within_four_ulp_and_special_values():
     np.testing.assert_array_equal(special[1:, 0], [1.0, -1.0, 1.0, -1.0])
 
 
+@needs_kernel
 def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient():
     # labels from the kernel's own forward: the residual is zero bit for bit, so nothing moves at sigma = 0
     dims = (2, 25, 25, 1)
@@ -76,6 +80,7 @@ def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient():
     assert not np.any(np.asarray(grad))
 
 
+@needs_kernel
 def test_violations_match_the_jax_check_on_planted_coincidences():
     from l2rebound import genericity
 
@@ -94,3 +99,29 @@ def test_violations_match_the_jax_check_on_planted_coincidences():
         np.testing.assert_array_equal(got, expected)
         flagged += expected.sum()
     assert flagged > 60  # the planted coincidences were caught, not only agreed on
+
+
+@needs_kernel
+def test_xla_path_trains_to_the_same_numbers():
+    # the fallback (no compiler, L2REBOUND_KERNEL=0; what a GPU runs) against the kernel, same config
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from l2rebound import Config
+    from l2rebound.config import PRESETS
+    from l2rebound.experiments import run_experiment
+
+    fields = {**PRESETS["A"], "runs": 2, "epochs": 20, "dataset_size": 300, "test_set_size": 50}
+    script = ("import json, sys; from l2rebound import Config, kernel; from l2rebound.experiments import run_experiment; "
+              "r = run_experiment(Config(**json.loads(sys.argv[1]))); "
+              "print(json.dumps([kernel.enabled('float64'), r.metrics['l2'].tolist(), r.metrics['train_loss'].tolist()]))")
+    env = {**os.environ, "L2REBOUND_KERNEL": "0"}
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(fields)], env=env, capture_output=True, text=True,
+                         check=True)
+    enabled, l2, loss = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not enabled
+    mine = run_experiment(Config(**fields))
+    np.testing.assert_allclose(mine.metrics["l2"], l2, rtol=1e-12)
+    np.testing.assert_allclose(mine.metrics["train_loss"], loss, rtol=1e-10)
