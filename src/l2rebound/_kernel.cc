@@ -195,7 +195,9 @@ void forward_run(const Net& net, const double* theta, int64_t n, const double* x
 }
 
 // Mask (P,) of the entries of θ that violate C1-C3 for one run: l2rebound.genericity.violations, the same
-// rule and tolerance (see there), as plain IEEE arithmetic (no contraction into fused multiply-adds).
+// rule and tolerance (see there), as plain IEEE arithmetic (no contraction into fused multiply-adds). XLA
+// turns that function's ratio division into a reciprocal multiply, so for a ratio within a few ulps of
+// the tolerance's edge the two can disagree; exact coincidences are flagged by both.
 constexpr int64_t RATIO_BOUND = 10;  // genericity.RATIO_BOUND: a constant, so that the loop over q unrolls
 
 __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net, const double* theta, double rtol,
@@ -278,6 +280,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x, ffi
   Net net(dims);
   int64_t runs, n;
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
+  if (out->element_count() != static_cast<size_t>(runs * n * net.dims.back()))
+    return ffi::Error::InvalidArgument("l2rebound kernel: the output does not hold one (n, dL) set per run");
   Scratch s(net);
   for (int64_t r = 0; r < runs; r++)
     forward_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],

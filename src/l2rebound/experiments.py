@@ -102,9 +102,7 @@ def _draw_spec(config: Config) -> Config:
     return Config(**{name: getattr(config, name) for name in used})
 
 
-# LLVM optimisation level 0: measured on 2 cores, compiling this function takes 1.4 s instead of 2.1 s (its
-# random draws inline many copies of the Threefry hash) and a call 7 ms instead of 3 ms; it runs once a run.
-@partial(jax.jit, static_argnames=("draw",), compiler_options={"xla_backend_optimization_level": 0})
+@partial(jax.jit, static_argnames=("draw",))
 def _setup(draw: Config, teacher_seed, run_seed, initial_permut):
     """Teacher, data and initial student of one run (seeds are traced: one compile serves every run)."""
     dtype = jnp.dtype(draw.dtype)

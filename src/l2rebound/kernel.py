@@ -45,9 +45,17 @@ def _dims(dims) -> np.ndarray:
     return np.asarray(dims, dtype=np.int64)
 
 
+def _check(dims, x, *more):
+    """The kernel reads x (N, d0) and y (N, dL) by dims: refuse shapes that do not match them."""
+    for array, width in ((x, dims[0]), *more):
+        if array.ndim < 1 or array.shape[-1] != width:
+            raise ValueError(f"kernel: an array of shape {array.shape} where dims {tuple(dims)} need (N, {width})")
+
+
 def loss_and_grad(theta, dims: tuple[int, ...], x, y):
     """Mean squared error over samples and outputs and its gradient (P,) for θ (P,), inputs x (N, d0) and
     labels y (N, dL): ``train.loss_and_grad`` computed by the kernel (float64, CPU only; vmap-able)."""
+    _check(dims, x, (y, dims[-1]))
     out = (jax.ShapeDtypeStruct(theta.shape[:-1], theta.dtype), jax.ShapeDtypeStruct(theta.shape, theta.dtype))
     loss, grad = jax.ffi.ffi_call("l2rebound_loss_grad", out, vmap_method="broadcast_all")(theta, x, y, dims=_dims(dims))
     return loss / y.size, grad / y.size
@@ -59,13 +67,16 @@ def forward(theta, dims: tuple[int, ...], x):
     teacher's labels bit for bit (a zero residual) whichever code computes them."""
     if not enabled(theta.dtype):
         return nets.forward(theta, dims, x)
+    _check(dims, x)
     out = jax.ShapeDtypeStruct(x.shape[:-1] + (dims[-1],), theta.dtype)
     return jax.ffi.ffi_call("l2rebound_forward", out, vmap_method="broadcast_all")(theta, x, dims=_dims(dims))
 
 
 def violations(theta, dims: tuple[int, ...], rtol: float, ratio_bound: int):
     """``genericity.violations`` computed by the kernel (float64, CPU only; vmap-able): boolean mask (P,)
-    of the entries of θ (P,) that violate C1-C3 with that tolerance and ratio bound."""
+    of the entries of θ (P,) that violate C1-C3 with that tolerance and ratio bound. The same rule in plain
+    IEEE arithmetic; XLA compiles the ratio's division in ``violations`` into a multiplication by a
+    reciprocal, so the two can differ for a ratio within a few ulps of the tolerance's edge."""
     out = jax.ShapeDtypeStruct(theta.shape, jnp.bool_)
     call = jax.ffi.ffi_call("l2rebound_violations", out, vmap_method="broadcast_all")
     return call(theta, dims=_dims(dims), rtol=np.float64(rtol), ratio_bound=np.int64(ratio_bound))
