@@ -2,15 +2,20 @@
 several architectures, sample counts that do not fill a block, batches of runs, its tanh, and the
 exactly-zero gradient of a student equal to its teacher."""
 
+import json
+import os
 import platform
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from l2rebound import kernel, reference
-from l2rebound.nets import num_params
+from l2rebound import Config, genericity, kernel, reference
+from l2rebound.experiments import run_experiment
+from l2rebound.nets import layer_slices, num_params
 from l2rebound.train import step_loss_and_grad
 
 needs_kernel = pytest.mark.skipif(not kernel.enabled(jnp.float64), reason="kernel not built or not on a CPU")
@@ -84,9 +89,6 @@ def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient():
 def test_violations_match_the_jax_check_on_planted_coincidences():
     # exact coincidences of every kind; a ratio within a few ulps of the tolerance's edge may differ
     # (XLA turns the JAX check's division into a reciprocal multiply), so none is planted there
-    from l2rebound import genericity
-    from l2rebound.nets import layer_slices
-
     dims = (2, 25, 25, 1)
     (_, _), (w2, b2), _ = layer_slices(dims)
     rng = np.random.default_rng(11)
@@ -115,14 +117,6 @@ def test_violations_match_the_jax_check_on_planted_coincidences():
 def test_xla_path_trains_to_the_same_numbers(fields):
     # the fallback (no compiler, L2REBOUND_KERNEL=0; what a GPU runs) against the kernel, same config; at an
     # exact start with sigma = 0 both must keep the student exactly on its teacher
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from l2rebound import Config
-    from l2rebound.experiments import run_experiment
-
     fields = {**fields, "runs": 2, "epochs": 20, "dataset_size": 300, "test_set_size": 50}
     script = ("import json, sys; from l2rebound import Config, kernel; from l2rebound.experiments import run_experiment; "
               "r = run_experiment(Config(**json.loads(sys.argv[1]))); "
@@ -141,9 +135,6 @@ def test_xla_path_trains_to_the_same_numbers(fields):
 
 def test_float32_exact_start_stays_on_its_teacher():
     # float32 never uses the kernel: labels and the step both come from XLA, which must agree bit for bit
-    from l2rebound import Config
-    from l2rebound.experiments import run_experiment
-
     result = run_experiment(Config(initial_permut=0.0, noise_sigma=0.0, runs=2, epochs=10, dataset_size=200,
                                    test_set_size=20, dtype="float32"))
     assert not np.any(result.metrics["l2"]) and not np.any(result.metrics["train_loss"])

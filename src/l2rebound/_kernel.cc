@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -85,8 +84,7 @@ struct Scratch {
 };
 
 // Load samples [start, start + BLOCK) of x (n, d0) into act[0], zero past n; then every layer forward.
-void block_forward(const Net& net, const double* theta, int64_t n, const double* x, int64_t start,
-                                Scratch& s) {
+void block_forward(const Net& net, const double* theta, int64_t n, const double* x, int64_t start, Scratch& s) {
   const int64_t d0 = net.dims[0];
   v8* in0 = s.act[0].data();
   for (int64_t j = 0; j < d0; j++)
@@ -115,8 +113,8 @@ void block_forward(const Net& net, const double* theta, int64_t n, const double*
 }
 
 // Sum of squared residuals over n samples and its gradient (P,), for one run.
-void loss_grad_run(const Net& net, const double* theta, int64_t n, const double* x, const double* y,
-                                double* loss, double* grad, Scratch& s) {
+void loss_grad_run(const Net& net, const double* theta, int64_t n, const double* x, const double* y, double* loss,
+                   double* grad, Scratch& s) {
   const int L = net.layers();
   const int64_t dL = net.dims[L];
   std::fill(s.grad.begin(), s.grad.end(), splat(0));
@@ -181,8 +179,7 @@ void loss_grad_run(const Net& net, const double* theta, int64_t n, const double*
 }
 
 // Outputs (n, dL) for one run.
-void forward_run(const Net& net, const double* theta, int64_t n, const double* x, double* out,
-                              Scratch& s) {
+void forward_run(const Net& net, const double* theta, int64_t n, const double* x, double* out, Scratch& s) {
   const int L = net.layers();
   const int64_t dL = net.dims[L];
   for (int64_t start = 0; start < n; start += BLOCK) {

@@ -30,6 +30,11 @@ ZERO_JITTER = 1e-6
 MAX_ROUNDS = 8
 
 
+def _tolerance(dtype) -> float:
+    """Relative tolerance of every equality test: ``TOLERANCE_ULPS`` units of the dtype's epsilon."""
+    return TOLERANCE_ULPS * float(jnp.finfo(dtype).eps)
+
+
 def _equal_abs_later(values, rtol):
     """Mask (d,): entry i is flagged when |values_i| equals |values_j| for some j < i (C2)."""
     a = jnp.abs(values)
@@ -56,7 +61,7 @@ def _rational_ratio_later(w, rtol):
 def violations(theta, dims: tuple[int, ...]):
     """Boolean mask (P,) of the entries of θ that violate C1, C2 or C3 (for C2/C3 the later member of a
     coinciding pair is flagged, so moving flagged entries resolves the coincidence)."""
-    rtol = TOLERANCE_ULPS * jnp.finfo(theta.dtype).eps
+    rtol = _tolerance(theta.dtype)
     mask = jnp.asarray(theta) == 0
     for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
         w = theta[ws].reshape(d_out, d_in)
@@ -68,7 +73,7 @@ def violations(theta, dims: tuple[int, ...]):
 def _flagged(theta, dims: tuple[int, ...]):
     """``violations``, by the fused kernel where it serves (float64 on a CPU, ``kernel.enabled``)."""
     if kernel.enabled(theta.dtype):
-        return kernel.violations(theta, dims, TOLERANCE_ULPS * jnp.finfo(theta.dtype).eps, RATIO_BOUND)
+        return kernel.violations(theta, dims, _tolerance(theta.dtype), RATIO_BOUND)
     return violations(theta, dims)
 
 
@@ -187,7 +192,7 @@ def genericity_report(theta, dims: tuple[int, ...], ratio_bound: int = 100) -> l
     theta = np.asarray(theta)
     if not np.issubdtype(theta.dtype, np.floating):
         theta = theta.astype(np.float64)
-    rtol = TOLERANCE_ULPS * np.finfo(theta.dtype).eps
+    rtol = _tolerance(theta.dtype)
     report = []
     for l, ((ws, bs), d_in, d_out) in enumerate(zip(layer_slices(dims), dims[:-1], dims[1:]), start=1):
         w, b = theta[ws].reshape(d_out, d_in), theta[bs]

@@ -197,9 +197,7 @@ def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start,
     def one_run(start, epochs, hyper, problem, state):
         return jax.lax.scan(partial(_step, spec, hyper, problem, epochs, keep_theta), state, start + jnp.arange(length))
 
-    def share(start, epochs, hyper, problem, state):
-        return jax.vmap(partial(one_run, start, epochs))(hyper, problem, state)
-
+    share = jax.vmap(one_run, in_axes=(None, None, 0, 0, 0))  # one device's runs
     runs, scalar = PartitionSpec("runs"), PartitionSpec()
     state, (metrics, stalled, theta) = jax.shard_map(
         share, mesh=runs_mesh(len(state.theta)), in_specs=(scalar, scalar, runs, runs, runs), out_specs=runs,
