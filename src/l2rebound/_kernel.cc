@@ -4,9 +4,11 @@
 //
 // Why: on a CPU, XLA executes forward and backward pass as separate small matrix products and elementwise
 // loops over all N samples, each a pass through memory. Here the samples are taken in blocks of
-// BLOCK; a block's activations stay in the L1 cache while every layer is evaluated forward and backward,
-// and the arithmetic runs on SIMD vectors whose lanes are samples (GCC vector extensions: 8 doubles, which
-// the compiler maps onto the installing machine's widest vectors: setup.py builds with -march=native).
+// BLOCK; a block's activations stay in cache while every layer is evaluated forward and backward, and the
+// arithmetic runs on SIMD vectors whose lanes are samples (GCC vector extensions: 8 doubles, which the
+// compiler maps onto the installing machine's widest vectors: setup.py builds with -march=native). The
+// products are register-tiled (several rows or a 4 x 4 tile of the weight gradient per pass), so that each
+// value loaded from memory serves several multiply-adds.
 //
 // Layout (as l2rebound.nets): θ = W1, b1, W2, b2, ... with W_l (d_l, d_{l-1}) row-major; hidden layers
 // h = tanh(W h + b), linear output; x (n, d0) and y (n, dL) row-major. The loss is the *sum* over samples
@@ -41,22 +43,39 @@ constexpr int BLOCK = LANES * VECS;        // samples per block
 
 INLINE v8 splat(double a) { return v8{a, a, a, a, a, a, a, a}; }
 
+// 2^(j/16) and 2^(j/16) - 1 for j = 0..15, each split into lanes 0-7 and 8-15: the table of vtanh.
+struct Exp2Table {
+  v8 pow_lo, pow_hi, pm1_lo, pm1_hi;
+  Exp2Table() {
+    for (int j = 0; j < 16; j++) {
+      const long double e = std::expm1l(j * 0.693147180559945309417232121458176568L / 16);
+      (j < 8 ? pm1_lo : pm1_hi)[j % 8] = static_cast<double>(e);
+      (j < 8 ? pow_lo : pow_hi)[j % 8] = static_cast<double>(1 + e);
+    }
+  }
+};
+const Exp2Table kExp2;
+
 // tanh of every lane, to a few ulp; NaN stays NaN, ±inf gives ±1.
-// tanh(x) = sign(x)·m/(m + 2) with m = expm1(2|x|); expm1(u) = 2^k·(expm1(r) + 1) - 1 for u = k·ln2 + r,
-// |r| <= ln2/2, expm1(r) from its Taylor series to r^13 (truncation below 1e-17 relative). 2|x| is capped at
-// 40, where tanh rounds to 1.
+// tanh(x) = sign(x)·m/(m + 2) with m = expm1(2|x|). With 2|x| = (16e + j)·ln2/16 + r (j = 0..15, |r| <= ln2/32),
+// expm1(2|x|) = 2^e·(T_j·expm1(r) + (T_j - 1)) + (2^e - 1), T_j = 2^(j/16) from a table (a two-vector shuffle),
+// expm1(r) from its Taylor series to r^7 (truncation below 1e-16 relative). |x| is capped at 20, where tanh
+// rounds to 1.
 INLINE v8 vtanh(v8 x) {
-  const v8 u0 = 2 * (x < 0 ? -x : x);
-  const v8 u = u0 > 40 ? splat(40) : u0;
-  const v8 k = __builtin_convertvector(__builtin_convertvector(u * 1.4426950408889634 + 0.5, i8), v8);
-  const v8 r = (u - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-  v8 p = splat(1.0 / 6227020800.0);                         // 1/13!
-  const double inv[] = {1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
-                        1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5};
-  for (double c : inv) p = p * r + c;
+  const v8 a0 = x < 0 ? -x : x;
+  const v8 a = a0 > 20 ? splat(20) : a0;
+  const v8 shifter = splat(0x1.8p52);                      // adding it rounds to an integer held in the low bits
+  const v8 kd = a * (32 / 0.693147180559945309417) + shifter;
+  const v8 k = kd - shifter;                                // round(2|x|·16/ln2), at most 924
+  const v8 r = ((a + a) - k * 0x1.62e42fefa38p-5) - k * 0x1.ef35793c7673p-49;  // ln2/16 as high (exact for k < 2^11) + low part
+  const i8 bits = (i8)kd;
+  const v8 t_j = __builtin_shuffle(kExp2.pow_lo, kExp2.pow_hi, bits & 15);
+  const v8 tm1_j = __builtin_shuffle(kExp2.pm1_lo, kExp2.pm1_hi, bits & 15);
+  const v8 scale = (v8)(((bits >> 4) << 52) + (int64_t{1023} << 52));  // 2^e
+  v8 p = splat(1.0 / 5040);
+  for (double c : {1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5}) p = p * r + c;
   const v8 em_r = r + (r * r) * p;                          // expm1(r)
-  const v8 scale = (v8)((__builtin_convertvector(k, i8) + 1023) << 52);  // 2^k
-  const v8 m = scale * em_r + (scale - 1);
+  const v8 m = scale * (t_j * em_r + tm1_j) + (scale - 1);
   const v8 t = m / (m + 2);
   return x < 0 ? -t : t;
 }
@@ -83,6 +102,77 @@ struct Scratch {
   }
 };
 
+// Rows [0, R) of a dense layer on one block (w, b, out already offset to the tile's first row):
+// out[r] = b[r] + sum_j w[r, j] * in[j], then tanh for a hidden layer. R rows at once, so that every
+// activation loaded serves R multiply-adds (R = 3: 24 accumulators in the 32 vector registers).
+template <int R>
+INLINE void dense_rows(const double* w, const double* b, int64_t d_in, const v8* in, v8* out, bool hidden) {
+  v8 acc[R][VECS];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < VECS; v++) acc[r][v] = splat(b[r]);
+  for (int64_t j = 0; j < d_in; j++) {
+    v8 wr[R];
+    for (int r = 0; r < R; r++) wr[r] = splat(w[r * d_in + j]);
+    for (int v = 0; v < VECS; v++) {
+      const v8 h = in[j * VECS + v];
+      for (int r = 0; r < R; r++) acc[r][v] += wr[r] * h;
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < VECS; v++) out[r * VECS + v] = hidden ? vtanh(acc[r][v]) : acc[r][v];
+}
+
+// Columns [0, R) of the back-propagated error (w, h, prev offset to the tile's first column):
+// prev[r] = (sum_i w[i, r] * delta[i]) * (1 - h[r]^2), h the layer's tanh outputs.
+template <int R>
+INLINE void back_columns(const double* w, int64_t d_in, int64_t d_out, const v8* delta, const v8* h, v8* prev) {
+  v8 acc[R][VECS];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < VECS; v++) acc[r][v] = splat(0);
+  for (int64_t i = 0; i < d_out; i++) {
+    v8 wr[R];
+    for (int r = 0; r < R; r++) wr[r] = splat(w[i * d_in + r]);
+    for (int v = 0; v < VECS; v++) {
+      const v8 d = delta[i * VECS + v];
+      for (int r = 0; r < R; r++) acc[r][v] += wr[r] * d;
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < VECS; v++) {
+      const v8 hv = h[r * VECS + v];
+      prev[r * VECS + v] = acc[r][v] * (1 - hv * hv);
+    }
+}
+
+// Lane-wise weight-gradient sums of an A x B tile (delta, in, gw offset to the tile's corner):
+// gw[a, b] += sum over the block's vectors of delta[a] * in[b].
+template <int A, int B>
+INLINE void outer_tile(const v8* delta, const v8* in, v8* gw, int64_t d_in) {
+  v8 acc[A][B];
+  for (int a = 0; a < A; a++)
+    for (int c = 0; c < B; c++) acc[a][c] = splat(0);
+  for (int v = 0; v < VECS; v++) {
+    v8 d[A], h[B];
+    for (int a = 0; a < A; a++) d[a] = delta[a * VECS + v];
+    for (int c = 0; c < B; c++) h[c] = in[c * VECS + v];
+    for (int a = 0; a < A; a++)
+      for (int c = 0; c < B; c++) acc[a][c] += d[a] * h[c];
+  }
+  for (int a = 0; a < A; a++)
+    for (int c = 0; c < B; c++) gw[a * d_in + c] += acc[a][c];
+}
+
+template <int A>
+INLINE void outer_rows(const v8* delta, const v8* in, v8* gw, int64_t d_in) {
+  int64_t j = 0;
+  for (; j + 4 <= d_in; j += 4) outer_tile<A, 4>(delta, in + j * VECS, gw + j, d_in);
+  switch (d_in - j) {
+    case 3: outer_tile<A, 3>(delta, in + j * VECS, gw + j, d_in); break;
+    case 2: outer_tile<A, 2>(delta, in + j * VECS, gw + j, d_in); break;
+    case 1: outer_tile<A, 1>(delta, in + j * VECS, gw + j, d_in); break;
+  }
+}
+
 // Load samples [start, start + BLOCK) of x (n, d0) into act[0], zero past n; then every layer forward.
 void block_forward(const Net& net, const double* theta, int64_t n, const double* x, int64_t start, Scratch& s) {
   const int64_t d0 = net.dims[0];
@@ -100,14 +190,11 @@ void block_forward(const Net& net, const double* theta, int64_t n, const double*
     const v8* in = s.act[l].data();
     v8* out = s.act[l + 1].data();
     const bool hidden = l + 1 < net.layers();
-    for (int64_t i = 0; i < d_out; i++) {
-      v8 acc[VECS];
-      for (int v = 0; v < VECS; v++) acc[v] = splat(b[i]);
-      for (int64_t j = 0; j < d_in; j++) {
-        const v8 wij = splat(w[i * d_in + j]);
-        for (int v = 0; v < VECS; v++) acc[v] += wij * in[j * VECS + v];
-      }
-      for (int v = 0; v < VECS; v++) out[i * VECS + v] = hidden ? vtanh(acc[v]) : acc[v];
+    int64_t i = 0;
+    for (; i + 3 <= d_out; i += 3) dense_rows<3>(w + i * d_in, b + i, d_in, in, out + i * VECS, hidden);
+    switch (d_out - i) {
+      case 2: dense_rows<2>(w + i * d_in, b + i, d_in, in, out + i * VECS, hidden); break;
+      case 1: dense_rows<1>(w + i * d_in, b + i, d_in, in, out + i * VECS, hidden); break;
     }
   }
 }
@@ -141,29 +228,23 @@ void loss_grad_run(const Net& net, const double* theta, int64_t n, const double*
       v8* gb = gw + d_out * d_in;
       const v8* in = s.act[l].data();
       for (int64_t i = 0; i < d_out; i++) {
-        const v8* di = delta + i * VECS;
-        v8 sum_b = splat(0);
-        for (int v = 0; v < VECS; v++) sum_b += di[v];
-        gb[i] += sum_b;
-        for (int64_t j = 0; j < d_in; j++) {
-          const v8* hj = in + j * VECS;
-          v8 part[4] = {splat(0), splat(0), splat(0), splat(0)};
-          for (int v = 0; v < VECS; v++) part[v % 4] += di[v] * hj[v];
-          gw[i * d_in + j] += (part[0] + part[1]) + (part[2] + part[3]);
-        }
+        v8 sum = splat(0);
+        for (int v = 0; v < VECS; v++) sum += delta[i * VECS + v];
+        gb[i] += sum;
+      }
+      int64_t i = 0;
+      for (; i + 4 <= d_out; i += 4) outer_rows<4>(delta + i * VECS, in, gw + i * d_in, d_in);
+      switch (d_out - i) {
+        case 3: outer_rows<3>(delta + i * VECS, in, gw + i * d_in, d_in); break;
+        case 2: outer_rows<2>(delta + i * VECS, in, gw + i * d_in, d_in); break;
+        case 1: outer_rows<1>(delta + i * VECS, in, gw + i * d_in, d_in); break;
       }
       if (l == 0) break;
-      for (int64_t j = 0; j < d_in; j++) {  // delta of layer l-1: (W^T delta) * tanh'
-        v8 acc[VECS];
-        for (int v = 0; v < VECS; v++) acc[v] = splat(0);
-        for (int64_t i = 0; i < d_out; i++) {
-          const v8 wij = splat(w[i * d_in + j]);
-          for (int v = 0; v < VECS; v++) acc[v] += wij * delta[i * VECS + v];
-        }
-        for (int v = 0; v < VECS; v++) {
-          const v8 h = in[j * VECS + v];
-          prev[j * VECS + v] = acc[v] * (1 - h * h);
-        }
+      int64_t j = 0;  // delta of layer l-1
+      for (; j + 3 <= d_in; j += 3) back_columns<3>(w + j, d_in, d_out, delta, in + j * VECS, prev + j * VECS);
+      switch (d_in - j) {
+        case 2: back_columns<2>(w + j, d_in, d_out, delta, in + j * VECS, prev + j * VECS); break;
+        case 1: back_columns<1>(w + j, d_in, d_out, delta, in + j * VECS, prev + j * VECS); break;
       }
       std::swap(delta, prev);
     }
