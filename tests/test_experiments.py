@@ -137,8 +137,14 @@ def test_margin_projection_keeps_teacher_and_student_generic_with_room_to_spare(
 
 
 def test_one_compile_serves_every_block_of_an_experiment(caplog):
+    # the one compile is compile_ahead's, in its own thread (so the setting is global, not the context manager's
+    # thread-local one): a second would mean that its guess of the call was wrong
     config = Config(teacher_dims=(2, 3, 2, 1), dataset_size=40, test_set_size=10, epochs=120, runs=2, align_every=100)
-    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
-        run_epoch_experiment(config)  # 121 steps: three blocks; kept epochs 0, 100, 120 fall in two of them
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            run_epoch_experiment(config)  # 121 steps: three blocks; kept epochs 0, 100, 120 fall in two of them
+    finally:
+        jax.config.update("jax_log_compiles", False)
     compiles = [r for r in caplog.records if "XLA compilation of jit(train_block)" in r.getMessage()]
     assert len(compiles) == 1, [r.getMessage()[:200] for r in compiles]

@@ -14,6 +14,7 @@ blocks, no host round-trip inside one).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +29,7 @@ from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, pad
 from l2rebound.symmetry import l2_aligned, normal_form_distance
-from l2rebound.train import METRICS, Hyper, Problem, Spec, init_state, runs_mesh, train_block
+from l2rebound.train import METRICS, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
 ACCELERATOR_CHUNK_RUNS = 1000
@@ -88,10 +89,11 @@ def spec_of(config: Config) -> Spec:
 
 
 def hyper_of(config: Config, runs: int, sigma=None) -> Hyper:
-    """Per-run hyper-parameters (runs,) in the config's dtype; ``sigma`` overrides the noise level."""
+    """Per-run hyper-parameters (runs,) in the config's dtype, as NumPy arrays (placed on the devices by
+    ``spread``, with no compiled operation); ``sigma`` overrides the noise level."""
     sigma = config.noise_sigma if sigma is None else sigma
     values = (config.learning_rate, sigma, config.alpha, config.beta, config.rho, config.margin)
-    return Hyper(*(jnp.broadcast_to(jnp.asarray(v, config.dtype), (runs,)) for v in values))
+    return Hyper(*(np.broadcast_to(np.asarray(v, config.dtype), (runs,)) for v in values))
 
 
 def _draw_spec(config: Config) -> Config:
@@ -125,15 +127,17 @@ def _setup(draw: Config, teacher_seed, run_seed, initial_permut):
         student = padded + initial_permut * jax.random.uniform(key_student, padded.shape, dtype, -1.0, 1.0)
     else:
         student = padded + initial_permut * jax.random.normal(key_student, padded.shape, dtype)
-    return teacher, problem, student, key_train_proj
+    return teacher, problem, student, jax.random.key_data(key_train_proj)
 
 
 def setup_runs(config: Config, teacher_seeds: np.ndarray, run_seeds: np.ndarray):
-    """Teacher (R, P_t), problem, initial student (R, P_s) and projection key of each run, stacked.
-    One run at a time: the unbatched program compiles in half the time of its vmapped form."""
-    draw, permut = _draw_spec(config), jnp.asarray(config.initial_permut, config.dtype)
-    runs = [_setup(draw, int(t), int(r), permut) for t, r in zip(teacher_seeds, run_seeds)]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *runs)
+    """Teacher (R, P_t), problem, initial student (R, P_s) and projection key data (R, 2) of each run,
+    stacked as NumPy arrays. One run at a time: the unbatched program compiles in half the time of its
+    vmapped form; stacking on the host compiles nothing (each small array operation run outside jit costs a
+    compile of 30-50 ms)."""
+    draw, permut = _draw_spec(config), np.asarray(config.initial_permut, config.dtype)
+    runs = jax.device_get([_setup(draw, int(t), int(r), permut) for t, r in zip(teacher_seeds, run_seeds)])
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *runs)
 
 
 def spread(tree):
@@ -162,12 +166,48 @@ def distances(theta, teacher, dims: tuple[int, ...]) -> dict[str, np.ndarray]:
     return out
 
 
-def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None, keep=()):
+def block_length(epochs: int) -> int:
+    """Epochs per ``train_block`` call: the E + 1 steps (epoch E's only records) in equal blocks of at most
+    ``BLOCK_EPOCHS``."""
+    steps = epochs + 1
+    return math.ceil(steps / math.ceil(steps / BLOCK_EPOCHS))
+
+
+def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thread:
+    """Start compiling, in a background thread, the ``train_block`` that ``train_runs`` will call for a
+    chunk of ``runs`` runs of ``config``; returns the thread (join it before training). XLA compiles
+    without holding the GIL, so this overlaps the compile of ``_setup``, which comes first."""
+    spec = spec_of(config)
+    placed = NamedSharding(runs_mesh(runs), PartitionSpec("runs"))
+
+    def batch(leaf):
+        return jax.ShapeDtypeStruct((runs, *leaf.shape), leaf.dtype, sharding=placed)
+
+    one = jax.eval_shape(partial(_setup, _draw_spec(config)), 0, 0, np.asarray(0, config.dtype))
+    _, problem, student, key = one
+    state = jax.eval_shape(partial(init_state, spec), student, key)
+    hyper = jax.tree.map(lambda a: a[0], hyper_of(config, 1))
+    args = jax.tree.map(batch, (hyper, problem, state))
+
+    def compile_block():  # called as train_runs calls it (keep_theta by keyword: jit's cache tells them apart)
+        try:
+            train_block.lower(spec, *args, 0, config.epochs, block_length(config.epochs), keep_theta=keep_theta).compile()
+        except Exception:  # noqa: BLE001 - the real call compiles again and reports the error itself
+            pass
+
+    thread = threading.Thread(target=compile_block, name="l2rebound-compile", daemon=True)
+    thread.start()
+    return thread
+
+
+def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None, keep=(),
+               on_kept=None):
     """Train a batch of runs for ``config.epochs`` epochs, block by block.
 
     Returns (metrics: name -> (R, E + 1) numpy arrays, diverged_at (R,), final θ (R, P), the students
     at the epochs ``keep`` (K,) as (R, K, P)). ``on_progress(n)`` is called after each block with the
-    number of epochs it advanced.
+    number of epochs it advanced. ``on_kept(epochs (k,), theta (R, k, P))`` is called with each block's
+    kept students while the next block trains, so that host work on them overlaps the training.
     """
     spec = spec_of(config)
     epochs = config.epochs
@@ -177,24 +217,32 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
         if leaf.dtype != dtype:
             raise TypeError(f"{name} is {leaf.dtype}, the config asks for {dtype}")
     hyper, problem, student, keys = spread((hyper, problem, student, keys))
-    # spread again: vmapped constants of the state (diverged_at) come out unsharded while train_block returns
-    # them sharded; matching placements keep blocks 2, 3, ... on the first block's compile
-    state = spread(jax.vmap(partial(init_state, spec))(student, keys))
+    state = init_block(spec, student, keys)
     steps = epochs + 1  # the step at epoch E only records the metrics at θ_E (its update is masked)
-    blocks = math.ceil(steps / BLOCK_EPOCHS)
-    length = math.ceil(steps / blocks)
+    length = block_length(epochs)
     keep = np.asarray(keep, int)
     pieces, kept = [], []
-    for start in range(0, steps, length):
-        wanted = keep[(keep >= start) & (keep < start + length)] - start
-        # keep_theta is static: the same value for every block, so that one compile serves them all
-        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(keep) > 0)
+
+    def collect(start, metrics):  # waits for the block that began at epoch ``start``
         theta = metrics.pop("theta", None)
         pieces.append(jax.device_get(metrics))
+        wanted = keep[(keep >= start) & (keep < start + length)]
         # only the kept epochs leave the device
-        kept.append(np.asarray(theta[:, wanted]) if len(wanted) else np.zeros((len(student), 0, student.shape[1])))
+        none = np.zeros((len(student), 0, student.shape[1]))
+        kept.append(np.asarray(theta)[:, wanted - start] if len(wanted) else none)
         if on_progress:
             on_progress(max(0, min(length, epochs - start)))
+        if on_kept and len(wanted):
+            on_kept(wanted, kept[-1])
+
+    pending = None
+    for start in range(0, steps, length):
+        # keep_theta is static: the same value for every block, so that one compile serves them all
+        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(keep) > 0)
+        if pending:  # dispatch is asynchronous: the previous block's results are handled while this one runs
+            collect(*pending)
+        pending = (start, metrics)
+    collect(*pending)
     out = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :steps] for k in METRICS}
     # ``stalled`` is recorded per step out of an epoch: shift so that epoch e holds the step into e.
     out["stalled"] = np.concatenate([np.zeros_like(out["stalled"][:, :1]), out["stalled"][:, :epochs]], axis=1)
@@ -208,6 +256,13 @@ def chunk_runs() -> int:
     return CHUNK_RUNS if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK_RUNS
 
 
+def chunk_size(runs: int) -> int:
+    """Runs per chunk of an experiment with ``runs`` runs: ``chunk_runs()`` (at most ``runs``), rounded up to
+    a whole number per device."""
+    devices = jax.device_count()
+    return -(-min(chunk_runs(), runs) // devices) * devices
+
+
 def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
                checkpoint=None) -> dict:
     """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``chunk_runs()`` rounded up to a
@@ -219,8 +274,7 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
     checkpoint: optional object with ``load(key) -> dict | None`` and ``save(key, dict)``; a chunk it
         already holds is not recomputed, so an interrupted experiment resumes where it stopped.
     """
-    devices = jax.device_count()
-    chunk = -(-min(chunk_runs(), runs) // devices) * devices
+    chunk = chunk_size(runs)
     parts = []
     for first in range(1, runs + 1, chunk):
         index = np.arange(first, first + chunk)
@@ -244,18 +298,25 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     ``run_chunks``."""
 
     keep = kept_epochs(config)
+    compiling = compile_ahead(config, chunk_size(config.runs), keep_theta=len(keep) > 0)
 
     def work(index, progress):
         seeds = config.seed + index
         teacher, problem, student, keys = setup_runs(config, seeds, seeds)
+        compiling.join()
+        found = {name: np.full((len(index), config.epochs + 1), np.nan) for name in DISTANCES}
+
+        def measure(epochs, theta):  # runs while the next block trains
+            for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
+                found[name][:, epochs] = values
+
         metrics, diverged, _, kept = train_runs(config, hyper_of(config, len(index)), problem, student, keys,
-                                                progress, keep)
-        kept = np.where(((diverged[:, None] >= 0) & (keep >= diverged[:, None]))[..., None], np.nan, kept)
-        for name, values in distances(kept, np.asarray(problem.teacher)[:, None], config.student_dims).items():
-            metrics[name] = np.full_like(metrics["l2"], np.nan)
-            metrics[name][:, keep] = values
-        return {**metrics, "teacher": np.asarray(teacher), "student_init": np.asarray(student),
-                "diverged_at": diverged, "kept_theta": kept}
+                                                progress, keep, measure)
+        gone = (diverged[:, None] >= 0) & (np.arange(config.epochs + 1) >= diverged[:, None])
+        kept = np.where(gone[:, keep, None], np.nan, kept)
+        dtype = metrics["l2"].dtype
+        metrics.update({name: np.where(gone, np.nan, values).astype(dtype) for name, values in found.items()})
+        return {**metrics, "teacher": teacher, "student_init": student, "diverged_at": diverged, "kept_theta": kept}
 
     out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
     return EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],
@@ -269,7 +330,9 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
     levels = np.asarray(levels, dtype=float)
     runs = np.arange(1, config.runs + 1)
     seeds = config.seed + runs
+    compiling = compile_ahead(config, chunk_size(len(levels) * config.runs), keep_theta=False)
     teacher, problems, students, keys = setup_runs(config, np.full(config.runs, config.seed), seeds)
+    compiling.join()
     level_of, run_of = (a.reshape(-1) for a in np.meshgrid(np.arange(len(levels)), runs - 1, indexing="ij"))
 
     def work(index, progress):

@@ -61,8 +61,8 @@ class Problem(NamedTuple):
 
 
 class State(NamedTuple):
-    """Per-run training state: student θ (P,), optimiser state, projection key, and the first epoch whose
-    metrics were not finite (-1 while the run is healthy)."""
+    """Per-run training state: student θ (P,), optimiser state, projection key (its ``key_data``, uint32),
+    and the first epoch whose metrics were not finite (-1 while the run is healthy)."""
 
     theta: jax.Array
     opt_state: optax.OptState
@@ -76,7 +76,7 @@ def _transform(optimizer: str) -> optax.GradientTransformation:
 
 
 def init_state(spec: Spec, theta, key) -> State:
-    """Fresh state for a student θ (P,); ``key`` drives the projection's jitter."""
+    """Fresh state for a student θ (P,); ``key`` (key data) drives the projection's jitter."""
     # int64, not a weakly typed -1: the type train_block returns, so that later blocks reuse its compile
     return State(theta, _transform(spec.optimizer).init(theta), key, jnp.asarray(-1, dtype=jnp.int64))
 
@@ -166,7 +166,7 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, keep_theta: bool, 
         due = (epoch + 1) % spec.projection_frequency == 0
         # the margin can make two weights of a column equal in size (a ratio ±1): the jitter round fixes that
         projected = project_margin(theta, spec.dims, hyper.margin) if spec.projection == "margin" else theta
-        theta = jnp.where(due, jitter_round(projected, spec.dims, jax.random.fold_in(state.key, epoch + 1)), theta)
+        theta = jnp.where(due, jitter_round(projected, spec.dims, jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch + 1)), theta)
     active = epoch < epochs
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
     new_state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))
@@ -180,6 +180,21 @@ def runs_mesh(batch: int) -> Mesh:
     return Mesh(np.array(devices if batch % len(devices) == 0 else devices[:1]), ("runs",))
 
 
+def _per_device(function, batch: int):
+    """``function`` of a batch of runs (leading axis of every argument and result), each device of
+    ``runs_mesh(batch)`` applying it to its own share. Left to the partitioner, the fused kernel's call,
+    which it cannot split, would run every run on every device."""
+    runs = PartitionSpec("runs")
+    return jax.shard_map(function, mesh=runs_mesh(batch), in_specs=runs, out_specs=runs, check_vma=False)
+
+
+@partial(jax.jit, static_argnames="spec")
+def init_block(spec: Spec, theta, key) -> State:
+    """``init_state`` of a batch of runs (leading axis R), placed on the devices as ``train_block`` places
+    the state it returns (so that every block reuses the first one's compile)."""
+    return _per_device(jax.vmap(partial(init_state, spec)), len(theta))(theta, key)
+
+
 @partial(jax.jit, static_argnames=("spec", "length", "keep_theta"))
 def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start, epochs, length: int,
                 keep_theta: bool = False):
@@ -190,16 +205,12 @@ def train_block(spec: Spec, hyper: Hyper, problem: Problem, state: State, start,
     of shape (R, length), plus ``stalled`` of the step out of that epoch and, with ``keep_theta``,
     ``theta`` (R, length, P), the student at the start of each epoch.
 
-    Each device of ``runs_mesh(R)`` trains its share of the runs on its own (``shard_map``): left to the
-    partitioner, the fused kernel's call, which it cannot split, would run every run on every device.
+    Each device of ``runs_mesh(R)`` trains its share of the runs on its own (``_per_device``).
     """
 
-    def one_run(start, epochs, hyper, problem, state):
-        return jax.lax.scan(partial(_step, spec, hyper, problem, epochs, keep_theta), state, start + jnp.arange(length))
+    def one_run(hyper, problem, state):
+        steps = partial(_step, spec, hyper, problem, epochs, keep_theta)
+        return jax.lax.scan(steps, state, start + jnp.arange(length))
 
-    share = jax.vmap(one_run, in_axes=(None, None, 0, 0, 0))  # one device's runs
-    runs, scalar = PartitionSpec("runs"), PartitionSpec()
-    state, (metrics, stalled, theta) = jax.shard_map(
-        share, mesh=runs_mesh(len(state.theta)), in_specs=(scalar, scalar, runs, runs, runs), out_specs=runs,
-        check_vma=False)(jnp.asarray(start), jnp.asarray(epochs), hyper, problem, state)
+    state, (metrics, stalled, theta) = _per_device(jax.vmap(one_run), len(state.theta))(hyper, problem, state)
     return state, {**metrics, "stalled": stalled, **({"theta": theta} if keep_theta else {})}
