@@ -227,11 +227,17 @@ def align(theta_s, theta_t, dims: tuple[int, ...], max_sweeps: int = MAX_SWEEPS)
     starts = [g0]
     if len(dims) > 3:
         starts += [_greedy(s_layers, t_layers, forward=True), _greedy(s_layers, t_layers, forward=False)]
-    for start in starts:
+    for k, start in enumerate(starts):
+        if any(_equal(start, earlier) for earlier in starts[:k]):
+            continue  # the sweep is deterministic: a repeated start ends where its first copy did
         g, d = _sweep(start, s_layers, t_layers, t_flat, max_sweeps)
         if d < best[1]:
             best = (g, d)
     return best
+
+
+def _equal(g: Symmetry, h: Symmetry) -> bool:
+    return all(np.array_equal(a, b) for a, b in zip(g.perms + g.signs, h.perms + h.signs))
 
 
 def l2_aligned(theta_s, theta_t, dims: tuple[int, ...]) -> float:
