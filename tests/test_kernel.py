@@ -1,6 +1,7 @@
 """The fused CPU kernel (l2rebound.kernel) against the NumPy reference: loss, gradient and outputs for
 several architectures, sample counts that do not fill a block, batches of runs, its tanh, and the
-exactly-zero gradient of a student equal to its teacher."""
+exactly-zero gradient of a student equal to its teacher; its Threefry hash against known answers, NumPy
+and XLA's own lowering."""
 
 import json
 import os
@@ -131,6 +132,61 @@ def test_xla_path_trains_to_the_same_numbers(fields):
     np.testing.assert_allclose(mine.metrics["train_loss"], loss, rtol=1e-10)
     if fields["initial_permut"] == 0:
         assert not np.any(l2) and not np.any(mine.metrics["l2"]) and not np.any(loss)
+
+
+def _threefry_numpy(k1, k2, x1, x2):
+    """Threefry-2x32 with 20 rounds in NumPy (uint32 arithmetic wraps), the operands broadcast together."""
+    k1, k2, x1, x2 = np.broadcast_arrays(*(np.asarray(a, np.uint32) for a in (k1, k2, x1, x2)))
+    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    v0, v1 = x1 + ks[0], x2 + ks[1]
+    for group in range(1, 6):
+        for r in ((13, 15, 26, 6), (17, 29, 16, 24))[(group - 1) % 2]:
+            v0 = v0 + v1
+            v1 = ((v1 << np.uint32(r)) | (v1 >> np.uint32(32 - r))) ^ v0
+        v0, v1 = v0 + ks[group % 3], v1 + ks[(group + 1) % 3] + np.uint32(group)
+    return v0, v1
+
+
+hashes_random = pytest.mark.skipif(not kernel.built() or kernel.SWITCHED_OFF, reason="kernel not built or off")
+
+
+@hashes_random
+def test_threefry_matches_known_answers_and_numpy():
+    threefry = jax.jit(jax.extend.random.threefry_2x32)
+    assert "l2rebound_threefry2x32" in threefry.lower(np.zeros(2, np.uint32), np.zeros(2, np.uint32)).as_text()
+    # Random123's known-answer vectors for Threefry-2x32-20: key, counter, result
+    for key, count, want in [((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+                             ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
+                             ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0))]:
+        assert [int(v) for v in threefry(np.uint32(key), np.uint32(count))] == list(want)
+    rng = np.random.default_rng(0)
+    hash_p = jax.jit(jax.extend.random.threefry2x32_p.bind)
+    shape_sets = [((), (), (5, 7), (5, 7)), ((3, 1), (3, 1), (3, 4), (3, 4)), ((4,),) * 4, ((), (), (0,), (0,))]
+    for shapes in shape_sets:
+        operands = [rng.integers(0, 2**32, size=shape, dtype=np.uint32) for shape in shapes]
+        for got, want in zip(hash_p(*operands), _threefry_numpy(*operands)):
+            assert got.dtype == jnp.uint32
+            np.testing.assert_array_equal(got, want)
+
+
+@hashes_random
+def test_random_draws_are_the_same_bits_as_without_the_kernel():
+    script = ("import json, jax, numpy as np, l2rebound.kernel as k; key = jax.random.key(42); "
+              "draws = [jax.random.uniform(key, (7, 3)), jax.random.normal(jax.random.fold_in(key, 3), (1001,)), "
+              "jax.random.key_data(jax.random.split(key, 5)), jax.random.bernoulli(key, 0.3, (33,)), "
+              "jax.vmap(lambda s: jax.random.normal(s, (4,)))(jax.random.split(key, 3)), "
+              "jax.random.randint(key, (50,), 0, 1000)]; "
+              "print(json.dumps([k.SWITCHED_OFF] + [np.asarray(d).astype(float).tolist() for d in draws]))")
+
+    def draws(switch):
+        out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "L2REBOUND_KERNEL": switch},
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    (off, *xla), (on, *mine) = draws("0"), draws("1")
+    assert off and not on
+    for a, b in zip(xla, mine):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_float32_exact_start_stays_on_its_teacher():

@@ -183,15 +183,16 @@ def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thre
     def batch(leaf):
         return jax.ShapeDtypeStruct((runs, *leaf.shape), leaf.dtype, sharding=placed)
 
-    one = jax.eval_shape(partial(_setup, _draw_spec(config)), 0, 0, np.asarray(0, config.dtype))
-    _, problem, student, key = one
+    _, problem, student, key = jax.eval_shape(partial(_setup, _draw_spec(config)), 0, 0, np.asarray(0, config.dtype))
     state = jax.eval_shape(partial(init_state, spec), student, key)
     hyper = jax.tree.map(lambda a: a[0], hyper_of(config, 1))
     args = jax.tree.map(batch, (hyper, problem, state))
 
+    length = block_length(config.epochs)
+
     def compile_block():  # called as train_runs calls it (keep_theta by keyword: jit's cache tells them apart)
         try:
-            train_block.lower(spec, *args, 0, config.epochs, block_length(config.epochs), keep_theta=keep_theta).compile()
+            train_block.lower(spec, *args, 0, config.epochs, length, keep_theta=keep_theta).compile()
         except Exception:  # noqa: BLE001 - the real call compiles again and reports the error itself
             pass
 
@@ -306,9 +307,10 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
         compiling.join()
         found = {name: np.full((len(index), config.epochs + 1), np.nan) for name in DISTANCES}
 
-        def measure(epochs, theta):  # runs while the next block trains
-            for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
-                found[name][:, epochs] = values
+        def measure(epochs, theta):  # runs while the next block trains, before divergences are known:
+            with np.errstate(all="ignore"):  # a diverged run's huge θ may overflow; its values become NaN below
+                for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
+                    found[name][:, epochs] = values
 
         metrics, diverged, _, kept = train_runs(config, hyper_of(config, len(index)), problem, student, keys,
                                                 progress, keep, measure)

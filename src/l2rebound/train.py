@@ -166,7 +166,8 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, keep_theta: bool, 
         due = (epoch + 1) % spec.projection_frequency == 0
         # the margin can make two weights of a column equal in size (a ratio ±1): the jitter round fixes that
         projected = project_margin(theta, spec.dims, hyper.margin) if spec.projection == "margin" else theta
-        theta = jnp.where(due, jitter_round(projected, spec.dims, jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch + 1)), theta)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch + 1)
+        theta = jnp.where(due, jitter_round(projected, spec.dims, key), theta)
     active = epoch < epochs
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
     new_state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))
