@@ -105,46 +105,37 @@ struct Scratch {
   }
 };
 
-// Rows [0, R) of a dense layer on one block (w, b, out already offset to the tile's first row):
-// out[r] = b[r] + sum_j w[r, j] * in[j], then tanh for a hidden layer. R rows at once, so that every
-// activation loaded serves R multiply-adds (R = 3: 24 accumulators in the 32 vector registers).
-template <int R>
-INLINE void dense_rows(const double* w, const double* b, int64_t d_in, const v8* in, v8* out, bool hidden) {
+// Rows [first, first + R) of a matrix product over one block: acc[r] = start(row) + sum_k m[row, k] * in[k] for
+// k < count, where m[row, k] = m[row * row_stride + k * k_stride], then finish(row, acc[r]) with the row's
+// VECS vectors. R rows at once, so that every vector loaded serves R multiply-adds (R = 3: 24 accumulators
+// in the 32 vector registers).
+template <int R, class Start, class Finish>
+INLINE void product_rows(const double* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t first,
+                         const v8* in, Start start, Finish finish) {
   v8 acc[R][VECS];
   for (int r = 0; r < R; r++)
-    for (int v = 0; v < VECS; v++) acc[r][v] = splat(b[r]);
-  for (int64_t j = 0; j < d_in; j++) {
-    v8 wr[R];
-    for (int r = 0; r < R; r++) wr[r] = splat(w[r * d_in + j]);
+    for (int v = 0; v < VECS; v++) acc[r][v] = start(first + r);
+  for (int64_t k = 0; k < count; k++) {
+    v8 mr[R];
+    for (int r = 0; r < R; r++) mr[r] = splat(m[(first + r) * row_stride + k * k_stride]);
     for (int v = 0; v < VECS; v++) {
-      const v8 h = in[j * VECS + v];
-      for (int r = 0; r < R; r++) acc[r][v] += wr[r] * h;
+      const v8 h = in[k * VECS + v];
+      for (int r = 0; r < R; r++) acc[r][v] += mr[r] * h;
     }
   }
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < VECS; v++) out[r * VECS + v] = hidden ? vtanh(acc[r][v]) : acc[r][v];
+  for (int r = 0; r < R; r++) finish(first + r, acc[r]);
 }
 
-// Columns [0, R) of the back-propagated error (w, h, prev offset to the tile's first column):
-// prev[r] = (sum_i w[i, r] * delta[i]) * (1 - h[r]^2), h the layer's tanh outputs.
-template <int R>
-INLINE void back_columns(const double* w, int64_t d_in, int64_t d_out, const v8* delta, const v8* h, v8* prev) {
-  v8 acc[R][VECS];
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < VECS; v++) acc[r][v] = splat(0);
-  for (int64_t i = 0; i < d_out; i++) {
-    v8 wr[R];
-    for (int r = 0; r < R; r++) wr[r] = splat(w[i * d_in + r]);
-    for (int v = 0; v < VECS; v++) {
-      const v8 d = delta[i * VECS + v];
-      for (int r = 0; r < R; r++) acc[r][v] += wr[r] * d;
-    }
+// Every row [0, rows) of that product, three at a time.
+template <class Start, class Finish>
+INLINE void product(const double* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t rows, const v8* in,
+                    Start start, Finish finish) {
+  int64_t i = 0;
+  for (; i + 3 <= rows; i += 3) product_rows<3>(m, row_stride, k_stride, count, i, in, start, finish);
+  switch (rows - i) {
+    case 2: product_rows<2>(m, row_stride, k_stride, count, i, in, start, finish); break;
+    case 1: product_rows<1>(m, row_stride, k_stride, count, i, in, start, finish); break;
   }
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < VECS; v++) {
-      const v8 hv = h[r * VECS + v];
-      prev[r * VECS + v] = acc[r][v] * (1 - hv * hv);
-    }
 }
 
 // Lane-wise weight-gradient sums of an A x B tile (delta, in, gw offset to the tile's corner):
@@ -193,12 +184,9 @@ void block_forward(const Net& net, const double* theta, int64_t n, const double*
     const v8* in = s.act[l].data();
     v8* out = s.act[l + 1].data();
     const bool hidden = l + 1 < net.layers();
-    int64_t i = 0;
-    for (; i + 3 <= d_out; i += 3) dense_rows<3>(w + i * d_in, b + i, d_in, in, out + i * VECS, hidden);
-    switch (d_out - i) {
-      case 2: dense_rows<2>(w + i * d_in, b + i, d_in, in, out + i * VECS, hidden); break;
-      case 1: dense_rows<1>(w + i * d_in, b + i, d_in, in, out + i * VECS, hidden); break;
-    }
+    product(w, d_in, 1, d_in, d_out, in, [&](int64_t i) { return splat(b[i]); }, [&](int64_t i, const v8* acc) {
+      for (int v = 0; v < VECS; v++) out[i * VECS + v] = hidden ? vtanh(acc[v]) : acc[v];
+    });
   }
 }
 
@@ -243,12 +231,13 @@ void loss_grad_run(const Net& net, const double* theta, int64_t n, const double*
         case 1: outer_rows<1>(delta + i * VECS, in, gw + i * d_in, d_in); break;
       }
       if (l == 0) break;
-      int64_t j = 0;  // delta of layer l-1
-      for (; j + 3 <= d_in; j += 3) back_columns<3>(w + j, d_in, d_out, delta, in + j * VECS, prev + j * VECS);
-      switch (d_in - j) {
-        case 2: back_columns<2>(w + j, d_in, d_out, delta, in + j * VECS, prev + j * VECS); break;
-        case 1: back_columns<1>(w + j, d_in, d_out, delta, in + j * VECS, prev + j * VECS); break;
-      }
+      // delta of layer l-1: (W^T delta) * tanh', the rows of W^T being the columns of W
+      product(w, 1, d_in, d_out, d_in, delta, [](int64_t) { return splat(0); }, [&](int64_t j, const v8* acc) {
+        for (int v = 0; v < VECS; v++) {
+          const v8 h = in[j * VECS + v];
+          prev[j * VECS + v] = acc[v] * (1 - h * h);
+        }
+      });
       std::swap(delta, prev);
     }
   }
