@@ -148,3 +148,18 @@ def test_one_compile_serves_every_block_of_an_experiment(caplog):
         jax.config.update("jax_log_compiles", False)
     compiles = [r for r in caplog.records if "XLA compilation of jit(train_block)" in r.getMessage()]
     assert len(compiles) == 1, [r.getMessage()[:200] for r in compiles]
+
+
+def test_a_diverging_run_finishes_with_nan_distances_and_students_from_its_divergence_on():
+    # distances are measured while the next block trains; a diverged run's θ can still be finite but huge
+    # (|θ| ~ 1e156 makes the assignment's cost NaN), so its kept students must be NaN by then
+    config = Config(learning_rate=200.0, initial_permut=0.1, dataset_size=500, test_set_size=100, epochs=100, runs=2,
+                    align_every=5)
+    result = run_epoch_experiment(config)
+    assert np.all(result.diverged_at >= 0)
+    for r, start in enumerate(result.diverged_at):
+        after = result.kept_epochs >= start
+        assert np.isnan(result.kept_theta[r, after]).all() and np.isfinite(result.kept_theta[r, ~after]).all()
+        for name in ("l2", "l2_aligned", "l2_normal_form"):
+            assert np.isnan(result.metrics[name][r, start:]).all()
+        assert np.isfinite(result.metrics["l2_aligned"][r, result.kept_epochs[~after]]).all()

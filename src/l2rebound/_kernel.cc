@@ -59,7 +59,7 @@ struct Exp2Table {
 };
 const Exp2Table kExp2;
 
-// tanh of every lane, to a few ulp; NaN stays NaN, ±inf gives ±1.
+// tanh of every lane, within about 3 ulp; NaN stays NaN, ±inf gives ±1.
 // tanh(x) = sign(x)·m/(m + 2) with m = expm1(2|x|). With 2|x| = (16e + j)·ln2/16 + r (j = 0..15, |r| <= ln2/32),
 // expm1(2|x|) = 2^e·(T_j·expm1(r) + (T_j - 1)) + (2^e - 1), T_j = 2^(j/16) from a table (a two-vector shuffle),
 // expm1(r) from its Taylor series to r^7 (truncation below 1e-16 relative). |x| is capped at 20, where tanh
@@ -69,7 +69,7 @@ INLINE v8 vtanh(v8 x) {
   const v8 a = a0 > 20 ? splat(20) : a0;
   const v8 shifter = splat(0x1.8p52);                      // adding it rounds to an integer held in the low bits
   const v8 kd = a * (32 / 0.693147180559945309417) + shifter;
-  const v8 k = kd - shifter;                                // round(2|x|·16/ln2), at most 924
+  const v8 k = kd - shifter;                                // round(2|x|·16/ln2), at most 923
   const v8 r = ((a + a) - k * 0x1.62e42fefa38p-5) - k * 0x1.ef35793c7673p-49;  // ln2/16 as high (exact for k < 2^11) + low part
   const i8 bits = (i8)kd;
   const v8 t_j = __builtin_shuffle(kExp2.pow_lo, kExp2.pow_hi, bits & 15);
@@ -108,7 +108,7 @@ struct Scratch {
 // Rows [first, first + R) of a matrix product over one block: acc[r] = start(row) + sum_k m[row, k] * in[k] for
 // k < count, where m[row, k] = m[row * row_stride + k * k_stride], then finish(row, acc[r]) with the row's
 // VECS vectors. R rows at once, so that every vector loaded serves R multiply-adds (R = 3: 24 accumulators
-// in the 32 vector registers).
+// in AVX-512's 32 vector registers).
 template <int R, class Start, class Finish>
 INLINE void product_rows(const double* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t first,
                          const v8* in, Start start, Finish finish) {

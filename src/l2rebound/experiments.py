@@ -13,6 +13,7 @@ blocks, no host round-trip inside one).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Callable
@@ -176,7 +177,9 @@ def block_length(epochs: int) -> int:
 def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thread:
     """Start compiling, in a background thread, the ``train_block`` that ``train_runs`` will call for a
     chunk of ``runs`` runs of ``config``; returns the thread (join it before training). XLA compiles
-    without holding the GIL, so this overlaps the compile of ``_setup``, which comes first."""
+    without holding the GIL, so this overlaps the compile of ``_setup``, which comes first. The thread
+    does not see JAX settings made with context managers (they are thread-local): under one, the real call
+    compiles again."""
     spec = spec_of(config)
     placed = NamedSharding(runs_mesh(runs), PartitionSpec("runs"))
 
@@ -191,14 +194,18 @@ def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thre
     length = block_length(config.epochs)
 
     def compile_block():  # called as train_runs calls it (keep_theta by keyword: jit's cache tells them apart)
-        try:
+        with contextlib.suppress(Exception):  # the real call compiles again and reports any error itself
             train_block.lower(spec, *args, 0, config.epochs, length, keep_theta=keep_theta).compile()
-        except Exception:  # noqa: BLE001 - the real call compiles again and reports the error itself
-            pass
 
     thread = threading.Thread(target=compile_block, name="l2rebound-compile", daemon=True)
     thread.start()
     return thread
+
+
+@jax.jit
+def _take_epochs(theta, index):
+    """A block's students θ (R, length, P) at its epochs ``index`` (K,), gathered on the device."""
+    return theta[:, index]
 
 
 def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None, keep=(),
@@ -206,9 +213,10 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     """Train a batch of runs for ``config.epochs`` epochs, block by block.
 
     Returns (metrics: name -> (R, E + 1) numpy arrays, diverged_at (R,), final θ (R, P), the students
-    at the epochs ``keep`` (K,) as (R, K, P)). ``on_progress(n)`` is called after each block with the
-    number of epochs it advanced. ``on_kept(epochs (k,), theta (R, k, P))`` is called with each block's
-    kept students while the next block trains, so that host work on them overlaps the training.
+    at the epochs ``keep`` (K,) as (R, K, P), NaN from a run's divergence on). ``on_progress(n)`` is called
+    after each block with the number of epochs it advanced. ``on_kept(epochs (k,), theta (R, k, P))`` is
+    called with each block's kept students while the next block trains, so that host work on them overlaps
+    the training.
     """
     spec = spec_of(config)
     epochs = config.epochs
@@ -224,25 +232,34 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     keep = np.asarray(keep, int)
     pieces, kept = [], []
 
-    def collect(start, metrics):  # waits for the block that began at epoch ``start``
+    starts = range(0, steps, length)
+    wanted_in = [keep[(keep >= start) & (keep < start + length)] for start in starts]
+    slots = max(map(len, wanted_in))  # one gather shape for every block: one compile
+
+    def collect(start, wanted, metrics):  # waits for the block that began at epoch ``start``
         theta = metrics.pop("theta", None)
-        pieces.append(jax.device_get(metrics))
-        wanted = keep[(keep >= start) & (keep < start + length)]
-        # only the kept epochs leave the device
-        none = np.zeros((len(student), 0, student.shape[1]))
-        kept.append(np.asarray(theta)[:, wanted - start] if len(wanted) else none)
+        piece = jax.device_get(metrics)
+        pieces.append(piece)
+        if len(wanted):
+            theta = np.asarray(theta)[:, : len(wanted)]
+            # a diverged run's metrics are NaN from its divergence on (and finite before): so is its θ here
+            kept.append(np.where(np.isnan(piece["l2"][:, wanted - start, None]), np.nan, theta))
+        else:
+            kept.append(np.zeros((len(student), 0, student.shape[1])))
         if on_progress:
             on_progress(max(0, min(length, epochs - start)))
         if on_kept and len(wanted):
             on_kept(wanted, kept[-1])
 
     pending = None
-    for start in range(0, steps, length):
+    for start, wanted in zip(starts, wanted_in):
         # keep_theta is static: the same value for every block, so that one compile serves them all
         state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(keep) > 0)
+        if len(wanted):  # only the kept epochs leave the device; queued right behind its block, before the next
+            metrics["theta"] = _take_epochs(metrics["theta"], np.pad(wanted - start, (0, slots - len(wanted)), "edge"))
         if pending:  # dispatch is asynchronous: the previous block's results are handled while this one runs
             collect(*pending)
-        pending = (start, metrics)
+        pending = (start, wanted, metrics)
     collect(*pending)
     out = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :steps] for k in METRICS}
     # ``stalled`` is recorded per step out of an epoch: shift so that epoch e holds the step into e.
@@ -299,26 +316,25 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     ``run_chunks``."""
 
     keep = kept_epochs(config)
-    compiling = compile_ahead(config, chunk_size(config.runs), keep_theta=len(keep) > 0)
+    compiling = []  # started by the first chunk that trains (none when a checkpoint holds every chunk)
 
     def work(index, progress):
+        if not compiling:
+            compiling.append(compile_ahead(config, chunk_size(config.runs), keep_theta=len(keep) > 0))
         seeds = config.seed + index
         teacher, problem, student, keys = setup_runs(config, seeds, seeds)
-        compiling.join()
-        found = {name: np.full((len(index), config.epochs + 1), np.nan) for name in DISTANCES}
+        compiling[0].join()
+        dtype = np.dtype(config.dtype)
+        found = {name: np.full((len(index), config.epochs + 1), np.nan, dtype) for name in DISTANCES}
 
-        def measure(epochs, theta):  # runs while the next block trains, before divergences are known:
-            with np.errstate(all="ignore"):  # a diverged run's huge θ may overflow; its values become NaN below
-                for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
-                    found[name][:, epochs] = values
+        def measure(epochs, theta):  # runs while the next block trains; θ is NaN from a divergence on
+            for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
+                found[name][:, epochs] = values
 
         metrics, diverged, _, kept = train_runs(config, hyper_of(config, len(index)), problem, student, keys,
                                                 progress, keep, measure)
-        gone = (diverged[:, None] >= 0) & (np.arange(config.epochs + 1) >= diverged[:, None])
-        kept = np.where(gone[:, keep, None], np.nan, kept)
-        dtype = metrics["l2"].dtype
-        metrics.update({name: np.where(gone, np.nan, values).astype(dtype) for name, values in found.items()})
-        return {**metrics, "teacher": teacher, "student_init": student, "diverged_at": diverged, "kept_theta": kept}
+        return {**metrics, **found, "teacher": teacher, "student_init": student, "diverged_at": diverged,
+                "kept_theta": kept}
 
     out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
     return EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],

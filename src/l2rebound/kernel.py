@@ -47,7 +47,8 @@ if _kernel is not None:
     if not SWITCHED_OFF:
         # Every CPU program of this process that draws with jax.random (the default generator) then calls the
         # kernel for the hash instead of inlining XLA's loop: the same bits (tested), and the set-up program
-        # compiles in about a fifth of the time.
+        # compiles in about a third of the time. One side effect: jax.export refuses to serialise such a
+        # program (a custom call without compatibility guarantees); L2REBOUND_KERNEL=0 restores XLA's loop.
         mlir.register_lowering(threefry2x32_p, mlir.lower_fun(_threefry2x32, multiple_results=True), platform="cpu")
 
 
