@@ -191,15 +191,20 @@ def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thre
     hyper = jax.tree.map(lambda a: a[0], hyper_of(config, 1))
     args = jax.tree.map(batch, (hyper, problem, state))
 
-    length = block_length(config.epochs)
-
-    def compile_block():  # called as train_runs calls it (keep_theta by keyword: jit's cache tells them apart)
+    def compile_block():
         with contextlib.suppress(Exception):  # the real call compiles again and reports any error itself
-            train_block.lower(spec, *args, 0, config.epochs, length, keep_theta=keep_theta).compile()
+            _call_block(train_block.lower, spec, *args, 0, config.epochs, keep_theta).compile()
 
     thread = threading.Thread(target=compile_block, name="l2rebound-compile", daemon=True)
     thread.start()
     return thread
+
+
+def _call_block(call, spec: Spec, hyper, problem, state, start, epochs: int, keep_theta: bool):
+    """``call`` (``train_block`` or its ``lower``) on the block from epoch ``start``, spelled in one place:
+    jit's cache tells a static argument passed by keyword from one passed by position, so the compile
+    ahead must spell the call exactly as the training does."""
+    return call(spec, hyper, problem, state, start, epochs, block_length(epochs), keep_theta=keep_theta)
 
 
 @jax.jit
@@ -254,7 +259,7 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     pending = None
     for start, wanted in zip(starts, wanted_in):
         # keep_theta is static: the same value for every block, so that one compile serves them all
-        state, metrics = train_block(spec, hyper, problem, state, start, epochs, length, keep_theta=len(keep) > 0)
+        state, metrics = _call_block(train_block, spec, hyper, problem, state, start, epochs, len(keep) > 0)
         if len(wanted):  # only the kept epochs leave the device; queued right behind its block, before the next
             metrics["theta"] = _take_epochs(metrics["theta"], np.pad(wanted - start, (0, slots - len(wanted)), "edge"))
         if pending:  # dispatch is asynchronous: the previous block's results are handled while this one runs
