@@ -1,12 +1,13 @@
 // Fused CPU kernel for the training step's hot part: the mean-squared-error loss of a tanh network and its
-// gradient, and the network's outputs, in float64. One call handles a batch of runs, one after the other
-// (XLA runs one call per CPU device, so runs spread over devices run on separate cores).
+// gradient, and the network's outputs, in float64. One call handles a batch of runs (the leading axes that
+// vmap gives it), spread over the threads of XLA's CPU thread pool: runs are independent, so each is
+// computed exactly as it would be alone, whichever thread takes it.
 //
 // Why: on a CPU, XLA executes forward and backward pass as separate small matrix products and elementwise
 // loops over all N samples, each a pass through memory. Here the samples are taken in blocks of
 // BLOCK; a block's activations stay in cache while every layer is evaluated forward and backward, and the
 // arithmetic runs on SIMD vectors whose lanes are samples (GCC vector extensions: 8 doubles, which the
-// compiler maps onto the installing machine's widest vectors: setup.py builds with -march=native). The
+// compiler maps onto the building machine's widest vectors: l2rebound.kernel builds with -march=native). The
 // products are register-tiled (several rows or a 4 x 4 tile of the weight gradient per pass), so that each
 // value loaded from memory serves several multiply-adds.
 //
@@ -19,15 +20,18 @@
 //
 // And the Threefry-2x32 hash of jax.random (ThreefryImpl), which compiles faster as a call than as XLA's loop.
 //
-// Exposed to JAX through the XLA FFI (jax.ffi): targets "l2rebound_loss_grad", "l2rebound_forward",
-// "l2rebound_violations" and "l2rebound_threefry2x32", whose capsules this extension module holds as
-// attributes of the same names.
-
-#include <Python.h>
+// Exposed to JAX through the XLA FFI (jax.ffi): l2rebound.kernel compiles this file into a shared library
+// at first use, loads it with ctypes and registers the handler symbols LossGrad, Forward, Violations and
+// Threefry (C linkage, see XLA_FFI_DEFINE_HANDLER_SYMBOL) as the targets "l2rebound_loss_grad",
+// "l2rebound_forward", "l2rebound_violations" and "l2rebound_threefry2x32".
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -329,45 +333,90 @@ ffi::Error count_samples(const Net& net, ffi::AnyBuffer::Dimensions theta, size_
   return ffi::Error::Success();
 }
 
-ffi::Error LossGradImpl(ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x, ffi::Buffer<ffi::F64> y,
-                        ffi::ResultBuffer<ffi::F64> loss, ffi::ResultBuffer<ffi::F64> grad,
+// Calls run(r, local) for every run r in [0, runs), spread over the calling thread and XLA's CPU thread pool:
+// each thread takes the next run that no thread has taken yet (rather than a fixed share, which the whole
+// call would wait for if the OS held its thread back), and keeps one local = make() (its scratch space) for
+// all the runs it takes. Returns when all are done.
+//
+// The caller takes runs too and then waits only for runs that other threads have taken, never for a task to
+// start: a task that the pool starts late (its threads busy, or this call itself running on one of them)
+// finds no run left and touches nothing but the counters, which it co-owns. So the wait cannot deadlock, and
+// nothing of the caller's frame is used after the last run is counted done.
+template <class Make, class Run>
+void for_each_run(ffi::ThreadPool& pool, int64_t runs, const Make& make, const Run& run) {
+  struct Progress {
+    const int64_t runs;
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex mutex;
+    std::condition_variable all_done;
+    explicit Progress(int64_t runs) : runs(runs) {}
+  };
+  const auto progress = std::make_shared<Progress>(runs);
+  // Runs `first` (already taken) and then every further run this thread can take. It reads its closure (the
+  // caller's frame) only before counting its runs done.
+  const auto work = [&make, &run](Progress& p, int64_t first) {
+    auto local = make();
+    int64_t mine = 0;
+    for (int64_t r = first; r < p.runs; r = p.next.fetch_add(1)) {
+      run(r, local);
+      mine++;
+    }
+    if (p.done.fetch_add(mine) + mine == p.runs) {
+      std::lock_guard<std::mutex> lock(p.mutex);
+      p.all_done.notify_all();
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(runs, pool.num_threads() + 1) - 1;
+  for (int64_t t = 0; t < helpers; t++)
+    pool.Schedule([progress, body = &work] {
+      const int64_t first = progress->next.fetch_add(1);
+      if (first < progress->runs) (*body)(*progress, first);  // a run not done yet: the caller is still waiting
+    });
+  if (const int64_t first = progress->next.fetch_add(1); first < runs) work(*progress, first);
+  std::unique_lock<std::mutex> lock(progress->mutex);
+  progress->all_done.wait(lock, [&] { return progress->done.load() == runs; });
+}
+
+ffi::Error LossGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x,
+                        ffi::Buffer<ffi::F64> y, ffi::ResultBuffer<ffi::F64> loss, ffi::ResultBuffer<ffi::F64> grad,
                         ffi::Span<const int64_t> dims) {
   Net net(dims);
   int64_t runs, n;
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
   if (y.element_count() != static_cast<size_t>(runs * n * net.dims.back()))
     return ffi::Error::InvalidArgument("l2rebound kernel: y does not hold one (n, dL) set per run");
-  Scratch s(net);
-  for (int64_t r = 0; r < runs; r++)
+  for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
     loss_grad_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],
                   y.typed_data() + r * n * net.dims.back(), loss->typed_data() + r,
                   grad->typed_data() + r * net.params, s);
+  });
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x, ffi::ResultBuffer<ffi::F64> out,
-                       ffi::Span<const int64_t> dims) {
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x,
+                       ffi::ResultBuffer<ffi::F64> out, ffi::Span<const int64_t> dims) {
   Net net(dims);
   int64_t runs, n;
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
   if (out->element_count() != static_cast<size_t>(runs * n * net.dims.back()))
     return ffi::Error::InvalidArgument("l2rebound kernel: the output does not hold one (n, dL) set per run");
-  Scratch s(net);
-  for (int64_t r = 0; r < runs; r++)
+  for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
     forward_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],
                 out->typed_data() + r * n * net.dims.back(), s);
+  });
   return ffi::Error::Success();
 }
 
-ffi::Error ViolationsImpl(ffi::Buffer<ffi::F64> theta, ffi::ResultBuffer<ffi::PRED> mask, ffi::Span<const int64_t> dims,
-                          double rtol, int64_t ratio_bound) {
+ffi::Error ViolationsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::ResultBuffer<ffi::PRED> mask,
+                          ffi::Span<const int64_t> dims, double rtol, int64_t ratio_bound) {
   Net net(dims);
   int64_t runs;
   if (ffi::Error e = count_runs(net, theta.dimensions(), runs); e.failure()) return e;
   if (ratio_bound != RATIO_BOUND)
     return ffi::Error::InvalidArgument("l2rebound kernel: compiled for a ratio bound of 10; rebuild it for another");
-  for (int64_t r = 0; r < runs; r++)
+  for_each_run(pool, runs, [] { return 0; }, [&](int64_t r, int) {
     violations_run(net, theta.typed_data() + r * net.params, rtol, mask->typed_data() + r * net.params);
+  });
   return ffi::Error::Success();
 }
 
@@ -415,6 +464,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Threefry, ThreefryImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Violations, ViolationsImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::Buffer<ffi::PRED>>()
                                   .Attr<ffi::Span<const int64_t>>("dims")
@@ -423,6 +473,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Violations, ViolationsImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LossGrad, LossGradImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
@@ -432,25 +483,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LossGrad, LossGradImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Forward, ForwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::Buffer<ffi::F64>>()
                                   .Attr<ffi::Span<const int64_t>>("dims"));
-
-static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", "Fused CPU kernel of the training step (XLA FFI).",
-                             -1, nullptr};
-
-PyMODINIT_FUNC PyInit__kernel() {
-  PyObject* m = PyModule_Create(&module);
-  if (!m) return nullptr;
-  const std::pair<const char*, void*> targets[] = {{"l2rebound_loss_grad", reinterpret_cast<void*>(LossGrad)},
-                                                   {"l2rebound_forward", reinterpret_cast<void*>(Forward)},
-                                                   {"l2rebound_violations", reinterpret_cast<void*>(Violations)},
-                                                   {"l2rebound_threefry2x32", reinterpret_cast<void*>(Threefry)}};
-  for (auto [name, fn] : targets)
-    if (PyModule_AddObject(m, name, PyCapsule_New(fn, nullptr, nullptr)) < 0) {
-      Py_DECREF(m);
-      return nullptr;
-    }
-  return m;
-}
