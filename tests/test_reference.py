@@ -197,7 +197,7 @@ def test_train_records_epochs_plus_one_and_matches_steps():
     assert ref.metrics(theta, teacher, dims, *data) == {k: v[-1] for k, v in hist.items()}
 
 
-def test_adam_matches_optax():
+def test_adam_matches_optax(x64):
     optax = pytest.importorskip("optax")
     rng = np.random.default_rng(9)
     theta = rng.normal(size=12)

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 from l2rebound import Config, reference
-from l2rebound.experiments import hyper_of, setup_runs, spec_of, train_runs
+from l2rebound.experiments import hyper_of, setup_runs, train_runs
 from l2rebound.nets import forward
-from l2rebound.train import METRICS, loss_and_grad, regulariser_grad
+from l2rebound.results import METRICS
+from l2rebound.train import loss_and_grad
+
+pytestmark = pytest.mark.usefixtures("x64")  # the engine's internals, called directly, in float64
 
 SMALL = dict(teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, runs=2, epochs=50)
 
@@ -45,25 +48,18 @@ def test_gradient_matches_finite_differences():
     config = Config(**SMALL)
     _, problem, student, _ = _start(config)
     theta, x, y = student[0], problem.train.x[0], problem.train.labels(0.1)[0]
-    loss = lambda t: loss_and_grad(t, config.student_dims, x, y)[0]  # noqa: E731
     grad = loss_and_grad(theta, config.student_dims, x, y)[1]
     h = 1e-6
-    rng = np.random.default_rng(0)
-    for i in rng.choice(theta.size, 12, replace=False):
-        e = jnp.zeros_like(theta).at[i].set(h)
-        fd = (loss(theta + e) - loss(theta - e)) / (2 * h)
-        assert abs(fd - grad[i]) <= 1e-7 * max(1.0, abs(fd)), i
+    picked = np.random.default_rng(0).choice(theta.size, 12, replace=False)
+    steps = jnp.zeros((len(picked), theta.size), theta.dtype).at[np.arange(len(picked)), picked].set(h)
 
+    @jax.jit
+    def central_differences(steps):  # one compiled program for every probed coordinate
+        loss = jax.vmap(lambda t: loss_and_grad(t, config.student_dims, x, y)[0])
+        return (loss(theta + steps) - loss(theta - steps)) / (2 * h)
 
-@pytest.mark.parametrize("rule", ["l1", "drr"])
-def test_regulariser_gradient_matches_reference(rule):
-    config = Config(train=rule, rho=0.3, alpha=1e-2)
-    theta = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, 751)).at[3].set(0.0)
-    hyper = jax.tree.map(lambda a: a[0], hyper_of(config, 1))
-    ours = regulariser_grad(spec_of(config), hyper, theta)
-    ref = reference.regulariser_grad(np.asarray(theta), config.student_dims, rule, 1e-2, 10.0, 0.3)
-    np.testing.assert_allclose(ours, ref, rtol=1e-14, atol=0)
-    assert ours[3] == 0.0  # sign(0) = 0
+    fd = np.asarray(central_differences(steps))
+    np.testing.assert_array_less(np.abs(fd - np.asarray(grad)[picked]), 1e-7 * np.maximum(1.0, np.abs(fd)))
 
 
 def test_divergence_stops_one_run_and_keeps_the_others():

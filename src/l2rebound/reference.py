@@ -2,6 +2,8 @@
 
 Deliberately plain: one full-batch training step (loss, hand-written backprop, regulariser
 gradient, GD / Adam update) and the metrics. Not used by the engine; tests compare against it.
+Each training rule and optimiser of the engine (``rules.RULES``, ``rules.OPTIMIZERS``) has its oracle
+here under the same name, written independently: ``REFERENCE_RULES``, ``REFERENCE_OPTIMIZERS``.
 
 Conventions
 -----------
@@ -13,6 +15,9 @@ Conventions
 * Loss: ``mean((f(x) - y) ** 2)`` over samples and outputs.
 * Arithmetic is in ``theta``'s floating dtype (float64 for non-float input).
 """
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,56 +95,115 @@ def layer_factors(dims):
     return np.concatenate([np.full(n, (P / L) / n) for n in sizes])
 
 
+class ReferenceRule(NamedTuple):
+    """A training rule's oracle: ``penalty(theta (P,), fac (P,), alpha, beta, rho) -> float`` and its
+    gradient ``grad(...) -> (P,)`` with ``sign(0) = 0``; ``fac`` is :func:`layer_factors` in theta's dtype."""
+
+    penalty: Callable
+    grad: Callable
+
+
+class ReferenceOptimizer(NamedTuple):
+    """An optimiser's oracle: ``init(P, dtype) -> state`` and
+    ``step(theta (P,), grad (P,), state, lr) -> (theta_new (P,), state_new)``, leaving its inputs unchanged."""
+
+    init: Callable
+    step: Callable
+
+
+def _vanilla_penalty(theta, fac, alpha, beta, rho):
+    return 0.0
+
+
+def _vanilla_grad(theta, fac, alpha, beta, rho):
+    return np.zeros_like(theta)
+
+
+def _l1_penalty(theta, fac, alpha, beta, rho):
+    return float(alpha * np.sum(np.abs(theta)))
+
+
+def _l1_grad(theta, fac, alpha, beta, rho):
+    return alpha * np.sign(theta)
+
+
+def _drr_penalty(theta, fac, alpha, beta, rho):
+    """``sum_l [alpha_l * sum_i (1 - exp(-beta |theta_i|)) + rho_l * sum_i theta_i^2]`` with
+    ``alpha_l = alpha * fac_l`` and ``rho_l = rho * fac_l``."""
+    return float(np.sum(alpha * fac * (1.0 - np.exp(-beta * np.abs(theta))) + rho * fac * theta ** 2))
+
+
+def _drr_grad(theta, fac, alpha, beta, rho):
+    return (alpha * fac) * beta * np.sign(theta) * np.exp(-beta * np.abs(theta)) + 2.0 * (rho * fac) * theta
+
+
+REFERENCE_RULES = {
+    "vanilla": ReferenceRule(_vanilla_penalty, _vanilla_grad),
+    "l1": ReferenceRule(_l1_penalty, _l1_grad),
+    "drr": ReferenceRule(_drr_penalty, _drr_grad),
+}
+"""Oracles of the training rules, keyed by the names of ``rules.RULES``."""
+
+
+def _gd_init(P, dtype):
+    return {}
+
+
+def _gd_step(theta, grad, state, lr):
+    return theta - lr * grad, {}
+
+
+def _adam_init(P, dtype):
+    return {"m": np.zeros(P, dtype), "v": np.zeros(P, dtype), "t": 0}
+
+
+def _adam_step(theta, grad, state, lr):
+    """optax's Adam: eps added outside the square root, bias correction with the new count."""
+    m = ADAM_B1 * state["m"] + (1.0 - ADAM_B1) * grad
+    v = ADAM_B2 * state["v"] + (1.0 - ADAM_B2) * grad ** 2
+    t = state["t"] + 1
+    m_hat, v_hat = m / (1.0 - ADAM_B1 ** t), v / (1.0 - ADAM_B2 ** t)
+    new = theta - lr * m_hat / (np.sqrt(v_hat) + ADAM_EPS)
+    return new.astype(theta.dtype), {"m": m, "v": v, "t": t}
+
+
+REFERENCE_OPTIMIZERS = {
+    "gd": ReferenceOptimizer(_gd_init, _gd_step),
+    "adam": ReferenceOptimizer(_adam_init, _adam_step),
+}
+"""Oracles of the optimisers, keyed by the names of ``rules.OPTIMIZERS``."""
+
+
+def _lookup(registry, name, kind):
+    """``registry[name]``, or a ``ValueError`` naming what the reference knows."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}: the reference knows {', '.join(registry)}")
+    return registry[name]
+
+
 def penalty(theta, dims, rule, alpha, beta, rho):
-    """Regulariser value R(theta): 0 (vanilla), ``alpha * sum|theta|`` (l1), or for 'drr'
-    ``sum_l [alpha_l * sum_i (1 - exp(-beta |theta_i|)) + rho_l * sum_i theta_i^2]``."""
+    """Regulariser value R(theta) of the training rule named ``rule`` (a float); see ``REFERENCE_RULES``."""
     theta = _float(theta)
-    if rule == "vanilla":
-        return 0.0
-    if rule == "l1":
-        return float(alpha * np.sum(np.abs(theta)))
-    if rule == "drr":
-        fac = layer_factors(dims).astype(theta.dtype)
-        return float(np.sum(alpha * fac * (1.0 - np.exp(-beta * np.abs(theta))) + rho * fac * theta ** 2))
-    raise ValueError(f"unknown rule {rule!r}")
+    fac = layer_factors(dims).astype(theta.dtype)
+    return _lookup(REFERENCE_RULES, rule, "rule").penalty(theta, fac, alpha, beta, rho)
 
 
 def regulariser_grad(theta, dims, rule, alpha, beta, rho):
     """Gradient of :func:`penalty`, shape ``(P,)``; ``sign(0) = 0`` (subgradient 0 at the kink)."""
     theta = _float(theta)
-    if rule == "vanilla":
-        return np.zeros_like(theta)
-    if rule == "l1":
-        return alpha * np.sign(theta)
-    if rule == "drr":
-        fac = layer_factors(dims).astype(theta.dtype)
-        return (alpha * fac) * beta * np.sign(theta) * np.exp(-beta * np.abs(theta)) + 2.0 * (rho * fac) * theta
-    raise ValueError(f"unknown rule {rule!r}")
+    fac = layer_factors(dims).astype(theta.dtype)
+    return _lookup(REFERENCE_RULES, rule, "rule").grad(theta, fac, alpha, beta, rho)
 
 
 def init_opt_state(optimizer, P, dtype=np.float64):
     """Optimiser state: ``{}`` for 'gd'; ``{'m': (P,), 'v': (P,), 't': 0}`` (zeros) for 'adam'."""
-    if optimizer == "gd":
-        return {}
-    if optimizer == "adam":
-        return {"m": np.zeros(P, dtype), "v": np.zeros(P, dtype), "t": 0}
-    raise ValueError(f"unknown optimizer {optimizer!r}")
+    return _lookup(REFERENCE_OPTIMIZERS, optimizer, "optimizer").init(P, dtype)
 
 
 def apply_update(theta, grad, state, optimizer, lr):
-    """One optimiser step; returns ``(theta_new (P,), state_new)`` without mutating the inputs.
-    Adam follows optax: eps added outside the square root, bias correction with the new count."""
+    """One optimiser step; returns ``(theta_new (P,), state_new)`` without mutating the inputs."""
     theta, grad = _float(theta), np.asarray(grad, dtype=_float(theta).dtype)
-    if optimizer == "gd":
-        return theta - lr * grad, {}
-    if optimizer == "adam":
-        m = ADAM_B1 * state["m"] + (1.0 - ADAM_B1) * grad
-        v = ADAM_B2 * state["v"] + (1.0 - ADAM_B2) * grad ** 2
-        t = state["t"] + 1
-        m_hat, v_hat = m / (1.0 - ADAM_B1 ** t), v / (1.0 - ADAM_B2 ** t)
-        new = theta - lr * m_hat / (np.sqrt(v_hat) + ADAM_EPS)
-        return new.astype(theta.dtype), {"m": m, "v": v, "t": t}
-    raise ValueError(f"unknown optimizer {optimizer!r}")
+    return _lookup(REFERENCE_OPTIMIZERS, optimizer, "optimizer").step(theta, grad, state, lr)
 
 
 def train_step(theta, state, dims, x, y, *, rule, alpha, beta, rho, optimizer, lr):

@@ -1,0 +1,168 @@
+"""One battery for every registered training rule and optimiser (``rules.RULES``, ``rules.OPTIMIZERS``),
+generated from the registries: a new member is tested here with no new test code, against finite
+differences, autodiff and its NumPy oracle in ``reference``, alone and in training."""
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2rebound import Config, reference
+from l2rebound.experiments import hyper_of, setup_runs, train_runs
+from l2rebound.nets import layer_factors, num_params
+from l2rebound.results import METRICS
+from l2rebound.rules import OPTIMIZERS, RULES, register_optimizer, register_rule
+from l2rebound.train import Hyper, Spec, regulariser_grad
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+DIMS = [(2, 3, 2, 1), (3, 4, 5, 2), (2, 25, 25, 1)]
+HYPERS = [(0.3, 5.0, 0.07), (1e-2, 50.0, 1e-3)]
+"""(α, β, ρ): a soft and a sharp β."""
+
+H = 1e-5
+"""Step of the central differences. Their error is the truncation H²/6·|R'''| plus the rounding of the two
+penalty sums, about ε·Σ|terms of R|/H. For |θ_i| >= 0.05 and the dims and hypers here, the truncation is at
+most H²β²/6 = 4e-8 of an entry (drr's α term has |R'''| = β²|R'|; β = 50) and the rounding about 1e-8 of the
+largest entry (Σ|terms| / max|∇R| is at most about P = 751). The tolerance, 1e-6 of the largest entry, is 20
+times the 5e-8 measured; a wrong factor or a dropped term is off by far more."""
+
+
+def rule_oracle(name: str) -> reference.ReferenceRule:
+    """The NumPy oracle of rule ``name``; a member without one fails here, by name."""
+    if name not in reference.REFERENCE_RULES:
+        pytest.fail(f"rule {name!r} has no NumPy oracle: add one to reference.REFERENCE_RULES")
+    return reference.REFERENCE_RULES[name]
+
+
+def optimizer_oracle(name: str) -> reference.ReferenceOptimizer:
+    """The NumPy oracle of optimiser ``name``; a member without one fails here, by name."""
+    if name not in reference.REFERENCE_OPTIMIZERS:
+        pytest.fail(f"optimizer {name!r} has no NumPy oracle: add one to reference.REFERENCE_OPTIMIZERS")
+    return reference.REFERENCE_OPTIMIZERS[name]
+
+
+def hyper(alpha, beta, rho) -> Hyper:
+    """The regulariser's scalars as the engine passes them; the rest 0 (the rules do not read them)."""
+    zero = jnp.zeros(())
+    return Hyper(zero, zero, jnp.asarray(alpha), jnp.asarray(beta), jnp.asarray(rho), zero)
+
+
+def theta_away_from_zero(dims, seed: int) -> jax.Array:
+    """θ (P,) with 0.05 <= |θ_i| <= 1.5 and random signs: no difference of step ``H`` crosses a kink at 0."""
+    rng, P = np.random.default_rng(seed), num_params(dims)
+    return jnp.asarray(rng.choice([-1.0, 1.0], P) * rng.uniform(0.05, 1.5, P))
+
+
+@partial(jax.jit, static_argnums=0)
+def central_differences(penalty, theta, factor, hyper):
+    """(R(θ + H e_i) - R(θ - H e_i)) / 2H for every i, shape (P,), in one call."""
+    def along(e):
+        return (penalty(theta + H * e, factor, hyper) - penalty(theta - H * e, factor, hyper)) / (2 * H)
+
+    return jax.vmap(along)(jnp.eye(theta.size, dtype=theta.dtype))
+
+
+@pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
+@pytest.mark.parametrize("name", list(RULES))
+def test_rule_grad_matches_finite_differences_of_its_penalty(name, dims):
+    rule, theta, factor = RULES[name], theta_away_from_zero(dims, sum(dims)), jnp.asarray(layer_factors(dims))
+    for alpha, beta, rho in HYPERS:
+        fd = np.asarray(central_differences(rule.penalty, theta, factor, hyper(alpha, beta, rho)))
+        grad = rule.grad(theta, factor, hyper(alpha, beta, rho))
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max(), err_msg=(alpha, beta, rho))
+
+
+@pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
+@pytest.mark.parametrize("name", list(RULES))
+def test_rule_grad_matches_autodiff_of_its_penalty(name, dims):
+    # away from 0 only: at θ_i = 0 autodiff takes d|θ|/dθ = 1, the closed form sign(0) = 0
+    rule, theta, factor = RULES[name], theta_away_from_zero(dims, sum(dims) + 1), jnp.asarray(layer_factors(dims))
+    for alpha, beta, rho in HYPERS:
+        auto = jax.grad(rule.penalty)(theta, factor, hyper(alpha, beta, rho))
+        grad = rule.grad(theta, factor, hyper(alpha, beta, rho))
+        # the same formula in another order: a few ulps
+        np.testing.assert_allclose(grad, auto, rtol=1e-12, atol=1e-13 * np.abs(auto).max(), err_msg=(alpha, beta, rho))
+
+
+@pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
+@pytest.mark.parametrize("name", list(RULES))
+def test_rule_matches_its_numpy_oracle(name, dims):
+    """Through the engine's ``regulariser_grad`` (which supplies the layer factors), at θ with exact zeros,
+    where both take sign(0) = 0."""
+    oracle = rule_oracle(name)
+    theta = theta_away_from_zero(dims, sum(dims) + 2).at[::7].set(0.0)
+    factor, spec = jnp.asarray(layer_factors(dims)), Spec(dims, name, "gd", "off", 0)
+    fac = reference.layer_factors(dims)
+    for alpha, beta, rho in HYPERS:
+        ours = regulariser_grad(spec, hyper(alpha, beta, rho), theta)
+        expected = oracle.grad(np.asarray(theta), fac, alpha, beta, rho)
+        np.testing.assert_allclose(ours, expected, rtol=1e-13, atol=0, err_msg=(alpha, beta, rho))
+        np.testing.assert_allclose(RULES[name].penalty(theta, factor, hyper(alpha, beta, rho)),
+                                   oracle.penalty(np.asarray(theta), fac, alpha, beta, rho), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_steps_match_its_numpy_oracle(name):
+    # gradients from 1e-9 to 1: below Adam's eps, where it matters, up to where it does not
+    oracle, transform = optimizer_oracle(name), OPTIMIZERS[name].transform()
+    rng, lr = np.random.default_rng(9), 3e-2
+    expected = rng.normal(size=12)
+    theta, expected_state = jnp.asarray(expected), oracle.init(12, np.float64)
+    state = transform.init(theta)
+    for _ in range(5):
+        grad = rng.normal(size=12) * rng.choice([1e-9, 1e-3, 1.0], 12)
+        direction, state = transform.update(jnp.asarray(grad), state)
+        theta = theta + -lr * direction  # as the training step applies it
+        expected, expected_state = oracle.step(expected, grad, expected_state, lr)
+    np.testing.assert_allclose(theta, expected, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("rule", list(RULES))
+def test_training_matches_the_numpy_oracle(rule, optimizer):
+    rule_oracle(rule)
+    optimizer_oracle(optimizer)
+    # the regulariser's step (η·α·β·factor ~ 1e-3) dwarfs the tolerance: a wrong gradient shows in 20 epochs
+    config = Config(teacher_dims=(2, 3, 2, 1), dataset_size=64, test_set_size=32, runs=2, epochs=20,
+                    projection="off", train=rule, optimizer=optimizer, initial_permut=0.1, noise_sigma=1e-2,
+                    learning_rate=1e-2, alpha=1e-2, beta=10.0, rho=1e-2)
+    seeds = config.seed + np.arange(1, config.runs + 1)
+    _, problem, student, keys = setup_runs(config, seeds, seeds)
+    metrics, diverged, final, _ = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
+    assert (diverged == -1).all()
+    assert final.dtype == np.float64
+    for r in range(config.runs):
+        train, test = jax.tree.map(lambda a: np.asarray(a[r]), (problem.train, problem.test))
+        expected = reference.train(
+            student[r], problem.teacher[r], config.student_dims, train.x, train.labels(config.noise_sigma),
+            test.x, test.labels(config.noise_sigma), test.clean, epochs=config.epochs, rule=rule,
+            alpha=config.alpha, beta=config.beta, rho=config.rho, optimizer=optimizer, lr=config.learning_rate,
+        )
+        for metric in METRICS[:-1]:
+            np.testing.assert_allclose(metrics[metric][r], expected[metric], rtol=0, atol=1e-10, err_msg=metric)
+        # the student moved: the comparison is not between two constant curves
+        assert abs(expected["l2"][-1] - expected["l2"][0]) > 1e-4
+
+
+@pytest.mark.parametrize("field, registry, oracles", [
+    ("train", RULES, reference.REFERENCE_RULES),
+    ("optimizer", OPTIMIZERS, reference.REFERENCE_OPTIMIZERS),
+], ids=["rules", "optimizers"])
+def test_registry_names_are_the_config_choices_and_the_oracles(field, registry, oracles):
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(Config)}[field]
+    assert sorted(choices) == sorted(registry)
+    assert sorted(oracles) == sorted(registry), "every member needs its oracle and every oracle its member"
+    for name, member in registry.items():
+        assert member.name == name
+        assert member.help and "\n" not in member.help, name  # one line of CLI help
+
+
+def test_a_taken_name_is_refused():
+    with pytest.raises(ValueError, match="l1"):
+        register_rule(RULES["l1"])
+    with pytest.raises(ValueError, match="adam"):
+        register_optimizer(OPTIMIZERS["adam"])
