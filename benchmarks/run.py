@@ -167,9 +167,10 @@ def run_worker(args) -> None:
     import numpy as np  # noqa: F401
 
     if args.engine == "jax":
-        if args.compilation_cache:
-            from l2rebound.cli import cache_compilations
+        from l2rebound.cli import cache_compilations, configure_process
 
+        configure_process()  # the process the CLI runs in: what `l2rebound epoch` gets
+        if args.compilation_cache:
             cache_compilations(args.compilation_cache)
         out = worker_jax(config, args.repeats)
     else:
@@ -186,15 +187,15 @@ def gemm_peak(n: int = 2000, tries: int = 3) -> float:
     machine; on an accelerator, JAX's on that device with n = 8192 (the engine runs there)."""
     import numpy as np
 
-    import l2rebound  # noqa: F401  (float64 in JAX)
     import jax
 
     if jax.default_backend() != "cpu":
         n = 8192
-        a = jax.random.uniform(jax.random.key(0), (n, n), "float64")
-        product = jax.jit(lambda a: a @ a)
-        product(a).block_until_ready()  # compile and warm
-        best = min(_timed(lambda: product(a).block_until_ready()) for _ in range(tries))
+        with jax.enable_x64(True):
+            a = jax.random.uniform(jax.random.key(0), (n, n), "float64")
+            product = jax.jit(lambda a: a @ a)
+            product(a).block_until_ready()  # compile and warm
+            best = min(_timed(lambda: product(a).block_until_ready()) for _ in range(tries))
         return 2 * n**3 / best / 1e9
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n)), rng.random((n, n))
@@ -212,8 +213,11 @@ def _timed(fn) -> float:
 def machine() -> dict:
     import numpy as np
 
-    import l2rebound  # noqa: F401  (sets the device count the workers see)
     import jax
+
+    from l2rebound.cli import configure_process
+
+    configure_process()  # the device count the workers see
 
     cpu = platform.processor() or "unknown"
     try:

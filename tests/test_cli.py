@@ -9,15 +9,14 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY as TINY_CONFIG
 from l2rebound import cli, experiments, store, theory
 from l2rebound.config import PRESETS, Config, flag
-from l2rebound.experiments import EpochResult
-from l2rebound.experiments import COLUMNS
+from l2rebound.results import COLUMNS, EpochResult
 
-# One tiny problem for every test (and tests/test_store.py): JAX compiles once per shape.
+# The options of conftest.TINY: JAX compiles once per shape.
 TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",
         "--initial-permut", "1e-2", "--no-progress"]
-TINY_CONFIG = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)
 SUMMARY = ("min ℓ₂", "epoch of min ℓ₂", "final ℓ₂", "final/min ratio", "final train loss", "final test loss",
            "final clean test loss", "final aligned ℓ₂", "final normal-form ℓ₂")
 CLI_FIELDS = [f for f in dataclasses.fields(Config)  # the options of ``epoch``: fields it uses that are options
@@ -358,6 +357,7 @@ def test_some_runs_diverging_are_named_and_the_rest_summarised(tmp_path, capsys)
 # ---- the installed command ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "l2rebound.cli", "epoch", *TINY, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
@@ -375,6 +375,7 @@ def test_console_script_is_installed():
     assert "--teacher-dims" in proc.stdout and "--preset" in proc.stdout
 
 
+@pytest.mark.slow
 def test_check_reports_stored_networks_and_fails_on_a_zero_bias_teacher(tmp_path, capsys):
     out = str(tmp_path)
     for projection, expected in (("jitter", 0), ("off", 1)):

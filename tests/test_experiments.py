@@ -13,6 +13,8 @@ from l2rebound.genericity import RATIO_BOUND, format_report, genericity_report, 
 from l2rebound.nets import pad
 from l2rebound.symmetry import l2_aligned, normal_form_distance
 
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
+
 # Small enough for seconds, large enough that the rebound of Experiment A is still visible.
 SMALL = dict(dataset_size=2000, test_set_size=200, epochs=300, runs=3)
 
@@ -62,6 +64,7 @@ def test_same_config_gives_identical_numbers(preset_b):
     np.testing.assert_array_equal(again.student_init, preset_b.student_init)
 
 
+@pytest.mark.slow
 def test_each_run_draws_from_seed_plus_r_whatever_the_chunking():
     tiny = dict(teacher_dims=(2, 5, 1), dataset_size=50, test_set_size=10, epochs=20, noise_sigma=1e-2)
     many = run_epoch_experiment(Config(**tiny, runs=12))  # chunks of 10 and 2 (padded)
@@ -137,8 +140,8 @@ def test_margin_projection_keeps_teacher_and_student_generic_with_room_to_spare(
 
 
 def test_one_compile_serves_every_block_of_an_experiment(caplog):
-    # the one compile is compile_ahead's, in its own thread (so the setting is global, not the context manager's
-    # thread-local one): a second would mean that its guess of the call was wrong
+    # the one compile is compile_ahead's, in its own thread, which enters the caller's (thread-local) 64-bit
+    # scope: a second would mean that its guess of the call, or of that scope, was wrong
     config = Config(teacher_dims=(2, 3, 2, 1), dataset_size=40, test_set_size=10, epochs=120, runs=2, align_every=100)
     jax.config.update("jax_log_compiles", True)
     try:

@@ -8,6 +8,8 @@ import pytest
 from l2rebound.genericity import is_generic, jitter_round, project_jitter, violations
 from l2rebound.nets import init_glorot, layer_slices
 
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
+
 DIMS = (2, 25, 25, 1)
 KEY = jax.random.key(0)
 

@@ -23,6 +23,8 @@ from l2rebound.genericity import (
 )
 from l2rebound.nets import init_glorot, layer_slices, num_params
 
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
+
 DIMS = (2, 25, 25, 1)
 SEEDS = st.integers(0, 2**32 - 1)
 

@@ -8,6 +8,8 @@ import pytest
 from l2rebound import reference
 from l2rebound.nets import flatten, forward, init_glorot, layer_factors, num_params, pad, unflatten
 
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
+
 
 def test_default_size_and_layout():
     dims = (2, 25, 25, 1)

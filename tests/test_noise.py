@@ -11,6 +11,8 @@ from l2rebound.experiments import noise_sweep, run_noise_experiment
 from l2rebound.fit import fit_power_law
 from l2rebound.train import train_block
 
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
+
 SMALL = dict(experiment="noise", teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, epochs=100, runs=3,
              noise_levels=(1e-5, 1e-4, 1e-3, 1e-2))
 
@@ -55,6 +57,7 @@ def test_a_sweep_over_noise_levels_or_step_size_compiles_once(result):
     assert train_block._cache_size() == before
 
 
+@pytest.mark.slow
 def test_float32_warns_at_small_sigma_and_leaves_those_levels_out(tmp_path, capsys):
     args = ["noise", "--teacher-dims", "2,6,5,1", "--dataset-size", "300", "--test-set-size", "60", "--epochs", "100",
             "--runs", "3", "--noise-levels", "1e-5,1e-3,3e-2,1e-1,0.3", "--dtype", "float32", "--out", str(tmp_path),

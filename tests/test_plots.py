@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from l2rebound.config import Config
-from l2rebound.experiments import EpochResult
-from l2rebound.plots import normalise, plot_epoch, summary_table
+from l2rebound.plots import normalise, summary_table, write_figures
+from l2rebound.results import EpochResult
 
 RUNS, EPOCHS, DIP = 3, 20, 7
 
@@ -36,7 +36,7 @@ def make_result(l2=None, diverged_at=None, runs=RUNS, epochs=EPOCHS):
 def plot_quietly(result, folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        return plot_epoch(result, folder)
+        return write_figures(result, folder)
 
 
 def test_plot_writes_four_wellformed_files_atomically(tmp_path):
@@ -100,7 +100,7 @@ def test_diverged_run_excluded_and_reported(tmp_path):
 def test_all_diverged_raises(tmp_path):
     result = make_result(diverged_at=[3, 5, 4])
     with pytest.raises(ValueError, match="all 3 runs diverged"):
-        plot_epoch(result, tmp_path)
+        write_figures(result, tmp_path)
     with pytest.raises(ValueError, match="all 3 runs diverged"):
         summary_table(result)
     assert list(tmp_path.iterdir()) == []
@@ -151,3 +151,23 @@ def test_an_exact_start_trained_zero_epochs_plots_on_linear_axes(tmp_path):
     result = make_result(l2=np.zeros((RUNS, 1)), epochs=0)
     paths = plot_quietly(result, tmp_path)
     assert len(paths) == 4 and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_squared_draws_l2_squared_under_its_own_names(tmp_path):
+    result = make_result()
+    paths = write_figures(result, tmp_path, squared=True)
+    stem = result.config.figure_stem()
+    assert sorted(p.name for p in paths) == sorted(
+        f"{stem}_{view}_l2sq.{ext}" for view in ("normalised", "absolute") for ext in ("svg", "png"))
+    top = result.figure("absolute", squared=True).axes[0]
+    assert top.get_ylabel() == "ℓ₂²"
+    drawn = top.get_lines()[0].get_ydata()  # the mean of ℓ₂² over runs
+    np.testing.assert_allclose(drawn, (result.metrics["l2"] ** 2).mean(axis=0))
+
+
+def test_a_result_gives_its_views_as_figures_and_refuses_others():
+    result = make_result()
+    assert result.figure().axes[0].get_yscale() == "log"  # the default view: absolute
+    assert result.figure("normalised").axes[0].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="absolute, normalised"):
+        result.figure("spectrum")

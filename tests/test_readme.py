@@ -1,6 +1,7 @@
 """The README stays true: its options table names every option, and CI runs its test command."""
 
 import dataclasses
+import doctest
 from pathlib import Path
 
 from l2rebound.config import Config, flag
@@ -22,3 +23,9 @@ def test_ci_runs_the_readme_test_command():
     test_command = next(line for line in first_screen.splitlines() if "pytest" in line)
     assert test_command.strip() in (ROOT / ".ci" / "run").read_text()
     assert "l2rebound epoch --preset A" in first_screen
+
+
+def test_the_python_examples_run_as_written():
+    failures, tried = doctest.testfile(str(ROOT / "README.md"), module_relative=False, verbose=False,
+                                       optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried >= 10 and failures == 0

@@ -9,13 +9,13 @@ import stat
 import numpy as np
 import pytest
 
-from l2rebound import store
-from l2rebound.config import Config
-from l2rebound.experiments import DISTANCES, EpochResult, kept_epochs, run_epoch_experiment
-from l2rebound.experiments import COLUMNS
+import jax
+from conftest import TINY
+from l2rebound import config as config_module
+from l2rebound import provenance, store
+from l2rebound.experiments import kept_epochs, run_epoch_experiment
+from l2rebound.results import COLUMNS, DISTANCES, EpochResult
 
-# The same tiny problem as tests/test_cli.py: JAX compiles once per shape.
-TINY = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)
 PARAMS = 2 * 4 + 4 + 4 * 1 + 1  # weights and biases of a 2,4,1 network
 
 
@@ -91,8 +91,8 @@ def test_folder_layout(result, tmp_path):
     folder = store.save(tmp_path, result)
     digest = TINY.config_hash()
     assert folder.name == f"epoch-{digest}" and len(digest) == 12 and int(digest, 16) >= 0
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.csv", "params.npz", "runs.csv",
-                                                           "trajectory.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "manifest.json", "metrics.csv", "params.npz",
+                                                           "runs.csv", "trajectory.npz"]
     assert json.loads((folder / "config.json").read_text()) == TINY.to_dict()
     assert stat.S_IMODE(folder.stat().st_mode) & 0o055 == 0o055  # readable like the files, not owner-only
 
@@ -211,3 +211,38 @@ def test_saving_again_replaces_the_result(result, tmp_path):
     folder = store.save(tmp_path, synthetic())
     assert_same(store.load(folder), synthetic())
     assert leftovers(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+
+def test_a_result_carries_its_provenance(result, tmp_path):
+    manifest = json.loads((store.save(tmp_path, result) / "manifest.json").read_text())
+    assert manifest == result.manifest
+    assert manifest["schema"] == provenance.SCHEMA_VERSION and manifest["numerics"] == config_module.NUMERICS_VERSION
+    assert manifest["dtype"] == "float64" and manifest["backend"] == "cpu" and manifest["device_count"] >= 1
+    assert manifest["fast_path"] in ("fused-kernel", "xla")
+    assert manifest["jax"] == jax.__version__
+    assert manifest["version"] and manifest["host"] and manifest["date"].startswith("20")
+    commit = manifest["git_commit"]  # this checkout runs as an editable install
+    assert commit is None or len(commit.removesuffix("+dirty")) == 40
+    assert store.load(store.result_dir(tmp_path, TINY)).manifest == manifest
+
+
+def test_a_result_stored_before_manifests_still_loads(result, tmp_path):
+    folder = store.save(tmp_path, result)
+    (folder / "manifest.json").unlink()
+    loaded = store.load(folder)
+    assert loaded.manifest is None
+    assert_same(loaded, result)
+
+
+def test_a_newer_schema_is_refused_by_name(result, tmp_path):
+    folder = store.save(tmp_path, result)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "schema": provenance.SCHEMA_VERSION + 1}))
+    with pytest.raises(store.StoreError, match=f"schema {provenance.SCHEMA_VERSION + 1}.*upgrade l2rebound"):
+        store.load(folder)
+
+
+def test_the_numerics_version_is_part_of_the_folder_name(monkeypatch):
+    before = TINY.config_hash()
+    monkeypatch.setattr(config_module, "NUMERICS_VERSION", config_module.NUMERICS_VERSION + 1)
+    assert TINY.config_hash() != before

@@ -2,7 +2,6 @@
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from hypothesis import strategies as st
 from l2rebound import reference
 from l2rebound import symmetry as S
 from l2rebound.nets import forward, num_params, unflatten
+
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -187,46 +188,3 @@ def test_is_equivalent_rejects_a_different_network():
     a = generic_teacher(rng, dims)
     assert not S.is_equivalent(a + 1e-6, a, dims)
     assert S.is_equivalent(S.apply(S.random_symmetry(rng, dims), a, dims), a, dims)
-
-
-# ------------------------------------------------------------------------------------------------ JAX
-
-
-needs_jax_assignment = pytest.mark.skipif(not S.HAVE_JAX_ASSIGNMENT, reason="optax has no hungarian_algorithm")
-
-
-@needs_jax_assignment
-@pytest.mark.parametrize("dims", [(2, 4, 1), (3, 6, 2)])
-def test_jax_alignment_matches_numpy_on_one_hidden_layer(dims):
-    rng = np.random.default_rng(1)
-    teacher = rng.normal(size=(8, num_params(dims)))
-    student = rng.normal(size=teacher.shape)
-    student[4:] = [S.apply(S.random_symmetry(rng, dims), t + 0.1 * s, dims) for t, s in zip(teacher[4:], student[4:])]
-    got = jax.jit(jax.vmap(lambda s, t: S.align_jax(s, t, dims)))(student, teacher)
-    d = jax.jit(lambda s, t: S.l2_aligned_jax(s, t, dims))(student[0], teacher[0])
-    assert float(d) == float(got[1][0])
-    for k in range(len(teacher)):
-        g = S.Symmetry(tuple(np.asarray(p[k]) for p in got[0].perms), tuple(np.asarray(s[k]) for s in got[0].signs))
-        _, want = S.align(student[k], teacher[k], dims)
-        assert float(got[1][k]) == pytest.approx(want, abs=1e-12)
-        assert float(np.linalg.norm(S.apply(g, student[k], dims) - teacher[k])) == pytest.approx(want, abs=1e-12)
-
-
-@needs_jax_assignment
-def test_jax_alignment_on_a_deep_net():
-    dims = (2, 5, 4, 1)
-    rng = np.random.default_rng(2)
-    teacher = np.stack([generic_teacher(rng, dims) for _ in range(6)])
-    noise = np.array([0.0, 0.0, 0.05, 0.05, 1.0, 1.0])[:, None] * rng.normal(size=teacher.shape)
-    student = np.stack([S.apply(S.random_symmetry(rng, dims), t + n, dims) for t, n in zip(teacher, noise)])
-    f = jax.jit(jax.vmap(lambda s, t: S.align_jax(s, t, dims)))
-    g, dist = f(student, teacher)
-    dist = np.asarray(dist)
-    assert np.all(dist[:2] <= 1e-12)  # symmetric copies
-    raw = np.linalg.norm(student - teacher, axis=1)
-    assert np.all(dist <= raw)
-    for k in range(len(teacher)):
-        gk = S.Symmetry(tuple(np.asarray(p[k]) for p in g.perms), tuple(np.asarray(s[k]) for s in g.signs))
-        assert float(np.linalg.norm(S.apply(gk, student[k], dims) - teacher[k])) == pytest.approx(dist[k], abs=1e-12)
-    np.testing.assert_allclose(dist[:4], [S.l2_aligned(s, t, dims) for s, t in zip(student[:4], teacher[:4])],
-                               rtol=0, atol=1e-12)

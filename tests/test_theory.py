@@ -14,6 +14,8 @@ from l2rebound.data import Split
 from l2rebound.experiments import run_epoch_experiment, run_noise_experiment, setup_runs
 from l2rebound.nets import init_glorot
 
+pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
+
 DIMS = (2, 4, 3, 2)  # two outputs: the normalisation is by N·dL and J's rows interleave samples and outputs
 N = 60
 
@@ -141,6 +143,7 @@ def engine_prediction(config):
     return result.metrics["l2"][0], predicted
 
 
+@pytest.mark.slow
 def test_experiment_b_follows_the_linear_response():
     measured, predicted = engine_prediction(Config(**ENGINE, noise_sigma=1e-6))
     assert measured[0] == predicted["l2"][0] == 0
@@ -210,20 +213,20 @@ def test_analyze_refuses_a_start_it_cannot_reproduce():
 
 
 def test_analyze_without_kept_students_still_predicts_and_plots(tmp_path):
-    from l2rebound.plots import plot_theory, theory_summary
+    from l2rebound.plots import theory_summary, write_theory
 
     result = run_epoch_experiment(Config(**{**ENGINE, "epochs": 5}, align_every=0))
     analysis = theory.analyze(result)
     assert analysis["flat_fraction"].shape == (1, 0, 3) and analysis["predicted_l2"].shape == (1, 6)
-    assert len(plot_theory(result, analysis, tmp_path)) == 2
+    assert len(write_theory(result, analysis, tmp_path)) == 2
     assert "unsettled after 5 epochs" in theory_summary(result, analysis)
 
 
 def test_analyze_an_exact_start_trained_zero_epochs(tmp_path):
-    from l2rebound.plots import plot_theory, theory_summary
+    from l2rebound.plots import theory_summary, write_theory
 
     result = run_epoch_experiment(Config(**{**ENGINE, "epochs": 0}))
     analysis = theory.analyze(result)
     assert (analysis["predicted_l2"] == 0).all() and analysis["predicted_l2"].shape == (1, 1)
-    assert len(plot_theory(result, analysis, tmp_path)) == 2
+    assert len(write_theory(result, analysis, tmp_path)) == 2
     assert "nothing to compare" in theory_summary(result, analysis)

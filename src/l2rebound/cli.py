@@ -1,8 +1,10 @@
-"""Command line: ``l2rebound epoch`` and ``l2rebound noise`` run the experiments, ``l2rebound plot``
-redraws stored ones.
+"""Command line: one command per experiment kind (``l2rebound epoch``, ``l2rebound noise``) runs it;
+``plot``, ``analyze`` and ``check`` work on stored results.
 
 Every experiment option is generated from a ``Config`` field (its help text, choices and default), so the
 config dataclass stays the single source of truth. Bad input ends in one line on stderr and exit code 2.
+The CLI owns its process: before it trains it configures JAX for it (``configure_process``); ``--help``
+and ``plot`` never load the engine.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from l2rebound.config import PRESETS, Config, ConfigError, flag, parse_dims, parse_noise_levels
+from l2rebound import store
+from l2rebound.config import PRESETS, Config, ConfigError, build, flag, parse_dims, parse_noise_levels
 from l2rebound.fit import STALLED_LIMIT
+from l2rebound.results import KINDS, EpochResult
 from l2rebound.store import StoreError
 
 EXIT_USAGE = 2
@@ -31,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _config_options(parser: argparse.ArgumentParser, experiment: str) -> None:
     defaults = Config()
-    group = parser.add_argument_group("experiment options (defaults: the seed's table)")
+    group = parser.add_argument_group("experiment options (defaults: the table of the ℓ₂-Experiments README)")
     for f in dataclasses.fields(Config):
         meta = f.metadata
         if meta.get("cli") is False or experiment not in meta.get("experiments", (experiment,)):
@@ -67,31 +71,22 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="l2rebound", description="Teacher–student ℓ₂-distance experiments on tanh networks.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    epoch = commands.add_parser(
-        "epoch", help="ℓ₂ distance and losses vs epoch (the seed's experiments A and B)",
-        description="Train R students on data from their teachers and record, for every epoch, the ℓ₂ "
-                    "distance to the teacher and the train, test and clean test losses.",
-    )
-    epoch.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                       help="A: perturbed start (p=1e-2), clean data, DRR (alpha=1e-4, beta=10), plain GD; "
-                            "B: exact start, sigma=1e-3, vanilla GD. Explicit options override the preset.")
-    _config_options(epoch, "epoch")
-    _output_options(epoch)
-
-    noise = commands.add_parser(
-        "noise", help="ℓ₂ after training vs label noise σ, with a fitted power law (the seed's experiment C)",
-        description="One teacher; for each run the same inputs and unit noise z at every level σ (common random "
-                    "numbers). Each student starts at the teacher and trains on f(x) + σz; the distances after the "
-                    "last epoch are fitted by ℓ₂ ≈ c·σ^k.",
-    )
-    _config_options(noise, "noise")
-    _output_options(noise)
-    noise.add_argument("--squared", action="store_true", help="plot and fit ℓ₂² (the seed's quantity) instead of ℓ₂")
+    for kind in KINDS.values():
+        command = commands.add_parser(kind.kind, help=kind.help, description=kind.description)
+        named = sorted(name for name, fields in PRESETS.items() if fields.get("experiment", "epoch") == kind.kind)
+        if named:
+            command.add_argument("--preset", choices=named, default=None,
+                                 help="a named set-up (README, 'Presets'); explicit options override it")
+        _config_options(command, kind.kind)
+        _output_options(command)
+        command.add_argument("--squared", action="store_true",
+                             help="plot ℓ₂² (the quantity of the ℓ₂-Experiments figures) instead of ℓ₂; the noise "
+                                  "experiment also fits it")
 
     plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
                                description="Redraw figures and the summary from a stored result folder.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
-    plot.add_argument("--squared", action="store_true", help="noise results: plot and fit ℓ₂² instead of ℓ₂")
+    plot.add_argument("--squared", action="store_true", help="plot ℓ₂² instead of ℓ₂ (noise results: and fit it)")
 
     analyze = commands.add_parser(
         "analyze", help="linear-response theory beside a stored result: Gauss–Newton and Hessian spectra, predicted ℓ₂",
@@ -129,7 +124,8 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, experiment: str) -> Config:
     """Defaults, then the preset, then the options given explicitly."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    return Config(experiment=experiment, **{**PRESETS.get(getattr(args, "preset", None) or "", {}), **given})
+    preset = getattr(args, "preset", None)
+    return build(preset=preset, **given) if preset else Config(experiment=experiment, **given)
 
 
 def _fail(message: str, code: int = EXIT_USAGE):
@@ -141,93 +137,68 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _report_epoch(folder: Path, result, squared: bool) -> int:
-    from l2rebound.plots import plot_epoch, summary_table
-
+def _warn_epoch(result) -> None:
     config = result.config
     for run, epoch in enumerate(result.diverged_at, start=1):
         if epoch >= 0:
             _warn(f"run {run} diverged at epoch {epoch} (non-finite loss): try a smaller --learning-rate "
                   f"(now {config.learning_rate:g})")
-    if np.all(result.diverged_at >= 0):
-        return _fail(f"every run diverged; the metrics are stored in {folder}", code=1)
-    if config.dtype == "float32" and config.epochs:
+    if config.dtype == "float32" and config.epochs and not np.all(result.diverged_at >= 0):
         stalled = float(np.nanmean(result.metrics["stalled"][:, 1:]))
         if stalled > STALLED_LIMIT:
             _warn(f"warning: float32: {stalled:.0%} of parameter steps fell below the parameters' precision and "
                   "were rounded away; use --dtype float64")
-    for path in plot_epoch(result, folder):
-        print(f"figure: {path}")
-    print(summary_table(result))
-    return 0
 
 
-def _report_noise(folder: Path, result, squared: bool) -> int:
-    from l2rebound.plots import noise_summary, plot_noise
-
+def _warn_noise(result) -> None:
     config = result.config
     diverged = result.diverged_at >= 0
     for level in np.flatnonzero(diverged.any(axis=1)):
         _warn(f"sigma={result.levels[level]:.3g}: {diverged[level].sum()} of {config.runs} runs diverged (first at "
               f"epoch {result.diverged_at[level][diverged[level]].min()}): try a smaller --learning-rate "
               f"(now {config.learning_rate:g})")
-    if diverged.all():
-        return _fail(f"every run diverged; the metrics are stored in {folder}", code=1)
-    if config.dtype == "float32":
+    if config.dtype == "float32" and not diverged.all():
         stalled = np.nanmean(result.metrics["stalled"], axis=1)
         low = result.levels[stalled > STALLED_LIMIT]
         if len(low):
             _warn(f"warning: float32: at sigma = {', '.join(f'{v:.3g}' for v in low)} more than "
                   f"{STALLED_LIMIT:.0%} of parameter steps fell below the parameters' precision and were rounded "
                   "away; these levels are marked and left out of the fit (use --dtype float64)")
-    for path in plot_noise(result, folder, squared):
-        print(f"figure: {path}")
-    print(noise_summary(result, squared))
-    return 0
 
 
 def _report(folder: Path, result, squared: bool = False) -> int:
-    report = _report_noise if result.config.experiment == "noise" else _report_epoch
-    return report(folder, result, squared)
+    """Warnings, figures written into ``folder`` and the summary of a result; exit code 1 when every run
+    diverged."""
+    from l2rebound.plots import write_figures
+
+    (_warn_epoch if isinstance(result, EpochResult) else _warn_noise)(result)
+    if np.all(result.diverged_at >= 0):
+        return _fail(f"every run diverged; the metrics are stored in {folder}", code=1)
+    for path in write_figures(result, folder, squared):
+        print(f"figure: {path}")
+    print(result.summary(squared))
+    return 0
 
 
 def _run_experiment(args) -> int:
-    from l2rebound import store
-    from l2rebound.experiments import run_experiment
+    from l2rebound.api import execute
 
     config = config_from_args(args, args.command)
     existing = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():  # --out, or a folder it would go in, is a file
         return _fail(f"--out must be a directory, but {existing} is a file")
-    folder = store.result_dir(args.out, config)
-    squared = getattr(args, "squared", False)
-    if store.is_finished(folder) and not args.force:
-        print(f"reusing the stored result in {folder} (same config; --force retrains)")
-        return _report(folder, store.load(folder), squared)
-    trainings = config.runs * (len(config.noise_levels) if config.experiment == "noise" else 1)
-    print(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs, "
-          f"{config.describe()}")
-    checkpoint = store.Checkpoint(args.out, config)
-    if args.force:
-        checkpoint.clear()
-    elif checkpoint.count():
-        print(f"resuming: {checkpoint.count()} finished chunk(s) of runs found in {checkpoint.folder}")
+    configure_process()
     try:
-        with _progress(trainings * config.epochs, args.no_progress) as bar:
-            result = run_experiment(config, on_progress=bar.update, checkpoint=checkpoint)
+        folder, result = execute(config, args.out, args.force, not args.no_progress, say=print)
     except KeyboardInterrupt:
+        checkpoint = store.Checkpoint(args.out, config)
         _warn(f"interrupted: {checkpoint.count()} finished chunk(s) of runs are kept in {checkpoint.folder}; "
               "the same command resumes from there")
         return 130
-    folder = store.save(args.out, result)
-    checkpoint.clear()
-    print(f"stored in {folder}")
-    return _report(folder, result, squared)
+    return _report(folder, result, args.squared)
 
 
 def _run_plot(args) -> int:
-    from l2rebound import store
-
     for folder in args.folders:
         if not store.is_finished(folder):
             return _fail(f"{folder} is not a finished result folder (no config.json)")
@@ -238,10 +209,11 @@ def _run_plot(args) -> int:
 
 
 def _run_analyze(args) -> int:
-    from l2rebound import store
-    from l2rebound.plots import plot_theory, theory_summary
+    from l2rebound.api import progress_bar
+    from l2rebound.plots import theory_summary, write_theory
     from l2rebound.theory import analyze
 
+    configure_process()
     for folder in args.folders:
         if not store.is_finished(folder):
             return _fail(f"{folder} is not a finished result folder (no config.json)")
@@ -255,21 +227,20 @@ def _run_analyze(args) -> int:
         if analysis is None:
             print(f"analysing {folder}: Gauss–Newton spectrum of each of {result.config.runs} runs, Hessian of run 1")
             try:
-                with _progress(result.config.runs, args.no_progress, unit="run") as bar:
+                with progress_bar(result.config.runs, not args.no_progress, unit="run") as bar:
                     analysis = analyze(result, bar.update)
             except ValueError as error:
                 return _fail(f"{folder}: {error}", code=1)
             store.save_analysis(folder, analysis)
         else:
             print(f"reusing the analysis stored in {folder / 'theory.npz'} (--force recomputes)")
-        for path in plot_theory(result, analysis, folder):
+        for path in write_theory(result, analysis, folder):
             print(f"figure: {path}")
         print(theory_summary(result, analysis))
     return 0
 
 
 def _run_check(args) -> int:
-    from l2rebound import store
     from l2rebound.genericity import format_report, genericity_report, report_generic
 
     if args.ratio_bound < 1:
@@ -289,12 +260,6 @@ def _run_check(args) -> int:
     return 1 if failed else 0
 
 
-def _progress(total: int, disable: bool, unit: str = "run-epoch"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, unit_scale=True, delay=1.0, disable=disable, dynamic_ncols=True)
-
-
 def cache_compilations(directory: Path | None = None) -> None:
     """Keep XLA's compiled programs on disk (by default under ``$XDG_CACHE_HOME/l2rebound/xla``), so a
     second command with the same shapes skips compiling them."""
@@ -305,10 +270,26 @@ def cache_compilations(directory: Path | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+def configure_process() -> None:
+    """What the CLI sets in its own process before it trains (a library never does): compiled programs cached
+    on disk, one CPU device per core (each trains its share of the runs), and the fused kernel's Threefry
+    as the CPU lowering of ``jax.random``'s hash (compiles the set-up program in a fraction of the time)."""
+    import jax
+
+    from l2rebound import kernel
+
+    cache_compilations()
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        try:
+            jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+        except RuntimeError:  # the CPU backend is already up (an in-process caller): keep its device count
+            pass
+    kernel.use_threefry_lowering()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    cache_compilations()
     try:
         commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze}
         return commands.get(args.command, _run_experiment)(args)

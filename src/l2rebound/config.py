@@ -2,8 +2,8 @@
 
 ``Config`` is the single source of truth: the CLI builds its options from the field metadata, the store
 names a result folder by ``config_hash``, and figure file names carry ``changed_fields``. Defaults are
-the seed README's table (SPEC §7). Every field is validated on construction; a bad value raises
-``ConfigError`` naming the CLI option and what it accepts.
+the table in the README of ℓ₂-Experiments (the Julia original). Every field is validated on construction; a bad value raises ``ConfigError``
+naming the CLI option and what it accepts. ``presets`` holds the named set-ups.
 """
 
 from __future__ import annotations
@@ -12,13 +12,21 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from l2rebound.rules import OPTIMIZERS, RULES
+
 
 class ConfigError(ValueError):
     """A config value that the experiments cannot run with; the message names the CLI option."""
+
+
+NUMERICS_VERSION = 1
+"""Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store
+does not reuse results computed by older code for the same config."""
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
@@ -48,7 +56,7 @@ def parse_noise_levels(text: str) -> tuple[float, ...]:
 
 
 SEED_NOISE_LEVELS = tuple(1e-5 * 1.615**i for i in range(25))
-"""The seed's Experiment C grid: 25 levels 1e-5·1.615^i, i = 0…24 (1e-5 to 0.99)."""
+"""The original Experiment C grid: 25 levels 1e-5·1.615^i, i = 0…24 (1e-5 to 0.99)."""
 
 
 def _opt(help: str, choices: tuple[str, ...] | None = None, parse=None, **extra) -> dict:
@@ -59,7 +67,7 @@ def _opt(help: str, choices: tuple[str, ...] | None = None, parse=None, **extra)
 class Config:
     """Everything that determines an experiment's numbers (and nothing that does not)."""
 
-    experiment: str = field(default="epoch", metadata=_opt("experiment kind", ("epoch", "noise"), cli=False))
+    experiment: str = field(default="epoch", metadata=_opt("experiment kind (``results.KINDS``)", cli=False))
     teacher_dims: tuple[int, ...] = field(
         default=(2, 25, 25, 1),
         metadata=_opt("teacher layer widths d0,d1,...,dL (tanh hidden layers, linear output)", parse=parse_dims),
@@ -76,10 +84,10 @@ class Config:
     noise_levels: tuple[float, ...] = field(
         default=SEED_NOISE_LEVELS,
         metadata=_opt("noise experiment: the levels sigma, a list 1e-5,1e-4,... or START:STOP:COUNT log-spaced "
-                      "[default: the seed's 25 levels 1e-5*1.615^i]", parse=parse_noise_levels, experiments=("noise",)),
+                      "[default: the original 25 levels 1e-5*1.615^i]", parse=parse_noise_levels, experiments=("noise",)),
     )
     initial_permut: float = field(
-        default=0.0, metadata=_opt("student start: teacher + p*xi, p >= 0 (the seed's initial_permut)", parse=float)
+        default=0.0, metadata=_opt("student start: teacher + p*xi, p >= 0 (initial_permut of the Julia original)", parse=float)
     )
     perturbation: str = field(
         default="uniform", metadata=_opt("distribution of xi: uniform U[-1,1] or normal N(0,1)", ("uniform", "normal"))
@@ -90,15 +98,17 @@ class Config:
     )
     bias_init: str = field(
         default="zero",
-        metadata=_opt("initial biases: zero (the seed; teacher sits at the edge of F) or uniform U(-1,1)", ("zero", "uniform")),
+        metadata=_opt("initial biases: zero (as the Julia original; teacher sits at the edge of F) or uniform U(-1,1)", ("zero", "uniform")),
     )
     train: str = field(
-        default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", ("vanilla", "l1", "drr"))
+        default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", tuple(RULES))
     )
     alpha: float = field(default=1e-4, metadata=_opt("regulariser strength alpha for l1 and drr (>= 0)", parse=float))
     beta: float = field(default=10.0, metadata=_opt("drr sharpness beta (> 0)", parse=float))
     rho: float = field(default=0.0, metadata=_opt("drr weight-decay strength rho (>= 0)", parse=float))
-    optimizer: str = field(default="gd", metadata=_opt("plain gradient descent or Adam(0.9, 0.999, 1e-8)", ("gd", "adam")))
+    optimizer: str = field(
+        default="gd", metadata=_opt("optimiser: plain gradient descent or Adam(0.9, 0.999, 1e-8)", tuple(OPTIMIZERS))
+    )
     projection: str = field(
         default="jitter",
         metadata=_opt("projection onto the generic class F: ulp jitter of violating entries; margin: the Euclidean "
@@ -140,6 +150,10 @@ class Config:
         self._validate()
 
     def _validate(self) -> None:
+        from l2rebound.results import KINDS  # the kinds' module imports this one
+
+        if self.experiment not in KINDS:
+            raise ConfigError(f"experiment must be one of {', '.join(KINDS)} (got {self.experiment!r})")
         for f in dataclasses.fields(self):
             if self.experiment not in f.metadata.get("experiments", (self.experiment,)) and \
                     getattr(self, f.name) != f.default:
@@ -180,6 +194,16 @@ class Config:
             if value < low:
                 raise ConfigError(f"{flag(name)} must be an integer >= {low} (got {value})")
 
+    def replace(self, **fields) -> Config:
+        """A copy with ``fields`` changed (validated like a new config), e.g. ``presets["A"].replace(runs=3)``.
+        A student that has the teacher's widths keeps following them when ``teacher_dims`` changes."""
+        unknown = set(fields) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        if self.student_dims == self.teacher_dims:
+            fields.setdefault("student_dims", None)
+        return dataclasses.replace(self, **fields)
+
     # ---- identity -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
@@ -194,8 +218,9 @@ class Config:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def config_hash(self) -> str:
-        """12 hex digits of the SHA-256 of the canonical JSON of all fields: the store key."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """12 hex digits of the SHA-256 of the canonical JSON of all fields and ``NUMERICS_VERSION``: the
+        store key."""
+        canonical = json.dumps({**self.to_dict(), "numerics": NUMERICS_VERSION}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def changed_fields(self) -> dict[str, Any]:
@@ -239,10 +264,29 @@ def flag(name: str) -> str:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Experiment A of the seed: perturbed start, clean data, the seed script's DRR rule, plain GD.
-    "A": {"initial_permut": 1e-2, "noise_sigma": 0.0, "train": "drr", "alpha": 1e-4, "beta": 10.0, "rho": 0.0,
-          "optimizer": "gd", "learning_rate": 1e-2},
-    # Experiment B of the seed: exact start, noisy labels, vanilla GD.
-    "B": {"initial_permut": 0.0, "noise_sigma": 1e-3, "train": "vanilla", "optimizer": "gd"},
+    # Experiment A of the Julia original: perturbed start, clean data, its script's DRR rule, plain GD.
+    "A": {"experiment": "epoch", "initial_permut": 1e-2, "noise_sigma": 0.0, "train": "drr", "alpha": 1e-4,
+          "beta": 10.0, "rho": 0.0, "optimizer": "gd", "learning_rate": 1e-2},
+    # Experiment B of the Julia original: exact start, noisy labels, vanilla GD.
+    "B": {"experiment": "epoch", "initial_permut": 0.0, "noise_sigma": 1e-3, "train": "vanilla", "optimizer": "gd"},
+    # Experiment C on the table in the README of ℓ₂-Experiments (the Julia original): eta = 1e-2, 500 epochs (the defaults).
+    "C": {"experiment": "noise"},
+    # Experiment C as the original noise script sets it: eta = 1e-3, 100 epochs.
+    "C-script": {"experiment": "noise", "learning_rate": 1e-3, "epochs": 100},
 }
-"""Named set-ups: ``--preset A`` / ``--preset B`` set these fields; explicit options override them."""
+"""Named set-ups as the fields they set (``--preset NAME`` on the command of their experiment); explicit
+options override them."""
+
+presets: MappingProxyType[str, Config] = MappingProxyType({name: Config(**fields) for name, fields in PRESETS.items()})
+"""The named set-ups as configs: ``presets["A"].replace(runs=3)``."""
+
+
+def build(config: Config | None = None, preset: str | None = None, **fields) -> Config:
+    """The config that ``config`` or the preset ``preset`` (at most one; neither: the defaults) gives with
+    ``fields`` changed."""
+    if config is not None and preset is not None:
+        raise ConfigError("give a config or a preset, not both")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
+    base = config if config is not None else presets[preset] if preset is not None else Config()
+    return base.replace(**fields)

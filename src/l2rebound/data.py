@@ -1,4 +1,4 @@
-"""Teacher data (SPEC §2): inputs x ~ U[-1, 1]^{d0}, labels y = f_teacher(x) + σ·z with z ~ N(0, 1).
+"""Teacher data: inputs x ~ U[-1, 1]^{d0}, labels y = f_teacher(x) + σ·z with z ~ N(0, 1).
 
 Inputs and standard-normal draws are kept apart from σ so that one draw serves every noise level
 (common random numbers in the noise experiment).

@@ -1,23 +1,26 @@
-"""Experiments as pure functions from a ``Config`` to a result (SPEC §7).
+"""Experiments as pure functions from a ``Config`` to a result.
 
-``run_epoch_experiment(config)`` is the epoch experiment (the seed's A and B): for run r = 1..R the key
-``seed + r`` draws teacher, train set, test set and student; every epoch 0..E records the ``METRICS``.
-``run_noise_experiment(config)`` is the noise experiment (the seed's C): one teacher from ``seed``; run r
-draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on labels f(x) + σz
+``run_epoch_experiment(config)`` is the epoch experiment (experiments A and B of the Julia original): for
+run r = 1..R the key ``seed + r`` draws teacher, train set, test set and student; every epoch 0..E records
+the ``METRICS``. ``run_noise_experiment(config)`` is the noise experiment (its experiment C): one teacher
+from ``seed``; run r draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on labels f(x) + σz
 (common random numbers); the metrics after the last epoch are kept. Levels × runs form one batch.
 Runs are processed in chunks of ``chunk_runs()`` (on CPU ``CHUNK_RUNS``, cache-sized; on an accelerator
 ``ACCELERATOR_CHUNK_RUNS``, enough to fill it; the last chunk is padded so that one compiled program
 serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
 blocks, no host round-trip inside one).
+
+The entry points compute in float64-capable JAX (``jax.enable_x64`` scoped to the call, so the caller's
+JAX settings are left as they were) and attach the result's provenance (``provenance.manifest``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -25,64 +28,34 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from l2rebound import kernel, provenance
 from l2rebound.config import Config
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, pad
+from l2rebound.results import COLUMNS, DISTANCES, METRICS, EpochResult, NoiseResult, Result, compute, with_manifest
 from l2rebound.symmetry import l2_aligned, normal_form_distance
-from l2rebound.train import METRICS, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
+from l2rebound.train import Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
 ACCELERATOR_CHUNK_RUNS = 1000
 BLOCK_EPOCHS = 50
 
-DISTANCES = ("l2_aligned", "l2_normal_form")
-"""Distances modulo the symmetry group (SPEC §6), computed on the host from kept students: the
-epoch experiment every ``align_every`` epochs (NaN at the other epochs), the noise experiment at the end."""
-COLUMNS = METRICS + DISTANCES
-"""Every per-run quantity of a result's ``metrics``."""
 
 
-@dataclass(frozen=True)
-class EpochResult:
-    """Outcome of the epoch experiment.
+def float64(function):
+    """Run ``function`` with JAX's 64-bit types switched on for this call only (and this thread)."""
 
-    metrics: name -> array (R, E + 1), epoch 0 = before training; NaN from a run's divergence on. The
-        ``METRICS`` at every epoch; the ``DISTANCES`` at ``kept_epochs`` only, NaN at the others.
-    teacher: (R, P_teacher) each run's teacher after projection, in the teacher's own shape.
-    student_init: (R, P_student) each run's initial student.
-    diverged_at: (R,) first epoch with a non-finite metric, -1 for runs that finished.
-    kept_epochs: (K,) the epochs 0, k, 2k, ..., E for ``align_every`` = k (empty for 0).
-    kept_theta: (R, K, P_student) the students at those epochs.
-    """
+    @functools.wraps(function)
+    def scoped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return function(*args, **kwargs)
 
-    config: Config
-    metrics: dict[str, np.ndarray]
-    teacher: np.ndarray
-    student_init: np.ndarray
-    diverged_at: np.ndarray
-    kept_epochs: np.ndarray
-    kept_theta: np.ndarray
+    return scoped
 
 
-@dataclass(frozen=True)
-class NoiseResult:
-    """Outcome of the noise experiment.
-
-    levels: (S,) the noise levels σ.
-    metrics: name -> array (S, R), the ``METRICS`` and ``DISTANCES`` after the last epoch (NaN for a
-        diverged run); ``stalled`` is averaged over the epochs.
-    teacher: (P_teacher,) the one teacher after projection.
-    student_init: (R, P_student) each run's initial student (the same at every level).
-    diverged_at: (S, R) first epoch with a non-finite metric, -1 for runs that finished.
-    """
-
-    config: Config
-    levels: np.ndarray
-    metrics: dict[str, np.ndarray]
-    teacher: np.ndarray
-    student_init: np.ndarray
-    diverged_at: np.ndarray
+def _provenance(result: Result) -> Result:
+    return with_manifest(result, provenance.manifest(result.config, kernel.fast_path(result.config.dtype)))
 
 
 def spec_of(config: Config) -> Spec:
@@ -131,6 +104,7 @@ def _setup(draw: Config, teacher_seed, run_seed, initial_permut):
     return teacher, problem, student, jax.random.key_data(key_train_proj)
 
 
+@float64
 def setup_runs(config: Config, teacher_seeds: np.ndarray, run_seeds: np.ndarray):
     """Teacher (R, P_t), problem, initial student (R, P_s) and projection key data (R, 2) of each run,
     stacked as NumPy arrays. One run at a time: the unbatched program compiles in half the time of its
@@ -150,7 +124,7 @@ def spread(tree):
 
 def kept_epochs(config: Config) -> np.ndarray:
     """The epochs whose students the epoch experiment keeps: 0, k, 2k, ... and E, for ``align_every`` k."""
-    if config.experiment != "epoch" or config.align_every == 0:
+    if config.align_every == 0:
         return np.zeros(0, int)
     return np.union1d(np.arange(0, config.epochs + 1, config.align_every), [config.epochs])
 
@@ -178,8 +152,8 @@ def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thre
     """Start compiling, in a background thread, the ``train_block`` that ``train_runs`` will call for a
     chunk of ``runs`` runs of ``config``; returns the thread (join it before training). XLA compiles
     without holding the GIL, so this overlaps the compile of ``_setup``, which comes first. The thread
-    does not see JAX settings made with context managers (they are thread-local): under one, the real call
-    compiles again."""
+    takes the caller's 64-bit setting (a thread-local one)."""
+    x64 = jax.config.jax_enable_x64
     spec = spec_of(config)
     placed = NamedSharding(runs_mesh(runs), PartitionSpec("runs"))
 
@@ -192,7 +166,7 @@ def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thre
     args = jax.tree.map(batch, (hyper, problem, state))
 
     def compile_block():
-        with contextlib.suppress(Exception):  # the real call compiles again and reports any error itself
+        with contextlib.suppress(Exception), jax.enable_x64(x64):  # the real call reports any error itself
             _call_block(train_block.lower, spec, *args, 0, config.epochs, keep_theta).compile()
 
     thread = threading.Thread(target=compile_block, name="l2rebound-compile", daemon=True)
@@ -315,6 +289,7 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+@float64
 def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult:
     """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
     ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
@@ -342,10 +317,11 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
                 "kept_theta": kept}
 
     out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
-    return EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],
-                       out["diverged_at"], keep, out["kept_theta"])
+    return _provenance(EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],
+                                   out["diverged_at"], keep, out["kept_theta"]))
 
 
+@float64
 def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> NoiseResult:
     """The noise experiment at the given levels (S,) (``run_noise_experiment`` uses
     ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
@@ -370,8 +346,8 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
 
     out = run_chunks(len(levels) * config.runs, config.epochs, work, on_progress, checkpoint)
     shape = (len(levels), config.runs)
-    return NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS}, np.asarray(teacher[0]),
-                       np.asarray(students), out["diverged_at"].reshape(shape))
+    return _provenance(NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS},
+                                   np.asarray(teacher[0]), np.asarray(students), out["diverged_at"].reshape(shape)))
 
 
 def run_noise_experiment(config: Config, on_progress=None, checkpoint=None) -> NoiseResult:
@@ -380,8 +356,8 @@ def run_noise_experiment(config: Config, on_progress=None, checkpoint=None) -> N
     return noise_sweep(config, config.noise_levels, on_progress, checkpoint)
 
 
-def run_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult | NoiseResult:
-    """The experiment that ``config.experiment`` names: the one pure entry point from a config to its
-    result (what a sweep ships to a worker)."""
-    runner = run_noise_experiment if config.experiment == "noise" else run_epoch_experiment
-    return runner(config, on_progress, checkpoint)
+def run_experiment(config: Config, on_progress=None, checkpoint=None) -> Result:
+    """The experiment of ``config``'s kind: the one pure entry point from a config to its result (what a
+    sweep ships to a worker). ``on_progress(n)`` is called as run-epochs complete; ``checkpoint`` as in
+    ``run_chunks``."""
+    return compute(config, on_progress, checkpoint)

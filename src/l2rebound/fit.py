@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import special
 
-from l2rebound.experiments import NoiseResult
+from l2rebound.results import NoiseResult
 
 STALLED_LIMIT = 0.01
 """A level is at the precision floor when more than this fraction of its parameter steps were rounded
@@ -40,6 +39,8 @@ def precision_floor(result: NoiseResult) -> np.ndarray:
 def fit_power_law(result: NoiseResult, squared: bool = False) -> PowerLaw:
     """Fit ℓ₂ (or ℓ₂² with ``squared``) against σ over the levels that are not at the precision floor,
     using every finished run with a positive distance."""
+    from scipy import special  # here: the CLI imports this module for --help too
+
     y = result.metrics["l2"] ** (2 if squared else 1)
     used = ~precision_floor(result) & (result.levels > 0)
     x = np.log(np.broadcast_to(np.where(used, result.levels, 1.0)[:, None], y.shape))

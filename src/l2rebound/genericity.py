@@ -1,4 +1,4 @@
-"""The generic class ℱ (Fefferman–Markel conditions) and the jitter projection onto it (SPEC §5).
+"""The generic class ℱ (Fefferman–Markel conditions) and the jitter projection onto it.
 
 Per layer l of a network θ:
   C1  every weight and every bias is non-zero;
@@ -6,7 +6,7 @@ Per layer l of a network θ:
   C3  for every input unit k, no ratio ``w_jk / w_j'k`` (j ≠ j') equals ±p/q with p, q ≤ ``RATIO_BOUND``.
 Equalities are tested up to ``TOLERANCE_ULPS`` relative units of the dtype's epsilon, so a violation is a
 floating-point coincidence, not a near miss. The jitter moves only the entries that violate a condition: a
-zero becomes ±``ZERO_JITTER``·(1 + u), u ~ U(0, 1) (the seed's teachers have zero biases, which end near
+zero becomes ±``ZERO_JITTER``·(1 + u), u ~ U(0, 1) (the original's teachers have zero biases, which end near
 ±1e-6); any other flagged entry is moved away from zero by ``MOVE_ULPS`` relative units. The checks and
 projections are pure and jit-able; ``genericity_report`` and ``format_report`` (how far a network is from
 leaving ℱ) run on the host in NumPy; ``project_margin`` is the Euclidean projection onto the set with a
@@ -315,7 +315,7 @@ def _project_bias_margin(b, eps):
 def project_margin(theta, dims: tuple[int, ...], eps):
     """Euclidean projection of θ (P,) onto {|w| ≥ eps for every weight, |b| ≥ eps for every bias, sorted
     |b| within each layer (output layer included) at least eps apart}, keeping signs and the order of |b|
-    (SPEC §5, ``projection = "margin"``). Pure JAX, jit-able (``dims`` static, ``eps`` may be traced).
+    (``projection = "margin"``). Pure JAX, jit-able (``dims`` static, ``eps`` may be traced).
 
     Weights: w -> sign(w)·max(|w|, eps), a zero weight goes to +eps. Biases: ``_project_bias_margin`` per
     layer (a zero bias goes to the + side). Keeping signs and order loses nothing: the constraint set is

@@ -2,7 +2,7 @@
 
 A network with ``dims = (d0, d1, ..., dL)`` has hidden layers ``h = tanh(W h + b)`` and a linear output
 layer. Its parameters travel as one flat vector θ of length P = Σ_l d_l (d_{l-1} + 1), laid out
-``W1, b1, W2, b2, ...`` with each ``W_l`` (shape ``(d_l, d_{l-1})``) row-major (SPEC §1). ``unflatten``
+``W1, b1, W2, b2, ...`` with each ``W_l`` (shape ``(d_l, d_{l-1})``) row-major. ``unflatten``
 gives the per-layer view; slicing is free under ``jit``.
 """
 
@@ -76,7 +76,7 @@ def pad(theta, dims: tuple[int, ...], wide_dims: tuple[int, ...]) -> jax.Array:
 
 
 def layer_factors(dims: tuple[int, ...]) -> np.ndarray:
-    """DRR per-parameter factor (P / L) / n_l, n_l = |W_l| + |b_l| of the parameter's layer (SPEC §4).
+    """DRR per-parameter factor (P / L) / n_l, n_l = |W_l| + |b_l| of the parameter's layer.
     Shape (P,), float64. For (2, 25, 25, 1) the layer values are 3.338, 0.385, 9.628."""
     P, L = num_params(dims), len(dims) - 1
     return np.concatenate(

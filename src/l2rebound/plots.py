@@ -1,10 +1,12 @@
 """Figures and terminal summaries: the epoch experiment's two-panel ℓ₂ / loss figure, and the noise
 experiment's ℓ₂-vs-σ figure with its fitted power law.
 
-``plot_epoch`` writes two views of an ``EpochResult``: the seed's normalised one (each run's curve
+``epoch_figures`` draws two views of an ``EpochResult``: the original figures' normalised one (each run's curve
 scaled to [0, 1], then averaged over runs) and an absolute one (means with min–max bands over runs, log
-axes). ``summary_table`` gives the key numbers as plain text. Both use only the runs that finished
-(``diverged_at == -1``); diverged runs are named, and if none finished they raise ``ValueError``.
+axes); ``noise_figures`` the ℓ₂-vs-σ view of a ``NoiseResult``. They return matplotlib figures and write
+nothing; ``write_figures`` stores a result's figures. ``summary_table`` gives the key numbers as plain
+text. All use only the runs that finished (``diverged_at == -1``); diverged runs are named, and if none
+finished they raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
-from l2rebound.experiments import EpochResult, NoiseResult
 from l2rebound.fit import fit_power_law, precision_floor
+from l2rebound.results import EpochResult, NoiseResult, Result
 from l2rebound.store import write_atomic
 
 L2 = "ℓ₂"
@@ -62,7 +64,7 @@ def subtitle(result: EpochResult | NoiseResult) -> str:
     return textwrap.fill(text, 110)
 
 
-def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Figure:
+def two_panels(series: dict, title: str, note: str, scale: str, log: bool, power: str = "") -> Figure:
     """ℓ₂ over epochs above, losses below, sharing the epoch axis.
 
     series: metric name (a key of ``STYLE``) -> (centre, low, high), arrays (E + 1,); low and high
@@ -72,6 +74,7 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     title, note: figure title and the small subtitle line; scale: appended to the y labels.
     log: log y-axes, with non-positive values masked (left out) rather than clipped; an axis with no
     positive value at all (an exact start trained 0 epochs) stays linear.
+    power: "²" when the distances are squared (labels say ℓ₂²).
     """
     def shown(curve):
         return np.where(curve > 0, curve, np.nan) if log and curve is not None else curve
@@ -82,6 +85,7 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     for name, (centre, low, high) in series.items():
         ax = top if name.startswith("l2") else bottom
         label, colour, style = STYLE[name]
+        label = label.replace(L2, L2 + power, 1) if name.startswith("l2") else label
         at = np.flatnonzero(np.isfinite(centre))
         if np.any(centre[at] > 0):
             positive.add(ax)
@@ -91,13 +95,13 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     l2 = series["l2"][0]
     best = int(np.argmin(l2))
     top.plot([best], shown(l2[best : best + 1]), "o:", color="k", mfc=STYLE["l2"][1], lw=0.8,
-             label=f"min {L2} at epoch {best}")
+             label=f"min {L2}{power} at epoch {best}")
     for ax in (top, bottom):
         ax.axvline(best, color="k", ls=":", lw=0.8)
         ax.set_yscale("log" if log and ax in positive else "linear")
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
-    top.set_ylabel(L2 + scale)
+    top.set_ylabel(L2 + power + scale)
     bottom.set_ylabel("Loss" + scale)
     bottom.set_xlabel("Epoch")
     fig.suptitle(title)
@@ -105,24 +109,32 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool) -> Fi
     return fig
 
 
-def _save_views(views: dict[str, Figure], stem: str, folder: pathlib.Path) -> list[pathlib.Path]:
-    """Write each figure as ``{stem}_{view}.svg`` and ``.png`` into ``folder``; returns the paths."""
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def write_figures(result: Result, folder: pathlib.Path, squared: bool = False) -> list[pathlib.Path]:
+    """Write each of ``result``'s figures as ``{figure_stem}_{suffix}.svg`` and ``.png`` into ``folder``
+    (created if missing); returns the paths."""
+    stem = result.config.figure_stem()
+    return [path for view, fig in result.figures(squared).items()
+            for path in write_figure(fig, pathlib.Path(folder) / f"{stem}_{result.file_suffix(view, squared)}")]
+
+
+def write_figure(fig: Figure, stem: pathlib.Path) -> list[pathlib.Path]:
+    """Write ``fig`` as ``{stem}.svg`` and ``{stem}.png`` (atomically; the folder is created if missing)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for view, fig in views.items():
-        for suffix in ("svg", "png"):
-            paths.append(folder / f"{stem}_{view}.{suffix}")
-            write_atomic(paths[-1], lambda tmp: fig.savefig(tmp, format=suffix, dpi=DPI))
+    for suffix in ("svg", "png"):
+        paths.append(stem.with_name(f"{stem.name}.{suffix}"))
+        write_atomic(paths[-1], lambda tmp: fig.savefig(tmp, format=suffix, dpi=DPI))
     return paths
 
 
-def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
-    """Write the normalised and the absolute view of ``result`` into ``folder`` (created if missing),
-    each as SVG and PNG named ``{figure_stem}_{view}.{svg,png}``; returns the four paths. The upper
-    panel holds ℓ₂ and, where recorded, the aligned ℓ₂; the absolute view also the normal-form ℓ₂ unless
-    it is never below the raw ℓ₂ (then the normal form is uninformative; it stays in the table)."""
+def epoch_figures(result: EpochResult, squared: bool = False) -> dict[str, Figure]:
+    """The absolute and the normalised view of ``result``. The upper panel holds ℓ₂ (ℓ₂² with
+    ``squared``, the original figures' quantity) and, where recorded, the aligned ℓ₂; the absolute view also the
+    normal-form ℓ₂ unless it is never below the raw ℓ₂ (then the normal form is uninformative; it stays in
+    the table)."""
     metrics, _ = finished_metrics(result)
+    if squared:
+        metrics = {k: v**2 if k.startswith("l2") else v for k, v in metrics.items()}
     runs = len(metrics["l2"])
     note = subtitle(result)
     recorded = [k for k in STYLE if np.any(np.isfinite(metrics[k]))]  # the distances may not be recorded
@@ -130,18 +142,19 @@ def plot_epoch(result: EpochResult, folder: pathlib.Path) -> list[pathlib.Path]:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs
         if "l2_normal_form" in recorded and not np.any(np.nanmean(metrics["l2_normal_form"], 0) < metrics["l2"].mean(0)):
             # never better than no alignment at all: the units' order by |bias| is arbitrary (near-equal
-            # biases, e.g. the seed's zero-bias teachers); drawn, it would only squash the other curves
+            # biases, e.g. zero-bias teachers); drawn, it would only squash the other curves
             recorded.remove("l2_normal_form")
     normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None)
                   for k in ("l2", "l2_aligned", "train_loss", "test_loss") if k in recorded}
     absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in recorded}
-    views = {
+    power = "²" if squared else ""
+    return {
+        "absolute": two_panels(absolute, f"Mean over {runs} runs, band: min–max over runs", note, "", log=True,
+                               power=power),
         "normalised": two_panels(
             normalised, f"Each run's curve normalised to [0, 1] (its min to its max), then averaged over {runs} runs",
-            note, " (normalised)", log=False),
-        "absolute": two_panels(absolute, f"Mean over {runs} runs, band: min–max over runs", note, "", log=True),
+            note, " (normalised)", log=False, power=power),
     }
-    return _save_views(views, result.config.figure_stem(), folder)
 
 
 def _fit_or_none(result: NoiseResult, squared: bool):
@@ -159,10 +172,10 @@ def exponent(fit) -> str:
     return f"{fit.k:.{digits}f} ± {half:.1g} (95% CI [{fit.k_low:.{digits}f}, {fit.k_high:.{digits}f}])"
 
 
-def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False) -> list[pathlib.Path]:
-    """ℓ₂ (or ℓ₂²) after training against σ on log–log axes: mean over runs with the min–max band, the
-    fitted power law with k and its 95% interval, and the levels left out of the fit (precision floor)
-    in grey. Written as ``{figure_stem}_{l2|l2sq}.{svg,png}`` into ``folder``; returns the paths."""
+def noise_figures(result: NoiseResult, squared: bool = False) -> dict[str, Figure]:
+    """``{"l2": figure}``: ℓ₂ (or ℓ₂²) after training against σ on log–log axes: mean over runs with the
+    min–max band, the fitted power law with k and its 95% interval, and the levels left out of the fit
+    (precision floor) in grey."""
     power = 2 if squared else 1
     name = f"{L2}²" if squared else L2
     finished = np.where(np.asarray(result.diverged_at) < 0, result.metrics["l2"] ** power, np.nan)
@@ -196,7 +209,7 @@ def plot_noise(result: NoiseResult, folder: pathlib.Path, squared: bool = False)
     ax.set_title(subtitle(result), fontsize="small")
     fig.suptitle(f"Distance to the teacher vs label noise, {result.config.runs} runs per level"
                  + ("" if fit else " (too few levels above the precision floor to fit)"))
-    return _save_views({"l2sq" if squared else "l2": fig}, result.config.figure_stem(), folder)
+    return {"l2": fig}
 
 
 def noise_summary(result: NoiseResult, squared: bool = False) -> str:
@@ -278,9 +291,13 @@ def _spectrum_panel(ax, analysis: dict, config) -> None:
     ax.set_title(f"unsettled: {np.mean(unsettled):.0f} of {len(gn)} directions (mean over runs)", fontsize="small")
 
 
-def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathlib.Path) -> list[pathlib.Path]:
-    """The measured distances beside the linear-response prediction of ``theory.analyze``, written as
-    ``{figure_stem}_theory.{svg,png}`` into ``folder``; returns the paths.
+def write_theory(result: Result, analysis: dict, folder: pathlib.Path) -> list[pathlib.Path]:
+    """``theory_figure`` written as ``{figure_stem}_theory.{svg,png}`` into ``folder``; returns the paths."""
+    return write_figure(theory_figure(result, analysis), pathlib.Path(folder) / f"{result.config.figure_stem()}_theory")
+
+
+def theory_figure(result: EpochResult | NoiseResult, analysis: dict) -> Figure:
+    """The measured distances beside the linear-response prediction of ``theory.analyze``.
 
     Epoch experiment: (left) measured ℓ₂ against the prediction over epochs, mean and min–max over runs;
     (middle) the spectrum; (right) the share of ‖θ_s − θ_t‖² in the flattest directions at the kept
@@ -335,7 +352,7 @@ def plot_theory(result: EpochResult | NoiseResult, analysis: dict, folder: pathl
         ax.set_title("where the measured displacement lies (Gauss–Newton eigenbasis)", fontsize="small")
     fig.suptitle("Measured distance vs the linear-response theory near the teacher\n" + subtitle(result),
                  fontsize="medium")
-    return _save_views({"theory": fig}, config.figure_stem(), folder)
+    return fig
 
 
 def theory_summary(result: EpochResult | NoiseResult, analysis: dict) -> str:

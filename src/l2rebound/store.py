@@ -2,8 +2,10 @@
 
 Layout of ``OUT/<experiment>-<config hash>/``::
 
-    config.json    every Config field (the folder name is the hash of exactly this)
-    metrics.csv    tidy table (%.17g: exact). epoch: one row per run and epoch (run, epoch, l2,
+    config.json    every Config field (the folder name is the hash of exactly this and the numerics version)
+    manifest.json  provenance (``provenance.manifest``): schema and numerics versions, package version and git
+                   commit, JAX versions, backend and device, fast path, dtype, host, date
+    metrics.csv    the tidy table (%.17g: exact). epoch: one row per run and epoch (run, epoch, l2,
                    train_loss, ..., l2_aligned, l2_normal_form; the last two only every align_every
                    epochs, nan elsewhere); noise: one row per level and run (level, sigma, run, final l2,
                    ..., stalled averaged over epochs, l2_aligned, l2_normal_form, diverged_at)
@@ -15,10 +17,11 @@ Layout of ``OUT/<experiment>-<config hash>/``::
     theory.npz     written by ``l2rebound analyze``: the linear-response analysis (``theory.analyze``)
     *.svg, *.png   figures, named by ``Config.figure_stem()``
 
-CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64 exactly, and
-every tool reads it without another dependency. A result is built in a hidden temp folder beside its
-final place and renamed into place in one step, so a folder that exists is complete; an interrupted run
-leaves only a ``.tmp-*`` folder that is never read and is swept on the next save.
+Which tables and arrays a kind writes is the kind's (``results``); this module writes and reads them for
+every kind alike. CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64
+exactly, and every tool reads it without another dependency. A result is built in a hidden temp folder
+beside its final place and renamed into place in one step, so a folder that exists is complete; an
+interrupted run leaves only a ``.tmp-*`` folder that is never read and is swept on the next save.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from l2rebound.config import Config
-from l2rebound.experiments import COLUMNS, EpochResult, NoiseResult
+from l2rebound.provenance import SCHEMA_VERSION
+from l2rebound.results import Result, kind_of
 
 
 def result_dir(out: Path, config: Config) -> Path:
@@ -98,34 +102,18 @@ def _save(out: Path, config: Config, write) -> Path:
     return final
 
 
-def save(out: Path, result: EpochResult | NoiseResult) -> Path:
+def save(out: Path, result: Result) -> Path:
     """Store a result atomically under ``out``; returns its folder."""
-    config = result.config
-    run_index = np.arange(1, config.runs + 1)
-
-    def write_epoch(tmp: Path) -> None:
-        runs, epochs = result.metrics["l2"].shape
-        _write_table(tmp / "metrics.csv", {
-            "run": np.repeat(run_index, epochs), "epoch": np.tile(np.arange(epochs), runs),
-            **{name: result.metrics[name].reshape(-1) for name in COLUMNS},
-        })
-        _write_table(tmp / "runs.csv", {"run": run_index, "seed": config.seed + run_index,
-                                        "diverged_at": result.diverged_at.astype(int)})
-        np.savez(tmp / "trajectory.npz", epochs=result.kept_epochs, theta=result.kept_theta)
-
-    def write_noise(tmp: Path) -> None:
-        levels = len(result.levels)
-        _write_table(tmp / "metrics.csv", {
-            "level": np.repeat(np.arange(levels), config.runs), "sigma": np.repeat(result.levels, config.runs),
-            "run": np.tile(run_index, levels), **{name: result.metrics[name].reshape(-1) for name in COLUMNS},
-            "diverged_at": result.diverged_at.reshape(-1).astype(int),
-        })
 
     def write(tmp: Path) -> None:
-        (write_epoch if isinstance(result, EpochResult) else write_noise)(tmp)
-        np.savez(tmp / "params.npz", teacher=result.teacher, student_init=result.student_init)
+        for stem, columns in result.tables().items():
+            _write_table(tmp / f"{stem}.csv", columns)
+        for stem, arrays in result.arrays().items():
+            np.savez(tmp / f"{stem}.npz", **arrays)
+        if result.manifest is not None:
+            (tmp / "manifest.json").write_text(json.dumps(result.manifest, indent=2) + "\n")
 
-    return _save(out, config, write)
+    return _save(out, result.config, write)
 
 
 class Checkpoint:
@@ -186,29 +174,32 @@ class StoreError(ValueError):
     """A result folder that cannot be read back (damaged, or written by another version)."""
 
 
-def load(folder: Path) -> EpochResult | NoiseResult:
+def load_manifest(folder: Path) -> dict | None:
+    """The result's provenance, or None for a folder written before results carried one (schema 1)."""
+    path = Path(folder) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load(folder: Path) -> Result:
     """Read back what ``save`` wrote; raises ``StoreError`` naming the folder if a file is missing or
-    damaged."""
+    damaged, or if a newer version of l2rebound wrote it."""
     folder = Path(folder)
     try:
-        return _load(folder)
+        manifest = load_manifest(folder)
+        schema = 1 if manifest is None else manifest.get("schema")
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise StoreError(f"{folder} was written with result schema {schema!r}; this version of l2rebound reads "
+                             f"schemas 1 to {SCHEMA_VERSION}: upgrade l2rebound to read it")
+        config = load_config(folder)
+        kind = kind_of(config)
+        tables = {stem: _read_table(folder / f"{stem}.csv") for stem in kind.stored_tables}
+        arrays = {}
+        for stem in kind.stored_arrays:
+            with np.load(folder / f"{stem}.npz") as stored:
+                arrays[stem] = dict(stored)
+        return kind.from_files(config, tables, arrays, manifest)
+    except StoreError:
+        raise
     except (OSError, KeyError, ValueError, IndexError) as error:
         raise StoreError(f"{folder} cannot be read back ({type(error).__name__}: {error}); it is damaged or from "
                          "another version of l2rebound: run the experiment again with --force") from None
-
-
-def _load(folder: Path) -> EpochResult | NoiseResult:
-    config = load_config(folder)
-    table = _read_table(folder / "metrics.csv")
-    with np.load(folder / "params.npz") as params:
-        teacher, student = params["teacher"], params["student_init"]
-    if config.experiment == "noise":
-        shape = (len(config.noise_levels), config.runs)
-        return NoiseResult(config, np.asarray(config.noise_levels), {name: table[name].reshape(shape) for name in COLUMNS},
-                           teacher, student, table["diverged_at"].astype(int).reshape(shape))
-    runs = _read_table(folder / "runs.csv")
-    shape = (config.runs, config.epochs + 1)
-    with np.load(folder / "trajectory.npz") as trajectory:
-        kept_epochs, kept_theta = trajectory["epochs"], trajectory["theta"]
-    return EpochResult(config, {name: table[name].reshape(shape) for name in COLUMNS}, teacher, student,
-                       runs["diverged_at"].astype(int), kept_epochs, kept_theta)

@@ -1,4 +1,4 @@
-"""The symmetry group of a tanh network and distances modulo it (SPEC §1, §6).
+"""The symmetry group of a tanh network and distances modulo it.
 
 A network with ``dims = (d0, d1, ..., dL)`` has L-1 hidden layers. Permuting the units of a hidden layer
 and flipping the sign of a hidden unit leave its function unchanged (tanh is odd); together these
@@ -15,34 +15,21 @@ on θ, **new unit i of layer l is old unit perms[l-1][i] times signs[l-1][i]**::
 The output layer's rows and bias are never touched. ``compose(h, g)`` is "first g, then h", so
 ``apply(compose(h, g), θ) == apply(h, apply(g, θ))``.
 
-Host-side functions (NumPy; ``scipy.optimize.linear_sum_assignment``) accept NumPy or JAX arrays and
-return NumPy float arrays of θ's dtype: ``apply``, ``align``, ``l2_aligned``, ``normal_form``,
-``normal_form_distance``, ``is_equivalent``. ``l2_aligned_jax`` / ``align_jax`` are pure JAX (jit- and
-vmap-able, no host callback), built on ``optax.assignment.hungarian_algorithm``; ``HAVE_JAX_ASSIGNMENT``
-says whether the installed optax has it.
+Everything here is NumPy (``scipy.optimize.linear_sum_assignment``): the functions accept NumPy or JAX
+arrays and return NumPy float arrays of θ's dtype: ``apply``, ``align``, ``l2_aligned``, ``normal_form``,
+``normal_form_distance``, ``is_equivalent``.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from l2rebound.nets import flatten, num_params, unflatten
-
-try:  # optax.assignment is missing from older optax releases
-    from optax.assignment import hungarian_algorithm as _jax_hungarian
-
-    HAVE_JAX_ASSIGNMENT = True
-except ImportError:  # pragma: no cover - depends on the installed optax
-    _jax_hungarian = None
-    HAVE_JAX_ASSIGNMENT = False
+from l2rebound.nets import num_params, unflatten
 
 MAX_SWEEPS = 50
-JAX_SWEEPS = 10
 
 
 class Symmetry(NamedTuple):
@@ -138,15 +125,14 @@ def apply(g: Symmetry, theta, dims: tuple[int, ...]) -> np.ndarray:
 
 
 def _features(layers, h, incoming=True, outgoing=True):
-    """Per unit of hidden layer h (0-based): [incoming row, bias, outgoing column] -> (d_h, F); NumPy or
-    JAX, like the layers."""
+    """Per unit of hidden layer h (0-based): [incoming row, bias, outgoing column] -> (d_h, F)."""
     w, b = layers[h]
     parts = []
     if incoming:
         parts += [w, b[:, None]]
     if outgoing:
         parts.append(layers[h + 1][0].T)
-    return (jnp if isinstance(w, jax.Array) else np).concatenate(parts, axis=1)
+    return np.concatenate(parts, axis=1)
 
 
 def _assign(v, u):
@@ -251,7 +237,7 @@ def is_equivalent(theta1, theta2, dims: tuple[int, ...], tol: float = 1e-10) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# normal form (the seed's canonical representative)
+# normal form (the Julia original's canonical representative)
 
 
 def _first_nonzero_sign(m):
@@ -300,7 +286,7 @@ def normal_form_symmetry(theta, dims: tuple[int, ...]) -> Symmetry:
 
 
 def normal_form(theta, dims: tuple[int, ...]) -> np.ndarray:
-    """The seed's canonical representative of θ (P,) -> (P,): see ``normal_form_symmetry``."""
+    """The Julia original's canonical representative of θ (P,) -> (P,): see ``normal_form_symmetry``."""
     return apply(normal_form_symmetry(theta, dims), theta, dims)
 
 
@@ -308,112 +294,3 @@ def normal_form_distance(theta_s, theta_t, dims: tuple[int, ...]) -> float:
     """‖nf(θ_s) − nf(θ_t)‖₂. An upper bound on the group minimum min_g ‖g·θ_s − θ_t‖₂ (nf(θ_s) = g_s θ_s,
     nf(θ_t) = g_t θ_t), which ``l2_aligned`` computes exactly for one hidden layer only."""
     return float(np.linalg.norm(normal_form(theta_s, dims) - normal_form(theta_t, dims)))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# jit-able alignment (pure JAX)
-
-
-def _apply_layers_jax(perms, signs, layers):
-    out = []
-    n_layers = len(layers)
-    for l, (w, b) in enumerate(layers):
-        if l > 0:
-            w = w[:, perms[l - 1]] * signs[l - 1][None, :]
-        if l < n_layers - 1:
-            w, b = w[perms[l], :] * signs[l][:, None], b[perms[l]] * signs[l]
-        out.append((w, b))
-    return out
-
-
-def _assign_jax(v, u):
-    gram = v @ u.T
-    cost = (v * v).sum(1)[:, None] + (u * u).sum(1)[None, :] - 2 * jnp.abs(gram)
-    rows, cols = _jax_hungarian(cost)
-    perm = jnp.zeros(v.shape[0], rows.dtype).at[cols].set(rows)
-    signs = jnp.where(gram[perm, jnp.arange(v.shape[0])] >= 0, 1.0, -1.0).astype(v.dtype)
-    return perm, signs
-
-
-def _compose_layer_jax(perms, signs, h, perm, sign):
-    """(perms, signs) followed by (perm, sign) on hidden layer h."""
-    perms, signs = list(perms), list(signs)
-    perms[h], signs[h] = perms[h][perm], signs[h][perm] * sign
-    return tuple(perms), tuple(signs)
-
-
-def align_jax(theta_s, theta_t, dims: tuple[int, ...], sweeps: int = JAX_SWEEPS):
-    """Pure-JAX ``align`` (jit/vmap-able; ``dims`` must be static). θ_s, θ_t: (P,).
-    Returns ``(Symmetry of JAX arrays, distance)`` with distance = ‖apply(g, θ_s) − θ_t‖₂, a scalar.
-
-    One hidden layer: exact, like ``align``. Deeper: the same algorithm as ``align`` (starts: identity,
-    forward and backward greedy; alternating sweeps, a layer update kept only if it lowers the distance;
-    stop when a sweep changes nothing) but with at most ``sweeps`` sweeps (a ``lax.while_loop``; under
-    ``vmap`` the batch runs until its slowest member stops). Never above the raw distance; exact on
-    symmetric copies of a generic teacher. Hungarian ties may break differently from SciPy's, so on deep
-    nets far from the teacher the two can end in different local minima."""
-    if not HAVE_JAX_ASSIGNMENT:  # pragma: no cover
-        raise NotImplementedError("the installed optax has no optax.assignment.hungarian_algorithm")
-    theta_s, theta_t = jnp.asarray(theta_s), jnp.asarray(theta_t)
-    s_layers, t_layers = unflatten(theta_s, dims), unflatten(theta_t, dims)
-    n_hidden = len(dims) - 2
-    dtype = theta_s.dtype
-
-    def dist(perms, signs):
-        return jnp.linalg.norm(flatten(_apply_layers_jax(perms, signs, s_layers)) - theta_t)
-
-    ident = (tuple(jnp.arange(d) for d in dims[1:-1]), tuple(jnp.ones(d, dtype) for d in dims[1:-1]))
-    raw = dist(*ident)
-    if n_hidden == 0:
-        return Symmetry(*ident), raw
-
-    def layer_step(state, h):
-        perms, signs, d = state
-        cur = _apply_layers_jax(perms, signs, s_layers)
-        perm, sign = _assign_jax(_features(cur, h), _features(t_layers, h))
-        new_perms, new_signs = _compose_layer_jax(perms, signs, h, perm, sign)
-        d_new = dist(new_perms, new_signs)
-        better = d_new < d
-        pick = lambda a, b: jnp.where(better, a, b)
-        return (tuple(map(pick, new_perms, perms)), tuple(map(pick, new_signs, signs)), jnp.where(better, d_new, d))
-
-    if n_hidden == 1:
-        perms, signs, d = layer_step((*ident, raw), 0)
-        return Symmetry(perms, signs), d
-
-    # one-sided greedy starts: forward (incoming rows + biases) and backward (outgoing columns)
-    greedy = []
-    for forward in (True, False):
-        perms, signs = ident
-        for h in range(n_hidden) if forward else reversed(range(n_hidden)):
-            cur = _apply_layers_jax(perms, signs, s_layers)
-            perm, sign = _assign_jax(_features(cur, h, forward, not forward),
-                                     _features(t_layers, h, forward, not forward))
-            perms, signs = _compose_layer_jax(perms, signs, h, perm, sign)
-        greedy.append((perms, signs, dist(perms, signs)))
-    candidates = [(*ident, raw)] + greedy
-    starts = jax.tree.map(lambda *xs: jnp.stack(xs), *candidates)
-
-    def run(perms, signs, d):
-        def sweep(state):
-            perms, signs, d, _, count = state
-            new_perms, new_signs, new_d = perms, signs, d
-            for h in range(n_hidden):
-                new_perms, new_signs, new_d = layer_step((new_perms, new_signs, new_d), h)
-            return new_perms, new_signs, new_d, new_d < d, count + 1
-
-        def more(state):
-            return state[3] & (state[4] < sweeps)
-
-        perms, signs, d, _, _ = jax.lax.while_loop(more, sweep, (perms, signs, d, jnp.bool_(True), 0))
-        return perms, signs, d
-
-    perms, signs, d = jax.vmap(run)(*starts)
-    k = jnp.argmin(d)  # the identity start on ties; its distance never exceeds raw
-    return Symmetry(tuple(p[k] for p in perms), tuple(s[k] for s in signs)), d[k]
-
-
-def l2_aligned_jax(theta_s, theta_t, dims: tuple[int, ...], sweeps: int = JAX_SWEEPS):
-    """Pure-JAX ``l2_aligned`` (scalar; jit/vmap-able with static ``dims``): exact for one hidden layer,
-    at most ``sweeps`` alternating sweeps for deeper nets (see ``align_jax``)."""
-    return align_jax(theta_s, theta_t, dims, sweeps)[1]

@@ -1,4 +1,4 @@
-"""Linear-response theory of gradient descent near the teacher (issue 6).
+"""Linear-response theory of gradient descent near the teacher.
 
 Write δ = θ − θ_t for the student's displacement from the teacher (padded to the student's shape, P
 parameters) and n = N·dL for the number of trained outputs. The loss is the engine's, the mean of the
@@ -32,6 +32,7 @@ import numpy as np
 
 from l2rebound.data import Split
 from l2rebound.nets import forward
+from l2rebound.results import NoiseResult
 from l2rebound.train import loss_and_grad
 
 TANGENT_BLOCK = 32
@@ -218,11 +219,16 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
       epoch only: flat_fraction (R, K, 3) of ‖θ_s − θ_t‖² at the kept epochs (K,) in the null, the
           unsettled, and all but the stiffest direction (k = null, unsettled, P − 1 flattest).
     """
+    with jax.enable_x64(True):  # for this call only: the caller's JAX settings stay as they were
+        return _analyze(result, on_progress)
+
+
+def _analyze(result, on_progress) -> dict[str, np.ndarray]:
     from l2rebound.experiments import setup_runs  # experiments imports the engine; keep theory light
 
     config = result.config
     runs = np.arange(1, config.runs + 1)
-    noise = config.experiment == "noise"
+    noise = isinstance(result, NoiseResult)
     teacher_seeds = np.full(config.runs, config.seed) if noise else config.seed + runs
     _, problem, student, _ = setup_runs(config, teacher_seeds, config.seed + runs)
     if not np.array_equal(np.asarray(student), result.student_init):

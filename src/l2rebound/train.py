@@ -1,4 +1,4 @@
-"""The training engine: full-batch steps over a batch of runs, epochs as a ``lax.scan`` (SPEC §4).
+"""The training engine: full-batch steps over a batch of runs, epochs as a ``lax.scan``.
 
 One run is a student θ (P,) trained on its own teacher and data. ``train_block`` advances a batch of runs
 (leading axis R) by a fixed number of epochs in one compiled call and returns the metrics of every epoch
@@ -23,10 +23,7 @@ from l2rebound import kernel
 from l2rebound.data import Split
 from l2rebound.genericity import jitter_round, project_margin
 from l2rebound.nets import forward, layer_factors
-
-METRICS = ("l2", "train_loss", "test_loss", "clean_test_loss", "stalled")
-"""Recorded per run and epoch. ``stalled``: fraction of parameters whose step into this epoch was
-non-zero but rounded away (below half an ulp of the parameter); 0 at epoch 0."""
+from l2rebound.rules import OPTIMIZERS, RULES
 
 
 @dataclass(frozen=True)
@@ -34,8 +31,8 @@ class Spec:
     """Static description of the training program (hashable: a jit cache key)."""
 
     dims: tuple[int, ...]
-    rule: str  # "vanilla" | "l1" | "drr"
-    optimizer: str  # "gd" | "adam"
+    rule: str  # a name in rules.RULES
+    optimizer: str  # a name in rules.OPTIMIZERS
     projection: str  # "jitter" | "margin" | "off"
     projection_frequency: int  # 0: never; n: after epochs n, 2n, ...
 
@@ -71,8 +68,8 @@ class State(NamedTuple):
 
 
 def _transform(optimizer: str) -> optax.GradientTransformation:
-    """Direction of a step before scaling by -η: the gradient itself, or Adam's moment ratio."""
-    return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8) if optimizer == "adam" else optax.identity()
+    """Direction of a step before scaling by -η: the registered optimiser ``rules.OPTIMIZERS[optimizer]``."""
+    return OPTIMIZERS[optimizer].transform()
 
 
 def init_state(spec: Spec, theta, key) -> State:
@@ -120,18 +117,14 @@ def step_loss_and_grad(theta, dims, x, y):
 
 
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
-    """Gradient of the training rule's penalty, added to the loss gradient (SPEC §4); shape (P,)."""
-    if spec.rule == "l1":
-        return hyper.alpha * jnp.sign(theta)
-    if spec.rule == "drr":
-        factor = jnp.asarray(layer_factors(spec.dims), theta.dtype)
-        return factor * (hyper.alpha * hyper.beta * jnp.sign(theta) * jnp.exp(-hyper.beta * jnp.abs(theta))
-                         + 2 * hyper.rho * theta)
-    return jnp.zeros_like(theta)
+    """Gradient (P,) of the penalty of the registered rule ``rules.RULES[spec.rule]`` at θ (P,), added to the
+    loss gradient."""
+    factor = jnp.asarray(layer_factors(spec.dims), theta.dtype)
+    return RULES[spec.rule].grad(theta, factor, hyper)
 
 
 def evaluate(spec: Spec, hyper: Hyper, problem: Problem, theta, train_loss):
-    """Metrics of one run at θ, given its train loss there: a dict of scalars keyed like ``METRICS``."""
+    """Metrics of one run at θ, given its train loss there: a dict of scalars keyed like ``results.METRICS``."""
     out = kernel.forward(theta, spec.dims, problem.test.x)
     return {
         "l2": jnp.linalg.norm(theta - problem.teacher),

@@ -1,0 +1,287 @@
+"""What each experiment kind returns, stores and shows: NumPy arrays, a pandas table and matplotlib figures.
+
+Nothing here imports JAX: results are loaded, tabulated, fitted and plotted without the engine. An
+experiment kind is a ``Result`` subclass registered in ``KINDS`` under its name (the ``Config.experiment``
+value and the CLI command): it declares the engine function that computes it, the shapes of its arrays,
+the files the store writes for it and its figures. Adding a kind touches one place: a subclass here with
+``@register_kind`` and its engine function.
+
+Shapes, with R runs, E epochs, S noise levels, K kept epochs and P parameters of the student
+(``P_teacher`` of the teacher), are stated on each class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from l2rebound.config import Config
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
+METRICS = ("l2", "train_loss", "test_loss", "clean_test_loss", "stalled")
+"""Recorded per run and epoch by the training engine. ``stalled``: fraction of parameters whose step into
+this epoch was non-zero but rounded away (below half an ulp of the parameter); 0 at epoch 0."""
+DISTANCES = ("l2_aligned", "l2_normal_form")
+"""Distances modulo the symmetry group, computed on the host from kept students."""
+COLUMNS = METRICS + DISTANCES
+"""Every per-run quantity of a result's ``metrics``."""
+
+KINDS: dict[str, type[Result]] = {}
+"""Experiment kinds by name: the registered ``Result`` subclasses."""
+
+
+def register_kind(cls: type[Result]) -> type[Result]:
+    """Class decorator: make ``cls`` the experiment kind ``cls.kind``."""
+    if cls.kind in KINDS:
+        raise ValueError(f"an experiment kind named {cls.kind!r} is already registered")
+    KINDS[cls.kind] = cls
+    return cls
+
+
+@dataclass(frozen=True, repr=False)
+class Result:
+    """The outcome of one experiment: its ``config``, NumPy arrays (see each kind) and, once computed or
+    loaded, its ``manifest`` (where and how it was computed: package and JAX versions, backend, fast path,
+    host, date; see ``provenance``).
+
+    ``frame()`` gives the tidy table, ``figure(view)`` a matplotlib figure (nothing is written), ``save(out)``
+    stores it, ``summary()`` gives the key numbers as text."""
+
+    kind: ClassVar[str]
+    help: ClassVar[str]
+    """One line: what the experiment measures (the CLI's command list)."""
+    description: ClassVar[str]
+    """A paragraph: how it is set up (the command's ``--help``)."""
+    engine: ClassVar[str]
+    """``module:function`` of the engine function ``(config, on_progress, checkpoint) -> Result``."""
+    views: ClassVar[tuple[str, ...]]
+    """Names of its figures; the first is ``figure()``'s default."""
+    stored_tables: ClassVar[tuple[str, ...]]
+    """Stems of the CSV files it is stored as (the keys of ``tables()``)."""
+    stored_arrays: ClassVar[tuple[str, ...]]
+    """Stems of the ``.npz`` files it is stored as (the keys of ``arrays()``)."""
+
+    config: Config
+    manifest: dict[str, Any] | None = field(default=None, kw_only=True, compare=False)
+
+    # ---- what every kind provides -------------------------------------------------------------------
+    @classmethod
+    def trainings(cls, config: Config) -> int:
+        """Independent trainings the engine runs for ``config`` (each of ``config.epochs`` epochs)."""
+        return config.runs
+
+    def tables(self) -> dict[str, dict[str, np.ndarray]]:
+        """The CSV files of the stored result: file stem -> column name -> values (one per row).
+        ``metrics`` is the tidy table that ``frame()`` returns."""
+        raise NotImplementedError
+
+    def arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """The ``.npz`` files of the stored result: file stem -> array name -> array."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_files(cls, config: Config, tables: dict[str, dict[str, np.ndarray]],
+                   arrays: dict[str, dict[str, np.ndarray]], manifest: dict | None) -> Result:
+        """Inverse of ``tables`` and ``arrays`` (the store reads the files those name)."""
+        raise NotImplementedError
+
+    def figures(self, squared: bool = False) -> dict[str, Figure]:
+        """Every view (``views``) as a matplotlib ``Figure``; ``squared``: ℓ₂² instead of ℓ₂ (the quantity of
+        the original figures)."""
+        raise NotImplementedError
+
+    @classmethod
+    def file_suffix(cls, view: str, squared: bool) -> str:
+        """What a view's file name carries after the config's stem: ``{stem}_{suffix}.{svg,png}``."""
+        return view + ("_l2sq" if squared else "")
+
+    def summary(self, squared: bool = False) -> str:
+        """The key numbers as plain text."""
+        raise NotImplementedError
+
+    # ---- the same for every kind --------------------------------------------------------------------
+    def frame(self) -> pandas.DataFrame:
+        """The tidy table of ``metrics.csv`` as a pandas DataFrame (integer columns stay integers)."""
+        import pandas
+
+        return pandas.DataFrame(self.tables()["metrics"])
+
+    def figure(self, view: str | None = None, *, squared: bool = False) -> Figure:
+        """One view as a matplotlib ``Figure`` (shown inline in a notebook; nothing is written).
+        ``view``: one of ``views`` (default the first)."""
+        view = view or self.views[0]
+        if view not in self.views:
+            raise ValueError(f"{self.kind} results have the views {', '.join(self.views)}, not {view!r}")
+        return self.figures(squared)[view]
+
+    def save(self, out: str | Path = "results") -> Path:
+        """Store under the root ``out`` (atomically, in the folder named by the config's hash); returns the
+        folder."""
+        from l2rebound import store
+
+        return store.save(Path(out), self)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.config.describe()}; {self.trainings(self.config)} trainings x "
+                f"{self.config.epochs} epochs)")
+
+
+def _int(values) -> np.ndarray:
+    return np.asarray(values).astype(np.int64)
+
+
+@register_kind
+@dataclass(frozen=True, repr=False)
+class EpochResult(Result):
+    """The epoch experiment: R students, each trained on its own teacher and data; every epoch recorded.
+
+    metrics: name -> (R, E + 1), epoch 0 = before training; NaN from a run's divergence on. The ``METRICS``
+        at every epoch; the ``DISTANCES`` at ``kept_epochs`` only, NaN at the others.
+    teacher: (R, P_teacher) each run's teacher after projection, in the teacher's own shape.
+    student_init: (R, P) each run's initial student.
+    diverged_at: (R,) first epoch with a non-finite metric, -1 for runs that finished.
+    kept_epochs: (K,) the epochs 0, k, 2k, ..., E for ``align_every`` = k (empty for 0).
+    kept_theta: (R, K, P) the students at those epochs.
+    """
+
+    kind: ClassVar[str] = "epoch"
+    help: ClassVar[str] = "ℓ₂ distance and losses vs epoch (experiments A and B of ℓ₂-Experiments)"
+    description: ClassVar[str] = (
+        "Train R students on data from their teachers and record, for every epoch, the ℓ₂ distance to the "
+        "teacher and the train, test and clean test losses.")
+    engine: ClassVar[str] = "l2rebound.experiments:run_epoch_experiment"
+    views: ClassVar[tuple[str, ...]] = ("absolute", "normalised")
+    stored_tables: ClassVar[tuple[str, ...]] = ("metrics", "runs")
+    stored_arrays: ClassVar[tuple[str, ...]] = ("params", "trajectory")
+
+    metrics: dict[str, np.ndarray]
+    teacher: np.ndarray
+    student_init: np.ndarray
+    diverged_at: np.ndarray
+    kept_epochs: np.ndarray
+    kept_theta: np.ndarray
+
+    def tables(self):
+        runs, epochs = self.metrics["l2"].shape
+        run = np.arange(1, runs + 1)
+        return {
+            "metrics": {"run": np.repeat(run, epochs), "epoch": np.tile(np.arange(epochs), runs),
+                        **{name: self.metrics[name].reshape(-1) for name in COLUMNS}},
+            "runs": {"run": run, "seed": self.config.seed + run, "diverged_at": _int(self.diverged_at)},
+        }
+
+    def arrays(self):
+        return {"params": {"teacher": self.teacher, "student_init": self.student_init},
+                "trajectory": {"epochs": self.kept_epochs, "theta": self.kept_theta}}
+
+    @classmethod
+    def from_files(cls, config, tables, arrays, manifest):
+        shape = (config.runs, config.epochs + 1)
+        metrics = {name: tables["metrics"][name].reshape(shape) for name in COLUMNS}
+        return cls(config, metrics, arrays["params"]["teacher"], arrays["params"]["student_init"],
+                   _int(tables["runs"]["diverged_at"]), arrays["trajectory"]["epochs"], arrays["trajectory"]["theta"],
+                   manifest=manifest)
+
+    def figures(self, squared=False):
+        from l2rebound.plots import epoch_figures
+
+        return epoch_figures(self, squared)
+
+    def summary(self, squared=False):
+        from l2rebound.plots import summary_table
+
+        return summary_table(self)
+
+
+@register_kind
+@dataclass(frozen=True, repr=False)
+class NoiseResult(Result):
+    """The noise experiment: one teacher; each run's student starts at it and trains at every noise level σ
+    on the same inputs and unit noise (common random numbers); the metrics after the last epoch are kept.
+
+    levels: (S,) the noise levels σ.
+    metrics: name -> (S, R), the ``METRICS`` and ``DISTANCES`` after the last epoch (NaN for a diverged
+        run); ``stalled`` is averaged over the epochs.
+    teacher: (P_teacher,) the one teacher after projection.
+    student_init: (R, P) each run's initial student (the same at every level).
+    diverged_at: (S, R) first epoch with a non-finite metric, -1 for runs that finished.
+    """
+
+    kind: ClassVar[str] = "noise"
+    help: ClassVar[str] = "ℓ₂ after training vs label noise σ, with a fitted power law (experiment C of ℓ₂-Experiments)"
+    description: ClassVar[str] = (
+        "One teacher; for each run the same inputs and unit noise z at every level σ (common random numbers). "
+        "Each student starts at the teacher and trains on f(x) + σz; the distances after the last epoch are "
+        "fitted by ℓ₂ ≈ c·σ^k.")
+    engine: ClassVar[str] = "l2rebound.experiments:run_noise_experiment"
+    views: ClassVar[tuple[str, ...]] = ("l2",)
+    stored_tables: ClassVar[tuple[str, ...]] = ("metrics",)
+    stored_arrays: ClassVar[tuple[str, ...]] = ("params",)
+
+    levels: np.ndarray
+    metrics: dict[str, np.ndarray]
+    teacher: np.ndarray
+    student_init: np.ndarray
+    diverged_at: np.ndarray
+
+    @classmethod
+    def trainings(cls, config):
+        return config.runs * len(config.noise_levels)
+
+    def tables(self):
+        levels, runs = self.metrics["l2"].shape
+        return {"metrics": {
+            "level": np.repeat(np.arange(levels), runs), "sigma": np.repeat(self.levels, runs),
+            "run": np.tile(np.arange(1, runs + 1), levels),
+            **{name: self.metrics[name].reshape(-1) for name in COLUMNS},
+            "diverged_at": _int(self.diverged_at).reshape(-1),
+        }}
+
+    def arrays(self):
+        return {"params": {"teacher": self.teacher, "student_init": self.student_init}}
+
+    @classmethod
+    def from_files(cls, config, tables, arrays, manifest):
+        shape = (len(config.noise_levels), config.runs)
+        metrics = tables["metrics"]
+        return cls(config, np.asarray(config.noise_levels), {name: metrics[name].reshape(shape) for name in COLUMNS},
+                   arrays["params"]["teacher"], arrays["params"]["student_init"],
+                   _int(metrics["diverged_at"]).reshape(shape), manifest=manifest)
+
+    @classmethod
+    def file_suffix(cls, view, squared):
+        return "l2sq" if squared else "l2"
+
+    def figures(self, squared=False):
+        from l2rebound.plots import noise_figures
+
+        return noise_figures(self, squared)
+
+    def summary(self, squared=False):
+        from l2rebound.plots import noise_summary
+
+        return noise_summary(self, squared)
+
+
+def kind_of(config: Config) -> type[Result]:
+    """The registered kind of ``config.experiment``."""
+    return KINDS[config.experiment]
+
+
+def compute(config: Config, on_progress=None, checkpoint=None) -> Result:
+    """Run the engine function of ``config``'s kind (imported here: the engine loads JAX)."""
+    module, function = kind_of(config).engine.split(":")
+    return getattr(importlib.import_module(module), function)(config, on_progress, checkpoint)
+
+
+def with_manifest(result: Result, manifest: dict) -> Result:
+    """``result`` carrying ``manifest``."""
+    return dataclasses.replace(result, manifest=manifest)
