@@ -335,15 +335,16 @@ ffi::Error count_samples(const Net& net, ffi::AnyBuffer::Dimensions theta, size_
 
 // Calls run(r, local) for every run r in [0, runs), spread over the calling thread and XLA's CPU thread pool:
 // each thread takes the next run that no thread has taken yet (rather than a fixed share, which the whole
-// call would wait for if the OS held its thread back), and keeps one local = make() (its scratch space) for
-// all the runs it takes. Returns when all are done.
+// call would wait for if the OS held its thread back), and uses one local = make() (its scratch space) for
+// all the runs it takes. The locals are made here, before any task starts, so that an allocation failure is
+// an error returned to XLA rather than an exception in a pool thread. Returns when all runs are done.
 //
 // The caller takes runs too and then waits only for runs that other threads have taken, never for a task to
 // start: a task that the pool starts late (its threads busy, or this call itself running on one of them)
 // finds no run left and touches nothing but the counters, which it co-owns. So the wait cannot deadlock, and
 // nothing of the caller's frame is used after the last run is counted done.
 template <class Make, class Run>
-void for_each_run(ffi::ThreadPool& pool, int64_t runs, const Make& make, const Run& run) {
+ffi::Error for_each_run(ffi::ThreadPool& pool, int64_t runs, const Make& make, const Run& run) {
   struct Progress {
     const int64_t runs;
     std::atomic<int64_t> next{0}, done{0};
@@ -351,14 +352,22 @@ void for_each_run(ffi::ThreadPool& pool, int64_t runs, const Make& make, const R
     std::condition_variable all_done;
     explicit Progress(int64_t runs) : runs(runs) {}
   };
-  const auto progress = std::make_shared<Progress>(runs);
+  const int64_t helpers = std::min<int64_t>(runs, pool.num_threads() + 1) - 1;
+  std::vector<decltype(make())> locals;
+  std::shared_ptr<Progress> progress;
+  try {
+    locals.reserve(helpers + 1);
+    for (int64_t t = 0; t <= helpers; t++) locals.push_back(make());
+    progress = std::make_shared<Progress>(runs);
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted, "l2rebound kernel: no memory for the scratch space");
+  }
   // Runs `first` (already taken) and then every further run this thread can take. It reads its closure (the
   // caller's frame) only before counting its runs done.
-  const auto work = [&make, &run](Progress& p, int64_t first) {
-    auto local = make();
+  const auto work = [&run, &locals](Progress& p, int64_t first, int64_t slot) {
     int64_t mine = 0;
     for (int64_t r = first; r < p.runs; r = p.next.fetch_add(1)) {
-      run(r, local);
+      run(r, locals[slot]);
       mine++;
     }
     if (p.done.fetch_add(mine) + mine == p.runs) {
@@ -366,15 +375,15 @@ void for_each_run(ffi::ThreadPool& pool, int64_t runs, const Make& make, const R
       p.all_done.notify_all();
     }
   };
-  const int64_t helpers = std::min<int64_t>(runs, pool.num_threads() + 1) - 1;
   for (int64_t t = 0; t < helpers; t++)
-    pool.Schedule([progress, body = &work] {
+    pool.Schedule([progress, body = &work, t] {
       const int64_t first = progress->next.fetch_add(1);
-      if (first < progress->runs) (*body)(*progress, first);  // a run not done yet: the caller is still waiting
+      if (first < progress->runs) (*body)(*progress, first, t + 1);  // a run not done yet: the caller waits
     });
-  if (const int64_t first = progress->next.fetch_add(1); first < runs) work(*progress, first);
+  if (const int64_t first = progress->next.fetch_add(1); first < runs) work(*progress, first, 0);
   std::unique_lock<std::mutex> lock(progress->mutex);
   progress->all_done.wait(lock, [&] { return progress->done.load() == runs; });
+  return ffi::Error::Success();
 }
 
 ffi::Error LossGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x,
@@ -385,12 +394,11 @@ ffi::Error LossGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
   if (y.element_count() != static_cast<size_t>(runs * n * net.dims.back()))
     return ffi::Error::InvalidArgument("l2rebound kernel: y does not hold one (n, dL) set per run");
-  for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
+  return for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
     loss_grad_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],
                   y.typed_data() + r * n * net.dims.back(), loss->typed_data() + r,
                   grad->typed_data() + r * net.params, s);
   });
-  return ffi::Error::Success();
 }
 
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x,
@@ -400,11 +408,10 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::B
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
   if (out->element_count() != static_cast<size_t>(runs * n * net.dims.back()))
     return ffi::Error::InvalidArgument("l2rebound kernel: the output does not hold one (n, dL) set per run");
-  for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
+  return for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
     forward_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],
                 out->typed_data() + r * n * net.dims.back(), s);
   });
-  return ffi::Error::Success();
 }
 
 ffi::Error ViolationsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::ResultBuffer<ffi::PRED> mask,
@@ -414,10 +421,9 @@ ffi::Error ViolationsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi
   if (ffi::Error e = count_runs(net, theta.dimensions(), runs); e.failure()) return e;
   if (ratio_bound != RATIO_BOUND)
     return ffi::Error::InvalidArgument("l2rebound kernel: compiled for a ratio bound of 10; rebuild it for another");
-  for_each_run(pool, runs, [] { return 0; }, [&](int64_t r, int) {
+  return for_each_run(pool, runs, [] { return 0; }, [&](int64_t r, int) {
     violations_run(net, theta.typed_data() + r * net.params, rtol, mask->typed_data() + r * net.params);
   });
-  return ffi::Error::Success();
 }
 
 // Threefry-2x32 with 20 rounds (Salmon et al., SC 2011), the hash under jax.random's default generator:

@@ -11,13 +11,14 @@ The kernel is compiled at its first use in a process (not at install, not at imp
 C++ compiler, for this machine's CPU (``-march=native``), into a cache folder that later processes reuse
 (``cache_dir``). Without a compiler, or if the build fails, one ``KernelUnavailableWarning`` says so and
 everything runs through XLA alone. ``enabled(dtype)`` says whether it serves; it does not on accelerators,
-for float32, when it could not be built, or with ``L2REBOUND_KERNEL=0`` in the environment (read at each
-call). Importing this module changes nothing in JAX; only ``use_threefry_lowering`` does, when called.
+for float32, when it could not be built, or with ``L2REBOUND_KERNEL=0`` in the environment (read at the
+first use in a process). Importing this module changes nothing in JAX; only ``use_threefry_lowering`` does, when called.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -56,17 +57,25 @@ class KernelUnavailableWarning(RuntimeWarning):
     """The fused kernel could not be built in this process: training runs through XLA alone (slower)."""
 
 
+@functools.cache
 def switched_off() -> bool:
-    """True when ``L2REBOUND_KERNEL=0`` is in the environment now."""
+    """True when ``L2REBOUND_KERNEL=0`` was in the environment at the first use in this process. Read once:
+    the choice is compiled into the programs that JAX caches, so a later change could not take effect, and
+    a result's manifest must name the path that really ran."""
     return os.environ.get("L2REBOUND_KERNEL", "1") == "0"
 
 
-def cache_dir() -> Path:
-    """Where built kernels are kept: ``$L2REBOUND_CACHE/kernel``, else ``$XDG_CACHE_HOME/l2rebound/kernel``
-    (``~/.cache`` when that is unset)."""
+def cache_root() -> Path:
+    """The package's cache folder: ``$L2REBOUND_CACHE``, else ``$XDG_CACHE_HOME/l2rebound`` (``~/.cache``
+    when that is unset or empty)."""
     if os.environ.get("L2REBOUND_CACHE"):
-        return Path(os.environ["L2REBOUND_CACHE"]) / "kernel"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "l2rebound" / "kernel"
+        return Path(os.environ["L2REBOUND_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "l2rebound"
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: ``cache_root() / "kernel"``."""
+    return cache_root() / "kernel"
 
 
 def find_compiler() -> list[str] | None:
@@ -187,8 +196,9 @@ def available() -> bool:
 def enabled(dtype) -> bool:
     """True when the kernel serves arrays of ``dtype`` here: float64, CPU backend, not switched off, and
     built (the first call that gets this far builds it)."""
-    return (not switched_off() and jnp.dtype(dtype) == jnp.float64 and jax.default_backend() == "cpu"
-            and available())
+    # canonicalised: float64 asked for outside a 64-bit scope is float32 to JAX, which the kernel cannot take
+    return (not switched_off() and jax.dtypes.canonicalize_dtype(dtype) == jnp.float64
+            and jax.default_backend() == "cpu" and available())
 
 
 def fast_path(dtype) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 
 from l2rebound.data import Split
 from l2rebound.nets import forward
+from l2rebound.precision import float64
 from l2rebound.results import NoiseResult
 from l2rebound.train import loss_and_grad
 
@@ -55,6 +56,7 @@ def spectrum(matrix) -> Spectrum:
     return Spectrum(values, vectors)
 
 
+@float64
 @partial(jax.jit, static_argnames="dims")
 def jacobian(theta, dims: tuple[int, ...], x):
     """Jacobian of the network outputs w.r.t. θ (P,) at inputs x (N, d0): shape (N·dL, P), row
@@ -67,6 +69,7 @@ def jacobian(theta, dims: tuple[int, ...], x):
     return jax.vmap(one)(x).reshape(-1, theta.size)
 
 
+@float64
 @partial(jax.jit, static_argnames="dims")
 def gauss_newton(theta, dims: tuple[int, ...], x):
     """The Gauss–Newton matrix (2/(N·dL)) JᵀJ at θ (P,) for inputs x (N, d0): shape (P, P), positive
@@ -75,6 +78,7 @@ def gauss_newton(theta, dims: tuple[int, ...], x):
     return (2.0 / jac.shape[0]) * jac.T @ jac
 
 
+@float64
 @partial(jax.jit, static_argnames="dims")
 def hessian(theta, dims: tuple[int, ...], x, y):
     """Exact Hessian (P, P) of the train loss (the engine's ``loss_and_grad``) at θ (P,), inputs x
@@ -88,6 +92,7 @@ def hessian(theta, dims: tuple[int, ...], x, y):
     return jax.lax.map(column, jnp.eye(theta.size, dtype=theta.dtype), batch_size=TANGENT_BLOCK)
 
 
+@float64
 @partial(jax.jit, static_argnames="dims")
 def noise_gradient(theta, dims: tuple[int, ...], x, z, sigma):
     """g = (2/(N·dL)) Jᵀ(σz) (P,): the pull of label noise σz (z of shape (N, dL)) at the teacher θ,
@@ -176,6 +181,7 @@ def _prediction(l2, gn: Spectrum, learning_rate: float) -> dict[str, np.ndarray]
             "time_constants": time_constants(gn.values, learning_rate)}
 
 
+@float64
 def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigma: float, learning_rate: float,
                 epochs: int) -> dict[str, np.ndarray]:
     """The linear-response prediction for one run of the epoch experiment (plain GD on the loss alone:
@@ -191,6 +197,7 @@ def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigm
     return _prediction(linear_response(gn, delta0, sigma * unit, learning_rate, epochs), gn, learning_rate)
 
 
+@float64
 def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, levels, learning_rate: float,
                   epochs: int) -> dict[str, np.ndarray]:
     """The prediction for one run of the noise experiment: like ``predict_run``, but ``l2`` (S,) is the
@@ -204,6 +211,7 @@ def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, le
     return _prediction(l2, gn, learning_rate)
 
 
+@float64
 def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
     """The linear-response analysis of a stored epoch or noise result, from each run's own teacher, data
     and noise (drawn again from the config exactly as the experiment drew them; raises ``ValueError`` if
@@ -219,11 +227,6 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
       epoch only: flat_fraction (R, K, 3) of ‖θ_s − θ_t‖² at the kept epochs (K,) in the null, the
           unsettled, and all but the stiffest direction (k = null, unsettled, P − 1 flattest).
     """
-    with jax.enable_x64(True):  # for this call only: the caller's JAX settings stay as they were
-        return _analyze(result, on_progress)
-
-
-def _analyze(result, on_progress) -> dict[str, np.ndarray]:
     from l2rebound.experiments import setup_runs  # experiments imports the engine; keep theory light
 
     config = result.config
