@@ -78,7 +78,9 @@ def make_config(case: str, quick: bool):
 
 def trainings(config) -> int:
     """Number of independent trainings: runs, or levels x runs for the noise sweep."""
-    return config.runs * (len(config.noise_levels) if config.experiment == "noise" else 1)
+    from l2rebound.results import kind_of
+
+    return kind_of(config).trainings(config)
 
 
 def flops(config) -> float:

@@ -8,7 +8,7 @@ import pytest
 from l2rebound import cli, store
 from l2rebound.config import Config
 from l2rebound.experiments import noise_sweep, run_noise_experiment
-from l2rebound.fit import fit_power_law
+from l2rebound.fit import DRIFT_LIMIT, STALLED_LIMIT, fit_power_law, precision_floor, rounding_drift
 from l2rebound.train import train_block
 
 pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
@@ -65,7 +65,39 @@ def test_float32_warns_at_small_sigma_and_leaves_those_levels_out(tmp_path, caps
     assert cli.main(args) == 0
     captured = capsys.readouterr()
     assert "warning: float32" in captured.err and "1e-05" in captured.err.split("warning: float32")[1]
-    assert "no (precision floor)" in captured.out
+    rows = {line.split()[0]: line for line in captured.out.splitlines() if line.strip()[:1].isdigit()}
+    assert rows["1e-05"].endswith("no (precision floor)")  # about 20 x its ℓ₂ can have been rounded away
+    # a few percent of the steps stall at 3e-2 too (more than STALLED_LIMIT), but they lose nothing that shows
+    assert all(rows[sigma].endswith("yes") for sigma in ("0.03", "0.1", "0.3")), captured.out
+
+
+@pytest.mark.slow
+def test_float32_fits_the_levels_whose_rounded_away_steps_do_not_matter():
+    """Bug: every float32 level of preset C was at the precision floor (σ = 1 included), because more than 1% of
+    the steps stall at every σ: hidden-to-hidden weights of units whose output weight is near 0 get steps
+    below half an ulp. The floor now weighs the stalls by the displacement they can remove."""
+    config = Config(experiment="noise", dataset_size=1000, test_set_size=200, epochs=100, runs=2, dtype="float32",
+                    noise_levels=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+    result = run_noise_experiment(config)
+    levels, l2 = result.levels, result.metrics["l2"]
+    stalled = result.metrics["stalled"].mean(axis=1)
+    assert (stalled > STALLED_LIMIT).all(), stalled  # the old rule (stalled > 1%) marked every level
+    floor = precision_floor(result)
+    np.testing.assert_array_equal(floor, levels < 1e-2)
+    np.testing.assert_array_less(rounding_drift(result)[levels >= 1e-2], DRIFT_LIMIT * l2[levels >= 1e-2].mean(axis=1))
+    fit = fit_power_law(result)
+    np.testing.assert_array_equal(fit.used, levels >= 1e-2)
+    assert abs(fit.k - 1) < 0.01, fit
+    # common random numbers: ℓ₂/σ is each run's constant where rounding does not distort ℓ₂ (the fitted
+    # levels), and leaves it at the marked ones (in float64 it is flat to 2e-3 at every one of these levels)
+    per_sigma = l2 / levels[:, None] / (l2[-2] / levels[-2])
+    assert np.abs(per_sigma[levels >= 1e-2] - 1).max() < 5e-3, per_sigma
+    assert (np.abs(per_sigma[levels <= 1e-4] - 1).max(axis=1) > 2e-2).all(), per_sigma
+
+
+def test_the_floor_leaves_float64_alone(result):
+    assert not precision_floor(result).any()
+    assert (rounding_drift(result) < 1e-6 * result.metrics["l2"].mean(axis=1)).all()
 
 
 def test_stored_noise_result_round_trips_and_redraws(result, tmp_path, capsys):

@@ -147,6 +147,23 @@ def test_an_uninformative_normal_form_is_left_out_of_the_figure(tmp_path):
     assert "final normal-form ℓ₂" in summary_table(result)
 
 
+def test_the_summary_says_when_the_normal_form_is_undefined():
+    result = make_result()
+    every = np.arange(0, EPOCHS + 1, 5)
+    result.metrics["l2_aligned"][:, every] = result.metrics["l2"][:, every]
+    result.metrics["l2_normal_form"][:, every] = 100.0  # zero-bias teachers: never below the raw ℓ₂ (preset A, B)
+    rows = {line[:22].strip(): line[22:] for line in summary_table(result).splitlines()}
+    row = rows["final normal-form ℓ₂"]
+    assert "normal form undefined" in row and "see the aligned ℓ₂" in row
+    assert float(row.split()[0]) == pytest.approx(100.0)  # the number stays, for who wants it
+    assert "undefined" not in rows["final aligned ℓ₂"]
+    # below the raw ℓ₂ at one recorded epoch (as the figure's test): informative, no note
+    result.metrics["l2_normal_form"][:, every[-2]] = 0.5 * result.metrics["l2"][:, every[-2]]
+    assert "undefined" not in summary_table(result)
+    # not recorded at all (align_every = 0 leaves only NaN): no row, no note
+    assert "normal-form" not in summary_table(make_result())
+
+
 def test_an_exact_start_trained_zero_epochs_plots_on_linear_axes(tmp_path):
     result = make_result(l2=np.zeros((RUNS, 1)), epochs=0)
     paths = plot_quietly(result, tmp_path)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import doctest
+import re
 from pathlib import Path
 
 from l2rebound.config import Config, flag
@@ -29,3 +30,11 @@ def test_the_python_examples_run_as_written():
     failures, tried = doctest.testfile(str(ROOT / "README.md"), module_relative=False, verbose=False,
                                        optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried >= 10 and failures == 0
+
+
+def test_every_test_the_reliability_table_names_exists():
+    table = README.split("## Reliability")[1].split("\n## ")[0]
+    named = set(re.findall(r"`(test_\w+)`", table))
+    defined = {name for path in (ROOT / "tests").glob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)}
+    assert named and named <= defined, named - defined

@@ -1,20 +1,31 @@
-"""The on-disk result store: layout, an exact round trip, and atomic writes."""
+"""The on-disk result store: layout, an exact round trip, atomic writes, a store that cannot take a result,
+a write failing after training, damaged files, and the lock of a result."""
 
+import collections
 import csv
+import errno
+import io
 import json
 import os
+import re
 import shutil
 import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import jax
-from conftest import TINY
+from conftest import TINY, TINY_NOISE
 from l2rebound import config as config_module
-from l2rebound import provenance, store
+from l2rebound import api, cli, experiments, kernel, provenance, store
 from l2rebound.experiments import kept_epochs, run_epoch_experiment
-from l2rebound.results import COLUMNS, DISTANCES, EpochResult
+from l2rebound.results import COLUMNS, DISTANCES, EpochResult, NoiseResult
 
 PARAMS = 2 * 4 + 4 + 4 * 1 + 1  # weights and biases of a 2,4,1 network
 
@@ -167,7 +178,7 @@ def test_failed_final_rename_keeps_the_previous_result(result, tmp_path, monkeyp
         rename(src, dst)
 
     monkeypatch.setattr(os, "rename", failing)
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(store.StoreWriteError, match=re.escape(f"cannot write the result to {folder} (disk gone)")):
         store.save(tmp_path, synthetic())
     monkeypatch.undo()
     assert failed
@@ -218,7 +229,8 @@ def test_a_result_carries_its_provenance(result, tmp_path):
     assert manifest == result.manifest
     assert manifest["schema"] == provenance.SCHEMA_VERSION and manifest["numerics"] == config_module.NUMERICS_VERSION
     assert manifest["dtype"] == "float64" and manifest["backend"] == "cpu" and manifest["device_count"] >= 1
-    assert manifest["fast_path"] in ("fused-kernel", "xla")
+    with jax.enable_x64(True):  # as in the engine
+        assert manifest["fast_path"] == kernel.fast_path("float64")
     assert manifest["jax"] == jax.__version__
     assert manifest["version"] and manifest["host"] and manifest["date"].startswith("20")
     commit = manifest["git_commit"]  # this checkout runs as an editable install
@@ -246,3 +258,366 @@ def test_the_numerics_version_is_part_of_the_folder_name(monkeypatch):
     before = TINY.config_hash()
     monkeypatch.setattr(config_module, "NUMERICS_VERSION", config_module.NUMERICS_VERSION + 1)
     assert TINY.config_hash() != before
+
+
+# ---- a store that cannot take the result: refused before training, nothing made ----------------------
+
+CLI_TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",
+            "--initial-permut", "1e-2", "--no-progress"]
+"""The options of ``TINY``."""
+
+
+def forbid_training(monkeypatch):
+    monkeypatch.setattr(api, "compute", lambda *args, **kwargs: pytest.fail("trained although the store was refused"))
+
+
+def run_cli(capsys, *argv):
+    """``l2rebound epoch TINY *argv`` in-process: (exit code, stdout, stderr)."""
+    code = cli.main(["epoch", *CLI_TINY, *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_only_folders_stop_writes() -> bool:
+    """Whether a folder without write permission keeps this process out (not so for root, which writes
+    anyway unless it runs without the capability to override permissions)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "read-only"
+        folder.mkdir(mode=0o555)
+        try:
+            (folder / "probe").touch()
+        except PermissionError:
+            return True
+        finally:
+            folder.chmod(0o755)
+        return False
+
+
+@pytest.mark.skipif(not read_only_folders_stop_writes(),
+                    reason="this user writes into read-only folders (root): simulated in the next test")
+@pytest.mark.parametrize("below", ["", "new/deeper"], ids=["--out read-only", "parent read-only"])
+def test_a_read_only_store_is_refused_before_training(below, tmp_path, monkeypatch):
+    forbid_training(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(store.StoreWriteError, match=re.escape(f"{locked} is not writable")):
+            api.execute(TINY, locked / below, progress=False)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_folder_the_os_reports_read_only_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """What a user meets under a read-only parent of ``--out``, simulated for any user (root writes into a
+    read-only folder anyway): ``os.access`` reports the parent as not writable, as the OS does for a
+    non-root user or on a read-only file system. One line, exit 2, nothing made, nothing trained."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    access = os.access
+
+    def read_only(path, mode, **kwargs):
+        return False if os.fspath(path) == os.fspath(parent) and mode & os.W_OK else access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", read_only)
+    forbid_training(monkeypatch)
+    code, out, err = run_cli(capsys, "--out", parent / "results")
+    assert code == 2 and out == ""
+    assert err == (f"l2rebound: error: cannot store results in {parent / 'results'}: {parent} is not writable; make "
+                   "it writable or choose another output folder (--out)\n")
+    assert list(parent.iterdir()) == []
+
+
+def test_out_under_a_file_is_refused_before_training(tmp_path, monkeypatch):
+    forbid_training(monkeypatch)
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    with pytest.raises(store.StoreWriteError, match=re.escape(f"{file} is a file, not a folder")):
+        api.execute(TINY, file / "results", progress=False)
+    assert file.read_text() == "keep me" and list(tmp_path.iterdir()) == [file]
+
+
+def test_a_store_without_room_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """A full disk, simulated: ``shutil.disk_usage`` reports 100 kB free, where TINY's result asks for about
+    1 MB (mostly the room kept for figures)."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(total=10**9, used=10**9 - 10**5, free=10**5))
+    forbid_training(monkeypatch)
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "--out", out)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"l2rebound: error: cannot store results in {out}: this result needs about 1.05 MB on "
+                          f"disk and {tmp_path} has 100 kB free; free space there")
+    assert list(tmp_path.iterdir()) == []
+
+
+DiskUsage = collections.namedtuple("DiskUsage", "total used free")
+"""What ``shutil.disk_usage`` returns, in bytes."""
+
+
+def stored_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir())
+
+
+def synthetic_noise() -> NoiseResult:
+    """A noise result for TINY_NOISE with random values."""
+    rng = np.random.default_rng(3)
+    shape = (len(TINY_NOISE.noise_levels), TINY_NOISE.runs)
+    return NoiseResult(TINY_NOISE, np.asarray(TINY_NOISE.noise_levels),
+                       {name: rng.standard_normal(shape) for name in COLUMNS}, rng.standard_normal(PARAMS),
+                       rng.standard_normal((TINY_NOISE.runs, PARAMS)), np.full(shape, -1))
+
+
+@pytest.mark.parametrize("make", [synthetic, synthetic_noise], ids=["epoch", "noise"])
+def test_the_room_asked_for_holds_every_stored_value(make, tmp_path):
+    """The estimate counts exactly the values a result stores, and no value's CSV text is longer than the
+    bytes it allows: the awkward floats of ``synthetic`` (subnormals, the largest double) are the longest."""
+    original = make()
+    tables, arrays = type(original).stored_values(original.config)
+    assert tables == sum(len(columns) * len(next(iter(columns.values()))) for columns in original.tables().values())
+    assert arrays == sum(np.size(a) for stem in original.arrays().values() for a in stem.values())
+    folder = store.save(tmp_path, original)
+    data = sum((folder / f"{stem}.csv").stat().st_size for stem in original.tables())
+    assert data <= tables * store.CSV_BYTES_PER_VALUE
+    assert stored_bytes(folder) + store.FIGURE_BYTES <= store.stored_size(original.config)
+
+
+# ---- a write failing after training: the finished chunks are kept, the same command resumes -----------
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_result_that_cannot_be_written_keeps_its_chunk_and_resumes_bit_identically(result, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """TINY holds its runs in one chunk (the case where all the work would be lost): the disk fills up after
+    training, while the result is written."""
+    out = tmp_path / "out"
+    folder, partial = store.result_dir(out, TINY), store.Checkpoint(out, TINY).folder
+    monkeypatch.setattr(store, "_write_table", no_space)
+    code, _, err = run_cli(capsys, "--out", out)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err == (f"l2rebound: error: cannot write the result to {folder} ([Errno {errno.ENOSPC}] "
+                   f"{os.strerror(errno.ENOSPC)}); 1 finished chunk(s) of runs are kept in {partial}: free space or "
+                   "fix permissions there and run the same command again to resume from them\n")
+    assert sorted(p.name for p in out.iterdir()) == [partial.name]  # no result, no temp folder, no lock
+    monkeypatch.undo()
+
+    monkeypatch.setattr(experiments, "train_runs", lambda *args, **kwargs: pytest.fail("trained a kept chunk again"))
+    said = []
+    resumed_folder, resumed = api.execute(TINY, out, progress=False, say=said.append)
+    assert f"resuming: 1 finished chunk(s) of runs found in {partial}" in said
+    assert resumed_folder == folder and sorted(p.name for p in out.iterdir()) == [folder.name]
+    assert_same(resumed, result)
+    assert_same(store.load(folder), result)
+
+
+def test_a_chunk_that_cannot_be_kept_during_training_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    """The disk fills up between two chunks of runs (one run per chunk here): the first chunk stays."""
+    monkeypatch.setattr(experiments, "CHUNK_RUNS", 1)
+    write_atomic, writes = store.write_atomic, []
+
+    def second_fails(path, write):
+        writes.append(path)
+        return no_space() if len(writes) == 2 else write_atomic(path, write)
+
+    monkeypatch.setattr(store, "write_atomic", second_fails)
+    out = tmp_path / "out"
+    partial = store.Checkpoint(out, TINY).folder
+    code, _, err = run_cli(capsys, "--out", out)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err == (f"l2rebound: error: cannot keep a finished chunk of runs in {partial} ([Errno {errno.ENOSPC}] "
+                   f"{os.strerror(errno.ENOSPC)}); 1 finished chunk(s) of runs are kept in {partial}: free space or "
+                   "fix permissions there and run the same command again to resume from them\n")
+    assert sorted(p.name for p in out.iterdir()) == [partial.name] and store.Checkpoint(out, TINY).count() == 1
+
+
+# ---- damaged files: one StoreError naming the file ---------------------------------------------------
+
+def cut_mid_line(data: bytes) -> bytes:
+    return data[: data.index(b"\n", len(data) // 2) + 4]
+
+
+DAMAGED = {
+    "params.npz cut short": ("params.npz", lambda data: data[: len(data) // 2]),
+    "params.npz foreign": ("params.npz", lambda data: b"PK\x03\x04 not a zip archive"),
+    "trajectory.npz cut short": ("trajectory.npz", lambda data: data[: len(data) // 2]),
+    "trajectory.npz empty": ("trajectory.npz", lambda data: b""),
+    "metrics.csv cut mid-line": ("metrics.csv", cut_mid_line),
+    "metrics.csv garbled": ("metrics.csv", lambda data: data.replace(b"e", b"x")),
+    "runs.csv empty": ("runs.csv", lambda data: b""),
+    "manifest.json garbled": ("manifest.json", lambda data: data[:20]),
+    "manifest.json not an object": ("manifest.json", lambda data: b"[1, 2]"),
+    "config.json empty": ("config.json", lambda data: b""),
+    "config.json garbled": ("config.json", lambda data: b'{"runs": '),
+}
+
+
+@pytest.mark.parametrize("name, damage", DAMAGED.values(), ids=DAMAGED)
+def test_a_damaged_file_is_named_in_one_store_error(name, damage, result, tmp_path):
+    folder = store.save(tmp_path, result)
+    path = folder / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(store.StoreError) as error:
+        store.load(folder)
+    message = str(error.value)
+    assert message.startswith(f"{path} cannot be read") and message.endswith("--force") and "\n" not in message
+
+
+def test_a_table_cut_at_a_line_end_is_named_among_the_files_that_do_not_fit(result, tmp_path):
+    folder = store.save(tmp_path, result)
+    path = folder / "metrics.csv"
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\n", len(data) // 2) + 1])  # whole rows only: it parses, but is short
+    with pytest.raises(store.StoreError, match=re.escape(f"{folder} cannot be read back: metrics.csv, runs.csv, "
+                                                         "params.npz, trajectory.npz do not fit its config.json")):
+        store.load(folder)
+
+
+def test_a_damaged_stored_result_is_not_reused_silently(result, tmp_path, monkeypatch):
+    forbid_training(monkeypatch)
+    folder = store.save(tmp_path, result)
+    (folder / "params.npz").write_bytes(b"")
+    with pytest.raises(store.StoreError, match=re.escape(f"{folder / 'params.npz'} cannot be read back")):
+        api.execute(TINY, tmp_path, progress=False)
+
+
+def test_a_damaged_analysis_names_theory_npz_and_how_to_recompute_it(result, tmp_path):
+    folder = store.save(tmp_path, result)
+    path = store.save_analysis(folder, {"predicted_l2": np.linspace(0, 1, 1000)})
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(store.StoreError) as error:
+        store.load_analysis(folder)
+    assert str(error.value).startswith(f"{path} cannot be read back (")
+    assert str(error.value).endswith(f"delete it, or run `l2rebound analyze {folder} --force` to compute it again")
+
+
+def test_a_damaged_chunk_of_runs_is_computed_again(tmp_path):
+    checkpoint = store.Checkpoint(tmp_path, TINY)
+    checkpoint.save("runs-000001-2", {"l2": np.arange(3.0)})
+    assert np.array_equal(checkpoint.load("runs-000001-2")["l2"], np.arange(3.0))
+    (checkpoint.folder / "runs-000001-2.npz").write_bytes(b"PK\x03\x04")
+    assert checkpoint.load("runs-000001-2") is None
+
+
+# ---- one command at a time per result ----------------------------------------------------------------
+
+def wait_for(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_lock_of_a_result_makes_another_holder_wait_and_is_removed(tmp_path):
+    events = []
+
+    def second():
+        with store.lock(tmp_path, TINY, on_wait=lambda: events.append("waiting")):
+            events.append("locked")
+
+    with store.lock(tmp_path, TINY):
+        assert store.lock_path(tmp_path, TINY).is_file()
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_for(lambda: events)
+        with store.lock(tmp_path, TINY):  # re-entrant within a thread
+            events.append("re-entered")
+        time.sleep(0.2)
+        assert events == ["waiting", "re-entered"]
+    thread.join(30)
+    assert events == ["waiting", "re-entered", "locked"]
+    assert not store.lock_path(tmp_path, TINY).exists()
+    with store.lock(tmp_path, TINY.replace(runs=3)), store.lock(tmp_path, TINY):  # another result: its own lock
+        pass
+
+
+def test_a_save_removes_temp_folders_of_ended_processes_only(result, tmp_path):
+    name = store.result_dir(tmp_path, TINY).name
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        folders = {who: tmp_path / f".tmp-{name}-{pid}-x1y2z3" for who, pid in
+                   (("live", live.pid), ("ended", ended.pid), ("this process", os.getpid()))}
+        folders["an older version"] = tmp_path / f".tmp-{name}-x1y2z3"
+        for folder in folders.values():
+            folder.mkdir()
+            (folder / "metrics.csv").write_text("run,epoch\n")
+        store.save(tmp_path, result)
+        assert [who for who, folder in folders.items() if folder.exists()] == ["live"]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_command_that_waited_reuses_what_the_other_stored_even_with_force(result, tmp_path, monkeypatch):
+    """``--force`` recomputes what was stored before it started, not what another command stored while it
+    waited for that command (the same config, computed anew)."""
+    forbid_training(monkeypatch)
+    said, outcome = [], []
+
+    def forced():
+        outcome.append(api.execute(TINY, tmp_path, force=True, progress=False, say=said.append))
+
+    with store.lock(tmp_path, TINY):  # as another command computing this result
+        thread = threading.Thread(target=forced)
+        thread.start()
+        wait_for(lambda: said)
+        store.save(tmp_path, result)
+    thread.join(60)
+    folder, reused = outcome[0]
+    assert said == [(f"waiting for another l2rebound command that is computing or storing this result "
+                     f"({store.lock_path(tmp_path, TINY)})"),
+                    f"reusing the result that another command stored in {folder} while this one waited"]
+    assert_same(reused, result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+
+
+# ---- progress of a computation, as suits where stderr goes ---------------------------------------------
+
+def test_progress_into_a_log_is_a_plain_line_every_ten_seconds():
+    now = [100.0]
+    stream = io.StringIO()
+    with api.LogProgress(5000, stream=stream, clock=lambda: now[0]) as bar:
+        for _ in range(50):  # 100 run-epochs every 0.5 s
+            now[0] += 0.5
+            bar.update(100)
+    assert stream.getvalue() == ("l2rebound: 200/5000 run-epochs (4%), 1 s elapsed, ~24 s left\n"
+                                 "l2rebound: 2200/5000 run-epochs (44%), 11 s elapsed, ~14 s left\n"
+                                 "l2rebound: 4200/5000 run-epochs (84%), 21 s elapsed, ~4 s left\n"
+                                 "l2rebound: 5000/5000 run-epochs (100%), 25 s elapsed\n")
+
+
+def test_quick_work_shows_no_progress():
+    now = [0.0]
+    stream = io.StringIO()
+    with api.LogProgress(10, unit="run", stream=stream, clock=lambda: now[0]) as bar:
+        for _ in range(10):
+            now[0] += 0.09
+            bar.update()
+    assert stream.getvalue() == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_lines_in_a_log_and_nothing_when_off(monkeypatch):
+    from tqdm import tqdm
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with api.progress_bar(10) as bar:
+        assert isinstance(bar, tqdm)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with api.progress_bar(10) as bar:
+        assert isinstance(bar, api.LogProgress)
+    with api.progress_bar(10, enabled=False) as bar:
+        bar.update(10)
+    assert sys.stderr.getvalue() == ""
+
+
+def test_durations_read_naturally():
+    assert [api._duration(s) for s in (0.4, 59, 119.4, 150, 7199, 7200, 36_000 + 300)] == [
+        "0 s", "59 s", "119 s", "2 min", "120 min", "2 h 00 min", "10 h 05 min"]

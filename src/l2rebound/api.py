@@ -17,8 +17,11 @@ Nothing global changes: JAX's settings are scoped to each call, and the engine i
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from l2rebound import store
 from l2rebound.config import Config, build
@@ -26,22 +29,110 @@ from l2rebound.results import Result, compute, kind_of
 
 
 def progress_bar(total: int, enabled: bool = True, unit: str = "run-epoch"):
-    """A tqdm bar over ``total`` units that appears after a second (nothing for quick work)."""
+    """Progress over ``total`` units on stderr, shown as suits where stderr goes: a tqdm bar on a terminal,
+    a plain line every ``LogProgress.interval`` seconds into a file or pipe (a log); nothing for work done
+    within ``LogProgress.delay`` seconds, nothing at all unless ``enabled``. Use it as a context manager and
+    call ``update(n)`` as ``n`` more units are done."""
+    if enabled and not _is_terminal(sys.stderr):
+        return LogProgress(total, unit)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, unit_scale=True, delay=1.0, disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, unit_scale=True, delay=LogProgress.delay, disable=not enabled,
+                dynamic_ncols=True)
+
+
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class LogProgress:
+    """Progress as plain lines for a log, e.g. ``l2rebound: 1234/5000 run-epochs (25%), 12 s elapsed, ~36 s
+    left``: the first once ``delay`` seconds have passed, then at most one every ``interval`` seconds, and a
+    last one with the total time when done (if any was written). ``clock`` gives seconds (monotonic)."""
+
+    delay = 1.0
+    interval = 10.0
+
+    def __init__(self, total: int, unit: str = "run-epoch", stream=None, clock: Callable[[], float] = time.monotonic):
+        self.total, self.unit, self.stream, self.clock = total, unit, stream, clock
+        self.done, self.start = 0, clock()
+        self.shown_at: float | None = None  # when the last line was written, None before the first
+        self.shown = 0  # the count it showed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        due = self.start + self.delay if self.shown_at is None else self.shown_at + self.interval
+        if now >= due:
+            left = (now - self.start) * (self.total - self.done) / self.done if self.done else None
+            self._write(now, f", ~{_duration(left)} left" if left is not None else "")
+
+    def close(self) -> None:
+        """The closing line, if the progress was shown at all and has moved since."""
+        if self.shown_at is not None and self.shown != self.done:
+            self._write(self.clock(), "")
+
+    def _write(self, now: float, tail: str) -> None:
+        share = f" ({self.done / self.total:.0%})" if self.total else ""
+        print(f"l2rebound: {self.done}/{self.total} {self.unit}s{share}, {_duration(now - self.start)} elapsed{tail}",
+              file=self.stream or sys.stderr, flush=True)
+        self.shown_at, self.shown = now, self.done
+
+
+def _duration(seconds: float) -> str:
+    """Seconds for people: ``12 s``, ``5 min``, ``2 h 05 min``."""
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def execute(config: Config, out: Path, force: bool = False, progress: bool = True,
             say: Callable[[str], None] | None = None) -> tuple[Path, Result]:
     """The result of ``config`` in the store under ``out``: the stored one (unless ``force``), else computed,
     resuming from the chunks of runs an interrupted call kept, and stored. Returns its folder and the
-    result; ``say`` gets a line for each of these decisions."""
+    result; ``say`` gets a line for each of these decisions.
+
+    Before any training it checks that ``out`` can take the result (``store.check_writable``). It holds the
+    result's lock from the reuse check to the final save, so that commands sharing ``out`` compute a config
+    once: a second one waits and then reuses what the first stored, ``force`` included (the result is new).
+    A failed write ends in a ``StoreWriteError`` saying where the finished chunks of runs are kept."""
     say = say or (lambda line: None)
+    out = Path(out)
     folder = store.result_dir(out, config)
-    if store.is_finished(folder) and not force:
-        say(f"reusing the stored result in {folder} (same config; --force retrains)")
-        return folder, store.load(folder)
+    present = store.finished_mark(folder)  # the result stored before this call, if any
+    if force or present is None:
+        store.check_writable(out, config)  # before anything is made or trained
+    waited = []
+
+    def waiting() -> None:
+        waited.append(True)
+        say(f"waiting for another l2rebound command that is computing or storing this result "
+            f"({store.lock_path(out, config)})")
+
+    with store.lock(out, config, on_wait=waiting):
+        stored = store.finished_mark(folder)
+        if stored is not None and (not force or stored != present):
+            say(f"reusing the result that another command stored in {folder} while this one waited"
+                if stored != present else f"reusing the stored result in {folder} (same config; --force retrains)")
+            return folder, store.load(folder)
+        if waited:
+            store.check_writable(out, config)  # the other command may have used the room
+        return folder, _compute_and_store(config, out, force, progress, say)
+
+
+def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, say: Callable[[str], None]) -> Result:
+    """Compute ``config`` (resuming from its kept chunks of runs unless ``force``) and store it under ``out``;
+    the caller holds the result's lock."""
     trainings = kind_of(config).trainings(config)
     say(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs, "
         f"{config.describe()}")
@@ -52,10 +143,13 @@ def execute(config: Config, out: Path, force: bool = False, progress: bool = Tru
         say(f"resuming: {checkpoint.count()} finished chunk(s) of runs found in {checkpoint.folder}")
     with progress_bar(trainings * config.epochs, progress) as bar:
         result = compute(config, on_progress=bar.update, checkpoint=checkpoint)
-    folder = store.save(out, result)
+    try:
+        folder = store.save(out, result)
+    except store.StoreWriteError as error:  # every chunk is in the checkpoint: the same command resumes
+        raise store.StoreWriteError(f"{error}; {checkpoint.kept()}") from None
     checkpoint.clear()
     say(f"stored in {folder}")
-    return folder, result
+    return result
 
 
 def run(config: Config | None = None, *, preset: str | None = None, out: str | Path | None = None,

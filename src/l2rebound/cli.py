@@ -13,14 +13,14 @@ import argparse
 import dataclasses
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from l2rebound import store
 from l2rebound.config import PRESETS, Config, ConfigError, build, flag, parse_dims, parse_noise_levels
-from l2rebound.fit import STALLED_LIMIT
-from l2rebound.results import KINDS, EpochResult
+from l2rebound.results import KINDS
 from l2rebound.store import StoreError
 
 EXIT_USAGE = 2
@@ -102,15 +102,18 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     check = commands.add_parser(
-        "check", help="how far stored networks are from leaving the generic class F (exit 1 if one is outside)",
+        "check", help="how far stored networks are from leaving the generic class F (exit 1 if one is outside, 2 if "
+                      "the file cannot be read)",
         description="Print, per layer, the smallest |weight|, smallest |bias|, smallest gap between sorted "
                     "|biases| and the weight ratio closest to a small rational ±p/q, for every teacher and "
                     "initial student in a result's params.npz (its dims come from the config.json beside it). "
-                    "Exit code 1 when a condition C1-C3 fails.",
+                    "Exit code 0 when every network is in F, 1 when a condition C1-C3 fails, 2 when the file or an "
+                    "option is bad.",
     )
     check.add_argument("file", type=Path, metavar="FILE.npz", help="OUT/<experiment>-<hash>/params.npz")
     check.add_argument("--ratio-bound", type=int, default=100, metavar="N",
-                       help="largest p and q of the ratios ±p/q that C3 forbids [default: 100]")
+                       help=f"largest p and q of the ratios ±p/q that C3 forbids, 1 to {RATIO_BOUND_LIMIT} "
+                            "[default: 100]")
     return parser
 
 
@@ -137,41 +140,13 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _warn_epoch(result) -> None:
-    config = result.config
-    for run, epoch in enumerate(result.diverged_at, start=1):
-        if epoch >= 0:
-            _warn(f"run {run} diverged at epoch {epoch} (non-finite loss): try a smaller --learning-rate "
-                  f"(now {config.learning_rate:g})")
-    if config.dtype == "float32" and config.epochs and not np.all(result.diverged_at >= 0):
-        stalled = float(np.nanmean(result.metrics["stalled"][:, 1:]))
-        if stalled > STALLED_LIMIT:
-            _warn(f"warning: float32: {stalled:.0%} of parameter steps fell below the parameters' precision and "
-                  "were rounded away; use --dtype float64")
-
-
-def _warn_noise(result) -> None:
-    config = result.config
-    diverged = result.diverged_at >= 0
-    for level in np.flatnonzero(diverged.any(axis=1)):
-        _warn(f"sigma={result.levels[level]:.3g}: {diverged[level].sum()} of {config.runs} runs diverged (first at "
-              f"epoch {result.diverged_at[level][diverged[level]].min()}): try a smaller --learning-rate "
-              f"(now {config.learning_rate:g})")
-    if config.dtype == "float32" and not diverged.all():
-        stalled = np.nanmean(result.metrics["stalled"], axis=1)
-        low = result.levels[stalled > STALLED_LIMIT]
-        if len(low):
-            _warn(f"warning: float32: at sigma = {', '.join(f'{v:.3g}' for v in low)} more than "
-                  f"{STALLED_LIMIT:.0%} of parameter steps fell below the parameters' precision and were rounded "
-                  "away; these levels are marked and left out of the fit (use --dtype float64)")
-
-
 def _report(folder: Path, result, squared: bool = False) -> int:
     """Warnings, figures written into ``folder`` and the summary of a result; exit code 1 when every run
     diverged."""
     from l2rebound.plots import write_figures
 
-    (_warn_epoch if isinstance(result, EpochResult) else _warn_noise)(result)
+    for line in result.warnings():
+        _warn(line)
     if np.all(result.diverged_at >= 0):
         return _fail(f"every run diverged; the metrics are stored in {folder}", code=1)
     for path in write_figures(result, folder, squared):
@@ -187,7 +162,8 @@ def _run_experiment(args) -> int:
     existing = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():  # --out, or a folder it would go in, is a file
         return _fail(f"--out must be a directory, but {existing} is a file")
-    configure_process()
+    if args.force or not store.is_finished(store.result_dir(args.out, config)):
+        configure_process()  # only to train: reusing a stored result needs no JAX
     try:
         folder, result = execute(config, args.out, args.force, not args.no_progress, say=print)
     except KeyboardInterrupt:
@@ -195,29 +171,28 @@ def _run_experiment(args) -> int:
         _warn(f"interrupted: {checkpoint.count()} finished chunk(s) of runs are kept in {checkpoint.folder}; "
               "the same command resumes from there")
         return 130
-    return _report(folder, result, args.squared)
+    with store.lock(args.out, config):  # no --force elsewhere replaces the folder while its figures are written
+        return _report(folder, result, args.squared)
 
 
 def _run_plot(args) -> int:
+    from l2rebound.api import load
+
     for folder in args.folders:
-        if not store.is_finished(folder):
-            return _fail(f"{folder} is not a finished result folder (no config.json)")
-        code = _report(folder, store.load(folder), args.squared)
+        code = _report(folder, load(folder), args.squared)
         if code:
             return code
     return 0
 
 
 def _run_analyze(args) -> int:
-    from l2rebound.api import progress_bar
+    from l2rebound.api import load, progress_bar
     from l2rebound.plots import theory_summary, write_theory
     from l2rebound.theory import analyze
 
     configure_process()
     for folder in args.folders:
-        if not store.is_finished(folder):
-            return _fail(f"{folder} is not a finished result folder (no config.json)")
-        result = store.load(folder)
+        result = load(folder)
         if result.config.optimizer != "gd":
             return _fail(f"{folder}: the linear-response theory models plain gradient descent, not "
                          f"--optimizer {result.config.optimizer}")
@@ -240,33 +215,56 @@ def _run_analyze(args) -> int:
     return 0
 
 
+RATIO_BOUND_LIMIT = 1000
+"""Largest ``check --ratio-bound``: its table of fractions grows with the bound's square."""
+
+
+def _read_networks(path: Path) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """(name, dims, θ (P,)) of every teacher and initial student in a result's params.npz; ``StoreError``
+    naming the file when it cannot be read or does not fit the config beside it."""
+    from l2rebound.layout import num_params
+
+    config = store.load_config(path.parent)
+    networks = []
+    try:
+        with np.load(path) as params:
+            for name, dims in (("teacher", config.teacher_dims), ("student_init", config.student_dims)):
+                thetas = np.atleast_2d(params[name])  # in its stored dtype: the tolerances depend on it
+                if thetas.ndim != 2 or thetas.shape[1] != num_params(dims) or thetas.dtype.kind != "f":
+                    raise ValueError(f"{name} has shape {params[name].shape} and dtype {thetas.dtype}, where dims {dims} need "
+                                     f"float rows of {num_params(dims)} parameters")
+                networks += [(f"{name}, run {run}", dims, theta) for run, theta in enumerate(thetas, start=1)]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise StoreError(f"{path} cannot be read as the parameters of {path.parent} ({error}): run the experiment "
+                         "again with --force") from None
+    return networks
+
+
 def _run_check(args) -> int:
     from l2rebound.genericity import format_report, genericity_report, report_generic
 
-    if args.ratio_bound < 1:
-        return _fail(f"--ratio-bound must be an integer >= 1 (got {args.ratio_bound})")
+    if not 1 <= args.ratio_bound <= RATIO_BOUND_LIMIT:
+        return _fail(f"--ratio-bound must be an integer from 1 to {RATIO_BOUND_LIMIT} (got {args.ratio_bound})")
     if not args.file.is_file() or not store.is_finished(args.file.parent):
         return _fail(f"{args.file} is not the params.npz of a finished result folder")
-    config = store.load_config(args.file.parent)
     failed = 0
-    with np.load(args.file) as params:
-        for name, dims in (("teacher", config.teacher_dims), ("student_init", config.student_dims)):
-            for run, theta in enumerate(np.atleast_2d(params[name]), start=1):
-                report = genericity_report(theta, dims, args.ratio_bound)
-                print(f"== {name}, run {run}")
-                print(format_report(report))
-                failed += not report_generic(report)
+    for name, dims, theta in _read_networks(args.file):
+        report = genericity_report(theta, dims, args.ratio_bound)
+        print(f"== {name}")
+        print(format_report(report))
+        failed += not report_generic(report)
     print(f"{failed} network(s) outside F" if failed else "every network is in F")
     return 1 if failed else 0
 
 
 def cache_compilations(directory: Path | None = None) -> None:
-    """Keep XLA's compiled programs on disk (by default under ``$XDG_CACHE_HOME/l2rebound/xla``), so a
-    second command with the same shapes skips compiling them."""
+    """Keep XLA's compiled programs on disk (by default in ``xla`` under the package's cache folder,
+    ``kernel.cache_root``), so a second command with the same shapes skips compiling them."""
     import jax
 
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    jax.config.update("jax_compilation_cache_dir", str(directory or base / "l2rebound" / "xla"))
+    from l2rebound import kernel
+
+    jax.config.update("jax_compilation_cache_dir", str(directory or kernel.cache_root() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 

@@ -24,6 +24,13 @@ class ConfigError(ValueError):
     """A config value that the experiments cannot run with; the message names the CLI option."""
 
 
+SEED_LIMIT = 2**53
+"""Seeds s with 0 <= s and s + runs <= SEED_LIMIT: every run's seed is then an exact double, so any tool
+that reads ``runs.csv`` gets it exactly (and JAX's 64-bit seed never wraps)."""
+STEM_BYTES = 160
+"""Longest figure-file stem in bytes; a longer one is cut and ends in a hash of the config, so every file
+name stays under the file systems' 255-byte limit."""
+
 NUMERICS_VERSION = 1
 """Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store
 does not reuse results computed by older code for the same config."""
@@ -127,7 +134,8 @@ class Config:
                       "the last; 0 never (>= 0). About 2 ms per run and record for 2,25,25,1",
                       parse=int, experiments=("epoch",)),
     )
-    seed: int = field(default=42, metadata=_opt("base seed; run r draws everything from seed + r", parse=int))
+    seed: int = field(default=42, metadata=_opt(
+        "base seed; run r draws everything from seed + r (0 <= seed, seed + runs <= 2^53)", parse=int))
     epochs: int = field(default=500, metadata=_opt("training epochs E (>= 0); one full-batch step each", parse=int))
     runs: int = field(default=10, metadata=_opt("independent runs R (>= 1)", parse=int))
     dataset_size: int = field(default=10_000, metadata=_opt("training samples N (>= 1)", parse=int))
@@ -177,6 +185,12 @@ class Config:
             )
         if not self.noise_levels or not all(0 < v < float("inf") for v in self.noise_levels):
             raise ConfigError(f"--noise-levels must be one or more finite numbers > 0 (got {self.noise_levels})")
+        repeated = sorted({v for v in self.noise_levels if self.noise_levels.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"--noise-levels must not repeat a level (repeated: {', '.join(f'{v:g}' for v in repeated)})")
+        if not 0 <= self.seed <= SEED_LIMIT - self.runs:
+            raise ConfigError(f"--seed must be an integer with 0 <= seed and seed + runs <= 2^53 (got {self.seed} with "
+                              f"{self.runs} runs)")
         if self.projection != "margin" and self.margin != Config.margin:
             raise ConfigError("--margin is only used with --projection margin")
         positive = {"learning_rate": self.learning_rate, "beta": self.beta, "margin": self.margin}
@@ -254,8 +268,16 @@ class Config:
 
     def figure_stem(self) -> str:
         """File-name stem carrying every parameter that differs from its default, e.g.
-        ``epoch_noise-sigma=0_initial-permut=0.01_train=drr``."""
-        return "_".join([self.experiment] + [f"{k.replace('_', '-')}={v}" for k, v in self.changed_text().items()])
+        ``epoch_noise-sigma=0_initial-permut=0.01_train=drr``; beyond ``STEM_BYTES`` it is cut at a whole
+        parameter and ends in ``_cfg-`` and 8 digits of ``config_hash``."""
+        parts = [self.experiment] + [f"{k.replace('_', '-')}={v}" for k, v in self.changed_text().items()]
+        stem = "_".join(parts)
+        if len(stem.encode()) <= STEM_BYTES:
+            return stem
+        tail = f"_cfg-{self.config_hash()[:8]}"
+        while len(parts) > 1 and len(("_".join(parts) + tail).encode()) > STEM_BYTES:
+            parts.pop()
+        return "_".join(parts) + tail
 
 
 def flag(name: str) -> str:

@@ -17,8 +17,8 @@ JAX settings are left as they were) and attach the result's provenance (``proven
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -29,29 +29,20 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
-from l2rebound.config import Config
+from l2rebound.config import Config, ConfigError
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
-from l2rebound.nets import init_glorot, pad
-from l2rebound.results import COLUMNS, DISTANCES, METRICS, EpochResult, NoiseResult, Result, compute, with_manifest
+from l2rebound.nets import init_glorot, num_params, pad
+from l2rebound.precision import float64
+from l2rebound.results import (COLUMNS, DISTANCES, METRICS, EpochResult, NoiseResult, Result, compute, kept_epochs,
+                               with_manifest)
 from l2rebound.symmetry import l2_aligned, normal_form_distance
-from l2rebound.train import Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
+from l2rebound.train import SAMPLE_BLOCK, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
 ACCELERATOR_CHUNK_RUNS = 1000
 BLOCK_EPOCHS = 50
 
-
-
-def float64(function):
-    """Run ``function`` with JAX's 64-bit types switched on for this call only (and this thread)."""
-
-    @functools.wraps(function)
-    def scoped(*args, **kwargs):
-        with jax.enable_x64(True):
-            return function(*args, **kwargs)
-
-    return scoped
 
 
 def _provenance(result: Result) -> Result:
@@ -120,13 +111,6 @@ def spread(tree):
     on each, as ``train_block`` expects them."""
     batch = len(jax.tree.leaves(tree)[0])
     return jax.device_put(tree, NamedSharding(runs_mesh(batch), PartitionSpec("runs")))
-
-
-def kept_epochs(config: Config) -> np.ndarray:
-    """The epochs whose students the epoch experiment keeps: 0, k, 2k, ... and E, for ``align_every`` k."""
-    if config.align_every == 0:
-        return np.zeros(0, int)
-    return np.union1d(np.arange(0, config.epochs + 1, config.align_every), [config.epochs])
 
 
 def distances(theta, teacher, dims: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -200,6 +184,8 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     spec = spec_of(config)
     epochs = config.epochs
     dtype = jnp.dtype(config.dtype)
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:  # an internal call outside the entry points' scope
+        raise RuntimeError(f"train_runs: {dtype} needs JAX's 64-bit types; call it inside jax.enable_x64(True)")
     for name, leaf in (("student", student), ("teacher", problem.teacher), ("inputs", problem.train.x),
                        ("step size", hyper.learning_rate)):
         if leaf.dtype != dtype:
@@ -260,6 +246,33 @@ def chunk_size(runs: int) -> int:
     return -(-min(chunk_runs(), runs) // devices) * devices
 
 
+def memory_need(config: Config, trainings: int, kept: int = 0) -> int:
+    """Bytes that an experiment of ``config`` with ``trainings`` trainings, each keeping its students at
+    ``kept`` epochs, holds at its peak, roughly: one chunk's data, training state, activations and one block
+    of students on the device, plus the whole result's metrics and kept students on the host."""
+    chunk, item = chunk_size(trainings), np.dtype(config.dtype).itemsize
+    dims, params = config.student_dims, num_params(config.student_dims)
+    samples = config.dataset_size + config.test_set_size
+    data = samples * (dims[0] + 2 * dims[-1])
+    # the kernel keeps 64-sample blocks in cache; XLA holds a block of SAMPLE_BLOCK samples' activations
+    # forward and backward
+    block = 64 if kernel.enabled(config.dtype) else min(config.dataset_size, SAMPLE_BLOCK)
+    activations = 4 * block * sum(dims)
+    device = chunk * (data + 6 * params + activations + (block_length(config.epochs) * params if kept else 0))
+    host = trainings * ((config.epochs + 1) * len(COLUMNS) + kept * params + 2 * params)
+    return (device + host) * item
+
+
+def check_memory(config: Config, trainings: int, kept: int = 0) -> None:
+    """Refuse (``ConfigError``) an experiment whose ``memory_need`` exceeds this machine's memory."""
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = memory_need(config, trainings, kept)
+    if need > have:
+        raise ConfigError(f"this config needs about {need / 2**30:.1f} GiB of memory and the machine has "
+                          f"{have / 2**30:.1f} GiB: use fewer or narrower layers, fewer samples, runs or epochs, "
+                          "or --align-every 0")
+
+
 def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
                checkpoint=None) -> dict:
     """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``chunk_runs()`` rounded up to a
@@ -296,6 +309,7 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     ``run_chunks``."""
 
     keep = kept_epochs(config)
+    check_memory(config, config.runs, len(keep))
     compiling = []  # started by the first chunk that trains (none when a checkpoint holds every chunk)
 
     def work(index, progress):
@@ -327,6 +341,7 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
     ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
     of ``chunk_runs()`` by one compiled program."""
     levels = np.asarray(levels, dtype=float)
+    check_memory(config, len(levels) * config.runs)
     runs = np.arange(1, config.runs + 1)
     seeds = config.seed + runs
     compiling = compile_ahead(config, chunk_size(len(levels) * config.runs), keep_theta=False)

@@ -12,10 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def num_params(dims: tuple[int, ...]) -> int:
-    """P, the length of θ."""
-    return sum(d_out * (d_in + 1) for d_in, d_out in zip(dims[:-1], dims[1:]))
+from l2rebound.layout import num_params
 
 
 def layer_slices(dims: tuple[int, ...]) -> list[tuple[slice, slice]]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from l2rebound.config import Config
+from l2rebound.layout import num_params
 
 if TYPE_CHECKING:
     import pandas
@@ -38,6 +39,13 @@ KINDS: dict[str, type[Result]] = {}
 """Experiment kinds by name: the registered ``Result`` subclasses."""
 
 
+def kept_epochs(config: Config) -> np.ndarray:
+    """The epochs whose students the epoch experiment keeps: 0, k, 2k, ... and E, for ``align_every`` k."""
+    if config.align_every == 0:
+        return np.zeros(0, int)
+    return np.union1d(np.arange(0, config.epochs + 1, config.align_every), [config.epochs])
+
+
 def register_kind(cls: type[Result]) -> type[Result]:
     """Class decorator: make ``cls`` the experiment kind ``cls.kind``."""
     if cls.kind in KINDS:
@@ -46,7 +54,7 @@ def register_kind(cls: type[Result]) -> type[Result]:
     return cls
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Result:
     """The outcome of one experiment: its ``config``, NumPy arrays (see each kind) and, once computed or
     loaded, its ``manifest`` (where and how it was computed: package and JAX versions, backend, fast path,
@@ -78,6 +86,12 @@ class Result:
         """Independent trainings the engine runs for ``config`` (each of ``config.epochs`` epochs)."""
         return config.runs
 
+    @classmethod
+    def stored_values(cls, config: Config) -> tuple[int, int]:
+        """(values in the CSV tables, values in the ``.npz`` arrays) of the stored result of ``config``: what
+        the store checks there is room for before it trains."""
+        raise NotImplementedError
+
     def tables(self) -> dict[str, dict[str, np.ndarray]]:
         """The CSV files of the stored result: file stem -> column name -> values (one per row).
         ``metrics`` is the tidy table that ``frame()`` returns."""
@@ -105,6 +119,11 @@ class Result:
 
     def summary(self, squared: bool = False) -> str:
         """The key numbers as plain text."""
+        raise NotImplementedError
+
+    def warnings(self) -> list[str]:
+        """One line for each thing a reader must know before trusting the numbers (diverged runs, steps
+        rounded away in float32)."""
         raise NotImplementedError
 
     # ---- the same for every kind --------------------------------------------------------------------
@@ -138,8 +157,13 @@ def _int(values) -> np.ndarray:
     return np.asarray(values).astype(np.int64)
 
 
+def _float(values, config: Config) -> np.ndarray:
+    """Metrics read back in the dtype they were computed in (the CSV holds them exactly)."""
+    return np.asarray(values).astype(config.dtype)
+
+
 @register_kind
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class EpochResult(Result):
     """The epoch experiment: R students, each trained on its own teacher and data; every epoch recorded.
 
@@ -169,6 +193,13 @@ class EpochResult(Result):
     kept_epochs: np.ndarray
     kept_theta: np.ndarray
 
+    @classmethod
+    def stored_values(cls, config):
+        runs, kept = config.runs, len(kept_epochs(config))
+        teacher, student = num_params(config.teacher_dims), num_params(config.student_dims)
+        tables = runs * (config.epochs + 1) * (len(COLUMNS) + 2) + 3 * runs  # metrics.csv (+ run, epoch); runs.csv
+        return tables, runs * (teacher + student + kept * student) + kept
+
     def tables(self):
         runs, epochs = self.metrics["l2"].shape
         run = np.arange(1, runs + 1)
@@ -185,7 +216,7 @@ class EpochResult(Result):
     @classmethod
     def from_files(cls, config, tables, arrays, manifest):
         shape = (config.runs, config.epochs + 1)
-        metrics = {name: tables["metrics"][name].reshape(shape) for name in COLUMNS}
+        metrics = {name: _float(tables["metrics"][name], config).reshape(shape) for name in COLUMNS}
         return cls(config, metrics, arrays["params"]["teacher"], arrays["params"]["student_init"],
                    _int(tables["runs"]["diverged_at"]), arrays["trajectory"]["epochs"], arrays["trajectory"]["theta"],
                    manifest=manifest)
@@ -200,9 +231,24 @@ class EpochResult(Result):
 
         return summary_table(self)
 
+    def warnings(self):
+        from l2rebound.fit import STALLED_LIMIT
+
+        config, lines = self.config, []
+        for run, epoch in enumerate(self.diverged_at, start=1):
+            if epoch >= 0:
+                lines.append(f"run {run} diverged at epoch {epoch} (non-finite loss): try a smaller --learning-rate "
+                             f"(now {config.learning_rate:g})")
+        if config.dtype == "float32" and config.epochs and not np.all(self.diverged_at >= 0):
+            stalled = float(np.nanmean(self.metrics["stalled"][:, 1:]))
+            if stalled > STALLED_LIMIT:
+                lines.append(f"warning: float32: {stalled:.0%} of parameter steps fell below the parameters' "
+                             "precision and were rounded away; use --dtype float64")
+        return lines
+
 
 @register_kind
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class NoiseResult(Result):
     """The noise experiment: one teacher; each run's student starts at it and trains at every noise level σ
     on the same inputs and unit noise (common random numbers); the metrics after the last epoch are kept.
@@ -236,6 +282,12 @@ class NoiseResult(Result):
     def trainings(cls, config):
         return config.runs * len(config.noise_levels)
 
+    @classmethod
+    def stored_values(cls, config):
+        teacher, student = num_params(config.teacher_dims), num_params(config.student_dims)
+        # metrics.csv columns: level, sigma, run, the metrics, diverged_at
+        return cls.trainings(config) * (len(COLUMNS) + 4), teacher + config.runs * student
+
     def tables(self):
         levels, runs = self.metrics["l2"].shape
         return {"metrics": {
@@ -252,7 +304,8 @@ class NoiseResult(Result):
     def from_files(cls, config, tables, arrays, manifest):
         shape = (len(config.noise_levels), config.runs)
         metrics = tables["metrics"]
-        return cls(config, np.asarray(config.noise_levels), {name: metrics[name].reshape(shape) for name in COLUMNS},
+        return cls(config, np.asarray(config.noise_levels),
+                   {name: _float(metrics[name], config).reshape(shape) for name in COLUMNS},
                    arrays["params"]["teacher"], arrays["params"]["student_init"],
                    _int(metrics["diverged_at"]).reshape(shape), manifest=manifest)
 
@@ -269,6 +322,23 @@ class NoiseResult(Result):
         from l2rebound.plots import noise_summary
 
         return noise_summary(self, squared)
+
+    def warnings(self):
+        config, lines = self.config, []
+        diverged = self.diverged_at >= 0
+        for level in np.flatnonzero(diverged.any(axis=1)):
+            lines.append(f"sigma={self.levels[level]:.3g}: {diverged[level].sum()} of {config.runs} runs diverged "
+                         f"(first at epoch {self.diverged_at[level][diverged[level]].min()}): try a smaller "
+                         f"--learning-rate (now {config.learning_rate:g})")
+        if config.dtype == "float32" and not diverged.all():
+            from l2rebound.fit import precision_floor
+
+            low = self.levels[precision_floor(self)]
+            if len(low):
+                lines.append(f"warning: float32: at sigma = {', '.join(f'{v:.3g}' for v in low)} the parameter steps "
+                             "rounded away can have moved the students by as much as their distance; these levels "
+                             "are marked and left out of the fit (use --dtype float64)")
+        return lines
 
 
 def kind_of(config: Config) -> type[Result]:

@@ -21,15 +21,28 @@ Which tables and arrays a kind writes is the kind's (``results``); this module w
 every kind alike. CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64
 exactly, and every tool reads it without another dependency. A result is built in a hidden temp folder
 beside its final place and renamed into place in one step, so a folder that exists is complete; an
-interrupted run leaves only a ``.tmp-*`` folder that is never read and is swept on the next save.
+interrupted run leaves only a ``.tmp-*`` folder that is never read and is swept on the next save once the
+process named in it has ended.
+
+Several commands may share one store root: each result has its lock, ``OUT/.lock-<experiment>-<hash>``
+(``lock``), held while it is computed and stored, so that the same config is computed once and a second
+command waits for the first and reuses its result. ``check_writable`` tells before any training whether the
+root can take a result; every failure to read or write the store is a ``StoreError`` naming the file and
+what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +50,20 @@ import numpy as np
 from l2rebound.config import Config
 from l2rebound.provenance import SCHEMA_VERSION
 from l2rebound.results import Result, kind_of
+
+
+class StoreError(ValueError):
+    """A result folder that cannot be read back (damaged, or written by another version), or a store that
+    cannot take a result (``StoreWriteError``)."""
+
+
+class StoreWriteError(StoreError):
+    """The store cannot take a result: its root is not writable, its disk is (nearly) full, or a write failed."""
+
+
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile)
+"""What reading a damaged or foreign file raises (``np.load`` of a cut-short ``.npz`` raises ``BadZipFile`` or
+``EOFError``, garbled text ``ValueError``)."""
 
 
 def result_dir(out: Path, config: Config) -> Path:
@@ -47,6 +74,147 @@ def result_dir(out: Path, config: Config) -> Path:
 def is_finished(folder: Path) -> bool:
     return (Path(folder) / "config.json").is_file()
 
+
+def finished_mark(folder: Path) -> tuple[int, int, int] | None:
+    """Which stored result sits in ``folder`` (device, inode and modification time in ns of its
+    ``config.json``), None when there is none: a result stored anew has another mark."""
+    try:
+        info = (Path(folder) / "config.json").stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns
+
+
+# ---- room for a result ----------------------------------------------------------------------------------
+
+CSV_BYTES_PER_VALUE = 25
+"""Bytes one table value takes as CSV text, at most: 24 characters of ``%.17g`` (sign, 17 digits, point,
+exponent) and a separator."""
+FIGURE_BYTES = 2**20
+"""Bytes kept free for a result's figures (an SVG and a PNG of each view take a few hundred kB)."""
+
+
+def stored_size(config: Config) -> int:
+    """Bytes that computing and storing ``config``'s result takes on disk at its peak, estimated from above:
+    the tables as CSV text, the arrays as float64 and the figures, plus the finished chunks of runs (the same
+    values as float64) that are kept until the result is stored."""
+    tables, arrays = kind_of(config).stored_values(config)
+    return tables * CSV_BYTES_PER_VALUE + arrays * 8 + FIGURE_BYTES + (tables + arrays) * 8
+
+
+def _size(count: float) -> str:
+    """A byte count for people (powers of 1000): ``512 bytes``, ``1.5 MB``."""
+    if count < 1000:
+        return f"{count:.0f} bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        count /= 1000
+        if count < 1000:
+            break
+    return f"{count:.3g} {unit}"
+
+
+def writable(folder: Path) -> bool:
+    """Whether this process may create files in the existing ``folder``, as the OS decides for its effective
+    user (false on a read-only file system, even for root)."""
+    return os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def check_writable(out: Path, config: Config) -> None:
+    """Raise ``StoreWriteError`` unless the store root ``out`` can take ``config``'s result: ``out``, or the
+    nearest folder above it that exists (where ``out`` would be made), is a writable folder whose disk has
+    ``stored_size`` bytes free. Writes nothing: it is asked before training, so that a store that cannot
+    take the result costs no work."""
+    out = Path(out)
+    base = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not base.is_dir():
+        raise StoreWriteError(f"cannot store results in {out}: {base} is a file, not a folder; choose another "
+                              "output folder (--out)")
+    if not writable(base):
+        raise StoreWriteError(f"cannot store results in {out}: {base} is not writable; make it writable or choose "
+                              "another output folder (--out)")
+    need, free = stored_size(config), shutil.disk_usage(base).free
+    if need > free:
+        raise StoreWriteError(f"cannot store results in {out}: this result needs about {_size(need)} on disk and "
+                              f"{base} has {_size(free)} free; free space there, choose another output folder "
+                              "(--out), or ask for fewer runs or epochs (or a larger --align-every)")
+
+
+# ---- one command at a time per result ------------------------------------------------------------------
+
+_HELD = threading.local()
+"""The lock files this thread holds: ``lock`` is re-entrant within a thread (``execute`` holds a result's
+lock while ``save``, which takes it too, stores it); threads of one process exclude each other like
+processes."""
+
+UNLOCKABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+"""Why a lock file cannot be made or locked: a read-only store (no command can change it, so there is nothing
+to guard) or a file system without ``flock``."""
+
+
+def lock_path(out: Path, config: Config) -> Path:
+    """The lock file of ``config``'s result in the store root ``out``; it exists only while held."""
+    return Path(out) / f".lock-{result_dir(out, config).name}"
+
+
+@contextlib.contextmanager
+def lock(out: Path, config: Config, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the lock of ``config``'s result in the store root ``out`` (made if missing): one command at a
+    time computes, stores or replaces it, others wait. ``on_wait()`` is called once if another process holds
+    it. On a read-only store or a file system without ``flock`` nothing is locked."""
+    path = lock_path(out, config)
+    held = _HELD.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path, on_wait)
+    except OSError as error:
+        if error.errno not in UNLOCKABLE:
+            raise
+        fd = None
+    held.add(path)
+    try:
+        yield
+    finally:
+        held.discard(path)
+        if fd is not None:
+            path.unlink(missing_ok=True)  # while still locked: a waiter on this file finds it gone and retries
+            os.close(fd)
+
+
+def _acquire(path: Path, on_wait: Callable[[], None] | None) -> int:
+    """An open descriptor of the lock file ``path`` holding its exclusive ``flock``, after waiting for the
+    holder if there is one. A holder removes the file before it lets go, so a lock won on a file that is gone
+    or replaced by then is let go and taken anew on the current file."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait()
+                    on_wait = None
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+# ---- writing ------------------------------------------------------------------------------------------
 
 def write_atomic(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it onto ``path``, so a
@@ -70,21 +238,30 @@ def _write_table(path: Path, columns: dict[str, np.ndarray]) -> None:
     np.savetxt(path, data, fmt=formats, delimiter=",", header=",".join(columns), comments="")
 
 
-def _read_table(path: Path) -> dict[str, np.ndarray]:
-    with open(path) as f:
-        names = f.readline().strip().split(",")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return {name: data[:, i] for i, name in enumerate(names)}
+def _abandoned(temp: Path, name: str) -> bool:
+    """Whether the temp folder ``temp`` (``.tmp-<name>-<pid>-...``) of a result is left over: the process
+    that it names has ended, or it is this process, which holds the result's lock while it saves and so left
+    it in an earlier save that was cut off. A name without a pid is an older version's leftover."""
+    head = temp.name.removeprefix(f".tmp-{name}-").split("-", 1)[0]
+    if not head.isdigit() or int(head) in (0, os.getpid()):
+        return True
+    try:
+        os.kill(int(head), 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
-def _save(out: Path, config: Config, write) -> Path:
-    """Build a result folder for ``config`` with ``write(tmp_folder)``, then rename it into place (an
-    existing folder for the same config is replaced). Returns the final folder."""
-    final = result_dir(out, config)
+def _replace(final: Path, config: Config, write) -> Path:
+    """Build the result folder ``final`` with ``write(tmp_folder)`` in a temp folder named after this
+    process, then rename it into place (an existing folder is moved aside in one step and removed)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+        if _abandoned(stale, final.name):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-{os.getpid()}-"))
     old = tmp.with_name(tmp.name + "-old")
     try:
         tmp.chmod(0o755)  # mkdtemp makes it owner-only; the result folder should read like the files in it
@@ -98,8 +275,20 @@ def _save(out: Path, config: Config, write) -> Path:
             os.rename(old, final)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)  # a ``.tmp-*`` name: if this is cut off, the next save sweeps it
+    shutil.rmtree(old, ignore_errors=True)  # a ``.tmp-*`` name: if this is cut off, a later save sweeps it
     return final
+
+
+def _save(out: Path, config: Config, write) -> Path:
+    """Store a result folder for ``config`` built by ``write(tmp_folder)`` under the result's lock (an
+    existing folder for the same config is replaced); ``StoreWriteError`` when it cannot be written (the old
+    result, if any, stays). Returns the final folder."""
+    final = result_dir(out, config)
+    try:
+        with lock(out, config):
+            return _replace(final, config, write)
+    except OSError as error:
+        raise StoreWriteError(f"cannot write the result to {final} ({error})") from None
 
 
 def save(out: Path, result: Result) -> Path:
@@ -118,27 +307,42 @@ def save(out: Path, result: Result) -> Path:
 
 class Checkpoint:
     """Finished chunks of runs of an unfinished experiment, kept in ``OUT/.partial-<experiment>-<hash>/``
-    so that the same command resumes after a crash or Ctrl-C instead of starting over. A chunk file is
-    written atomically; the folder is removed once the result is stored."""
+    so that the same command resumes after a crash, Ctrl-C or a failed write instead of starting over. A
+    chunk file is written atomically; the folder is removed once the result is stored. Its users hold the
+    result's ``lock``."""
 
     def __init__(self, out: Path, config: Config):
         self.folder = Path(out) / f".partial-{result_dir(out, config).name}"
 
     def load(self, key: str) -> dict[str, np.ndarray] | None:
+        """The chunk ``key``, or None when it is not there or cannot be read (then it is computed again and its
+        file replaced)."""
         path = self.folder / f"{key}.npz"
         if not path.is_file():
             return None
-        with np.load(path) as arrays:
-            return dict(arrays)
+        try:
+            return _read_npz(path)
+        except READ_ERRORS:
+            return None
 
     def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Keep the chunk ``key``; ``StoreWriteError`` saying what is kept when it cannot be written."""
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 
-        write_atomic(self.folder / f"{key}.npz", write)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.folder / f"{key}.npz", write)
+        except OSError as error:
+            raise StoreWriteError(f"cannot keep a finished chunk of runs in {self.folder} ({error}); "
+                                  f"{self.kept()}") from None
+
+    def kept(self) -> str:
+        """What a command that fails now leaves to the next, as the end of its message."""
+        return (f"{self.count()} finished chunk(s) of runs are kept in {self.folder}: free space or fix permissions "
+                "there and run the same command again to resume from them")
 
     def count(self) -> int:
         return len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
@@ -157,49 +361,86 @@ def save_analysis(folder: Path, analysis: dict[str, np.ndarray]) -> Path:
     return write_atomic(Path(folder) / "theory.npz", write)
 
 
-def load_analysis(folder: Path) -> dict[str, np.ndarray] | None:
-    """The stored analysis of a result folder, or None if it has none yet."""
-    path = Path(folder) / "theory.npz"
-    if not path.is_file():
-        return None
+# ---- reading ------------------------------------------------------------------------------------------
+
+RECOMPUTE = "it is damaged or from another version of l2rebound: run the experiment again with --force"
+"""What to do about a damaged file of a result."""
+
+
+def _read(path: Path, read, advice: str = RECOMPUTE):
+    """``read(path)``; any failure is a ``StoreError`` naming the file and ending in ``advice``."""
+    try:
+        return read(path)
+    except READ_ERRORS as error:
+        raise StoreError(f"{path} cannot be read back ({type(error).__name__}: {error}); {advice}") from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as arrays:
         return dict(arrays)
 
 
+def _read_table(path: Path) -> dict[str, np.ndarray]:
+    lines = path.read_text().splitlines()
+    if len(lines) < 2:
+        raise ValueError("no header or no rows")
+    names = lines[0].split(",")
+    data = np.loadtxt(lines[1:], delimiter=",", ndmin=2)
+    if data.shape[1] != len(names):
+        raise ValueError(f"{data.shape[1]} columns under a header of {len(names)}")
+    return {name: data[:, i] for i, name in enumerate(names)}
+
+
+def load_analysis(folder: Path) -> dict[str, np.ndarray] | None:
+    """The stored analysis of a result folder, or None if it has none yet; ``StoreError`` naming
+    ``theory.npz`` when it is damaged."""
+    path = Path(folder) / "theory.npz"
+    if not path.is_file():
+        return None
+    return _read(path, _read_npz, f"delete it, or run `l2rebound analyze {Path(folder)} --force` to compute it again")
+
+
 def load_config(folder: Path) -> Config:
-    return Config.from_dict(json.loads((Path(folder) / "config.json").read_text()))
-
-
-class StoreError(ValueError):
-    """A result folder that cannot be read back (damaged, or written by another version)."""
+    """The config stored in a result folder; ``StoreError`` naming the file when it is damaged or foreign."""
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return Config.from_dict(data)
+    except (OSError, ValueError, TypeError) as error:  # ConfigError is a ValueError
+        raise StoreError(f"{path} cannot be read as a config ({error}); delete {Path(folder)} or run the experiment "
+                         "again with --force") from None
 
 
 def load_manifest(folder: Path) -> dict | None:
-    """The result's provenance, or None for a folder written before results carried one (schema 1)."""
+    """The result's provenance, or None for a folder written before results carried one (schema 1);
+    ``StoreError`` naming the file when it is damaged."""
     path = Path(folder) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    manifest = _read(path, lambda p: json.loads(p.read_text()))
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{path} cannot be read back (not a JSON object); {RECOMPUTE}")
+    return manifest
 
 
 def load(folder: Path) -> Result:
-    """Read back what ``save`` wrote; raises ``StoreError`` naming the folder if a file is missing or
-    damaged, or if a newer version of l2rebound wrote it."""
+    """Read back what ``save`` wrote. ``StoreError`` names the file that is missing or damaged (the folder
+    when its files do not fit together), or says that a newer version of l2rebound wrote it."""
     folder = Path(folder)
+    manifest = load_manifest(folder)
+    schema = 1 if manifest is None else manifest.get("schema")
+    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        raise StoreError(f"{folder} was written with result schema {schema!r}; this version of l2rebound reads "
+                         f"schemas 1 to {SCHEMA_VERSION}: upgrade l2rebound to read it")
+    config = load_config(folder)
+    kind = kind_of(config)
+    tables = {stem: _read(folder / f"{stem}.csv", _read_table) for stem in kind.stored_tables}
+    arrays = {stem: _read(folder / f"{stem}.npz", _read_npz) for stem in kind.stored_arrays}
     try:
-        manifest = load_manifest(folder)
-        schema = 1 if manifest is None else manifest.get("schema")
-        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-            raise StoreError(f"{folder} was written with result schema {schema!r}; this version of l2rebound reads "
-                             f"schemas 1 to {SCHEMA_VERSION}: upgrade l2rebound to read it")
-        config = load_config(folder)
-        kind = kind_of(config)
-        tables = {stem: _read_table(folder / f"{stem}.csv") for stem in kind.stored_tables}
-        arrays = {}
-        for stem in kind.stored_arrays:
-            with np.load(folder / f"{stem}.npz") as stored:
-                arrays[stem] = dict(stored)
         return kind.from_files(config, tables, arrays, manifest)
-    except StoreError:
-        raise
-    except (OSError, KeyError, ValueError, IndexError) as error:
-        raise StoreError(f"{folder} cannot be read back ({type(error).__name__}: {error}); it is damaged or from "
-                         "another version of l2rebound: run the experiment again with --force") from None
+    except (KeyError, ValueError, IndexError, TypeError) as error:
+        files = ", ".join([*(f"{stem}.csv" for stem in tables), *(f"{stem}.npz" for stem in arrays)])
+        raise StoreError(f"{folder} cannot be read back: {files} do not fit its config.json ({type(error).__name__}: "
+                         f"{error}); one was cut short or replaced: run the experiment again with --force") from None
