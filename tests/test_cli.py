@@ -342,7 +342,8 @@ def test_some_runs_diverging_are_named_and_the_rest_summarised(tmp_path, capsys)
     for values in metrics.values():
         values[1, 3:] = np.nan
     teacher = rng.standard_normal((2, 17))
-    result = EpochResult(TINY_CONFIG, metrics, teacher, teacher.copy(), np.array([-1, 3]), np.zeros(0, int),
+    config = TINY_CONFIG.replace(align_every=0)  # no students kept
+    result = EpochResult(config, metrics, teacher, teacher.copy(), np.array([-1, 3]), np.zeros(0, int),
                          np.zeros((2, 0, 17)))
     folder = store.save(tmp_path, result)
 

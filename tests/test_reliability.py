@@ -44,7 +44,7 @@ def test_seeds_have_a_documented_range(seed, runs, accepted):
     if accepted:
         assert Config(seed=seed, runs=runs).seed == seed
     else:
-        with pytest.raises(ConfigError, match=r"--seed must be an integer with 0 <= seed and seed \+ runs <= 2\^53"):
+        with pytest.raises(ConfigError, match=r"--seed must be an integer (with 0 <= seed and seed \+ runs <= 2\^53|below)"):
             Config(seed=seed, runs=runs)
 
 
@@ -188,3 +188,72 @@ def test_random_option_strings_exit_0_or_2_and_write_nothing_on_2(command, optio
             assert not out.exists(), argv
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def test_the_kept_epochs_are_counted_without_listing_them():
+    from l2rebound.results import kept_count, kept_epochs
+
+    for epochs in range(0, 40):
+        for every in (0, 1, 3, 7, 10, 50):
+            config = Config(epochs=epochs, align_every=every)
+            assert kept_count(config) == len(kept_epochs(config)), (epochs, every)
+
+
+def test_absurdly_many_epochs_are_refused_at_once_without_filling_the_memory(tmp_path):
+    code, _, err = run_cli("epoch", *TINY_ARGS, "--epochs", "3000000000", "--out", tmp_path / "out")
+    assert code == 2 and one_error_line(err) and not (tmp_path / "out").exists()
+
+
+def test_a_kept_chunk_that_does_not_fit_is_computed_again(tmp_path):
+    out = tmp_path / "out"
+    reference = l2rebound.run(TINY, progress=False)
+    checkpoint = store.Checkpoint(out, TINY)
+    chunk = {k: v[:1] for k, v in {"l2": reference.metrics["l2"], "teacher": reference.teacher}.items()}
+    checkpoint.save(f"runs-000001-{TINY.runs}", chunk)  # one run, two names: kept by some other version
+    again = l2rebound.run(TINY, out=out, progress=False)
+    np.testing.assert_array_equal(again.metrics["l2"], reference.metrics["l2"])
+
+
+def test_a_runs_table_of_the_wrong_length_is_a_store_error(copy):
+    lines = (copy / "runs.csv").read_text().splitlines()
+    (copy / "runs.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(store.StoreError, match="runs.csv"):
+        l2rebound.load(copy)
+
+
+def test_an_infinite_number_in_config_json_is_one_line(copy):
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"runs": 2', '"runs": Infinity'))
+    code, _, err = run_cli("plot", copy)
+    assert code == 2 and one_error_line(err) and "config.json" in err
+
+
+def test_figures_that_cannot_be_written_end_in_one_line(copy, monkeypatch):
+    def full(path, write):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr("l2rebound.plots.write_atomic", full)
+    code, _, err = run_cli("plot", copy)
+    assert code == 2 and one_error_line(err) and "No space left on device" in err
+
+
+def test_an_overlong_path_is_one_line(tmp_path):
+    code, _, err = run_cli("epoch", *TINY_ARGS, "--out", tmp_path / ("x" * 300))
+    assert code == 2 and one_error_line(err)
+    code, _, err = run_cli("plot", tmp_path / ("x" * 300))
+    assert code == 2 and one_error_line(err)
+
+
+def test_the_lock_is_taken_once_per_thread_however_the_folder_is_spelled(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    done = []
+
+    def nested():
+        with store.lock(Path("out"), TINY), store.lock(tmp_path / "out", TINY):
+            done.append(True)
+
+    thread = threading.Thread(target=nested, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert done, "the second spelling of the same lock waited for the first"

@@ -110,8 +110,11 @@ def execute(config: Config, out: Path, force: bool = False, progress: bool = Tru
     out = Path(out)
     folder = store.result_dir(out, config)
     present = store.finished_mark(folder)  # the result stored before this call, if any
-    if force or present is None:
-        store.check_writable(out, config)  # before anything is made or trained
+    if force or present is None:  # before anything is made or trained
+        from l2rebound.experiments import check_memory  # the engine's estimate (loads JAX)
+
+        check_memory(config)
+        store.check_writable(out, config)
     waited = []
 
     def waiting() -> None:

@@ -10,6 +10,7 @@ and ``plot`` never load the engine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -175,43 +176,61 @@ def _run_experiment(args) -> int:
         return _report(folder, result, args.squared)
 
 
-def _run_plot(args) -> int:
+@contextlib.contextmanager
+def _held(folder: Path):
+    """The result stored in ``folder``, read and used under its lock, so that no ``--force`` elsewhere
+    replaces the folder while this command writes into it."""
     from l2rebound.api import load
 
+    config = load(folder).config  # says what is wrong with a folder that holds no result
+    with store.lock(folder.parent, config):
+        yield load(folder)
+
+
+def _run_plot(args) -> int:
     for folder in args.folders:
-        code = _report(folder, load(folder), args.squared)
+        with _held(folder) as result:
+            code = _report(folder, result, args.squared)
         if code:
             return code
     return 0
 
 
 def _run_analyze(args) -> int:
-    from l2rebound.api import load, progress_bar
+    configure_process()
+    for folder in args.folders:
+        with _held(folder) as result:
+            code = _analyze_one(folder, result, args.force, args.no_progress)
+        if code:
+            return code
+    return 0
+
+
+def _analyze_one(folder: Path, result, force: bool, no_progress: bool) -> int:
+    """``analyze`` for one stored result: the theory computed (or reused), stored, drawn and summarised."""
+    from l2rebound.api import progress_bar
     from l2rebound.plots import theory_summary, write_theory
     from l2rebound.theory import analyze
 
-    configure_process()
-    for folder in args.folders:
-        result = load(folder)
-        if result.config.optimizer != "gd":
-            return _fail(f"{folder}: the linear-response theory models plain gradient descent, not "
-                         f"--optimizer {result.config.optimizer}")
-        if np.all(result.diverged_at >= 0):
-            return _fail(f"{folder}: every run diverged, nothing to compare with the theory", code=1)
-        analysis = None if args.force else store.load_analysis(folder)
-        if analysis is None:
-            print(f"analysing {folder}: Gauss–Newton spectrum of each of {result.config.runs} runs, Hessian of run 1")
-            try:
-                with progress_bar(result.config.runs, not args.no_progress, unit="run") as bar:
-                    analysis = analyze(result, bar.update)
-            except ValueError as error:
-                return _fail(f"{folder}: {error}", code=1)
-            store.save_analysis(folder, analysis)
-        else:
-            print(f"reusing the analysis stored in {folder / 'theory.npz'} (--force recomputes)")
-        for path in write_theory(result, analysis, folder):
-            print(f"figure: {path}")
-        print(theory_summary(result, analysis))
+    if result.config.optimizer != "gd":
+        return _fail(f"{folder}: the linear-response theory models plain gradient descent, not "
+                     f"--optimizer {result.config.optimizer}")
+    if np.all(result.diverged_at >= 0):
+        return _fail(f"{folder}: every run diverged, nothing to compare with the theory", code=1)
+    analysis = None if force else store.load_analysis(folder)
+    if analysis is None:
+        print(f"analysing {folder}: Gauss–Newton spectrum of each of {result.config.runs} runs, Hessian of run 1")
+        try:
+            with progress_bar(result.config.runs, not no_progress, unit="run") as bar:
+                analysis = analyze(result, bar.update)
+        except ValueError as error:
+            return _fail(f"{folder}: {error}", code=1)
+        store.save_analysis(folder, analysis)
+    else:
+        print(f"reusing the analysis stored in {folder / 'theory.npz'} (--force recomputes)")
+    for path in write_theory(result, analysis, folder):
+        print(f"figure: {path}")
+    print(theory_summary(result, analysis))
     return 0
 
 
@@ -231,8 +250,8 @@ def _read_networks(path: Path) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
             for name, dims in (("teacher", config.teacher_dims), ("student_init", config.student_dims)):
                 thetas = np.atleast_2d(params[name])  # in its stored dtype: the tolerances depend on it
                 if thetas.ndim != 2 or thetas.shape[1] != num_params(dims) or thetas.dtype.kind != "f":
-                    raise ValueError(f"{name} has shape {params[name].shape} and dtype {thetas.dtype}, where dims {dims} need "
-                                     f"float rows of {num_params(dims)} parameters")
+                    raise ValueError(f"{name} has shape {params[name].shape} and dtype {thetas.dtype}, where dims "
+                                     f"{dims} need float rows of {num_params(dims)} parameters")
                 networks += [(f"{name}, run {run}", dims, theta) for run, theta in enumerate(thetas, start=1)]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise StoreError(f"{path} cannot be read as the parameters of {path.parent} ({error}): run the experiment "
@@ -293,6 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         return commands.get(args.command, _run_experiment)(args)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as error:  # a path or a disk that failed where no finer message applies
+        return _fail(f"{error.filename or 'a file'}: {error.strerror or error}; the stored result, if any, is "
+                     "untouched: fix that and run the command again")
+    except KeyboardInterrupt:
+        return _fail("interrupted; what was finished is kept: the same command goes on from there", code=130)
 
 
 if __name__ == "__main__":

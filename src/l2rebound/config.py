@@ -2,8 +2,9 @@
 
 ``Config`` is the single source of truth: the CLI builds its options from the field metadata, the store
 names a result folder by ``config_hash``, and figure file names carry ``changed_fields``. Defaults are
-the table in the README of ℓ₂-Experiments (the Julia original). Every field is validated on construction; a bad value raises ``ConfigError``
-naming the CLI option and what it accepts. ``presets`` holds the named set-ups.
+the table in the README of ℓ₂-Experiments (the Julia original). Every field is validated on construction;
+a bad value raises ``ConfigError`` naming the CLI option and what it accepts. ``presets`` holds the named
+set-ups.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class ConfigError(ValueError):
     """A config value that the experiments cannot run with; the message names the CLI option."""
 
 
+INT_LIMIT = 2**62
+"""Integer fields are below this in size: they stay exact in JAX's 64-bit integers and in a NumPy int64."""
 SEED_LIMIT = 2**53
 """Seeds s with 0 <= s and s + runs <= SEED_LIMIT: every run's seed is then an exact double, so any tool
 that reads ``runs.csv`` gets it exactly (and JAX's 64-bit seed never wraps)."""
@@ -147,8 +150,10 @@ class Config:
             kind = type(f.default)
             if kind in (int, float):
                 value = getattr(self, f.name)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'} (got {value!r})")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                        kind is int and not (value == value and abs(value) < INT_LIMIT and value == int(value))):
+                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'} below 2^62 "
+                                      f"in size (got {value!r})")
                 object.__setattr__(self, f.name, kind(value))
         if self.student_dims is None:
             object.__setattr__(self, "student_dims", self.teacher_dims)

@@ -3,8 +3,8 @@
 ``run_epoch_experiment(config)`` is the epoch experiment (experiments A and B of the Julia original): for
 run r = 1..R the key ``seed + r`` draws teacher, train set, test set and student; every epoch 0..E records
 the ``METRICS``. ``run_noise_experiment(config)`` is the noise experiment (its experiment C): one teacher
-from ``seed``; run r draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on labels f(x) + σz
-(common random numbers); the metrics after the last epoch are kept. Levels × runs form one batch.
+from ``seed``; run r draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on
+labels f(x) + σz (common random numbers); the metrics after the last epoch are kept. Levels × runs form one batch.
 Runs are processed in chunks of ``chunk_runs()`` (on CPU ``CHUNK_RUNS``, cache-sized; on an accelerator
 ``ACCELERATOR_CHUNK_RUNS``, enough to fill it; the last chunk is padded so that one compiled program
 serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
@@ -35,7 +35,7 @@ from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
 from l2rebound.precision import float64
 from l2rebound.results import (COLUMNS, DISTANCES, METRICS, EpochResult, NoiseResult, Result, compute, kept_epochs,
-                               with_manifest)
+                               kind_of, with_manifest)
 from l2rebound.symmetry import l2_aligned, normal_form_distance
 from l2rebound.train import SAMPLE_BLOCK, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
@@ -46,6 +46,7 @@ BLOCK_EPOCHS = 50
 
 
 def _provenance(result: Result) -> Result:
+    result.validate()  # chunks kept by an interrupted run are part of it
     return with_manifest(result, provenance.manifest(result.config, kernel.fast_path(result.config.dtype)))
 
 
@@ -246,31 +247,53 @@ def chunk_size(runs: int) -> int:
     return -(-min(chunk_runs(), runs) // devices) * devices
 
 
-def memory_need(config: Config, trainings: int, kept: int = 0) -> int:
-    """Bytes that an experiment of ``config`` with ``trainings`` trainings, each keeping its students at
-    ``kept`` epochs, holds at its peak, roughly: one chunk's data, training state, activations and one block
-    of students on the device, plus the whole result's metrics and kept students on the host."""
+PROCESS_BYTES = 400 * 2**20
+"""What a process running the engine holds before any experiment: Python, NumPy, JAX and XLA's runtime."""
+DATA_COPIES = 2.5
+"""Copies of each chunk's data alive at the peak: drawn on the device, gathered to the host, placed again."""
+MEMORY_SHARE = 0.8
+"""Share of the machine's memory an experiment may plan to use."""
+
+
+def memory_need(config: Config) -> int:
+    """Bytes that the experiment of ``config`` holds at its peak, roughly and from above: the process, one
+    chunk's data (``DATA_COPIES``), training state, activations and one block of kept students on the device,
+    plus the whole result's metrics and kept students on the host."""
+    kind = kind_of(config)
+    trainings, kept = kind.trainings(config), kind.kept_students(config)
     chunk, item = chunk_size(trainings), np.dtype(config.dtype).itemsize
     dims, params = config.student_dims, num_params(config.student_dims)
-    samples = config.dataset_size + config.test_set_size
-    data = samples * (dims[0] + 2 * dims[-1])
+    data = (config.dataset_size + config.test_set_size) * (dims[0] + 2 * dims[-1])
     # the kernel keeps 64-sample blocks in cache; XLA holds a block of SAMPLE_BLOCK samples' activations
     # forward and backward
     block = 64 if kernel.enabled(config.dtype) else min(config.dataset_size, SAMPLE_BLOCK)
     activations = 4 * block * sum(dims)
-    device = chunk * (data + 6 * params + activations + (block_length(config.epochs) * params if kept else 0))
+    device = chunk * (DATA_COPIES * data + 6 * params + activations
+                      + (block_length(config.epochs) * params if kept else 0))
     host = trainings * ((config.epochs + 1) * len(COLUMNS) + kept * params + 2 * params)
-    return (device + host) * item
+    return int(PROCESS_BYTES + (device + host) * item)
 
 
-def check_memory(config: Config, trainings: int, kept: int = 0) -> None:
-    """Refuse (``ConfigError``) an experiment whose ``memory_need`` exceeds this machine's memory."""
+def check_memory(config: Config) -> None:
+    """Refuse (``ConfigError``) an experiment whose ``memory_need`` exceeds ``MEMORY_SHARE`` of this
+    machine's memory."""
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    need = memory_need(config, trainings, kept)
-    if need > have:
+    need = memory_need(config)
+    if need > MEMORY_SHARE * have:
+        smaller = "fewer or narrower layers, fewer samples, runs or epochs"
+        if kind_of(config).kept_students(config):
+            smaller += ", or a larger --align-every (0: keep none)"
         raise ConfigError(f"this config needs about {need / 2**30:.1f} GiB of memory and the machine has "
-                          f"{have / 2**30:.1f} GiB: use fewer or narrower layers, fewer samples, runs or epochs, "
-                          "or --align-every 0")
+                          f"{have / 2**30:.1f} GiB: use {smaller}")
+
+
+def _fits(chunk: dict, runs: int, like: dict | None) -> bool:
+    """Whether a kept chunk holds ``runs`` runs of every array, with the names and trailing shapes of
+    ``like`` (a chunk computed now) when there is one."""
+    if any(np.ndim(v) == 0 or len(v) != runs for v in chunk.values()):
+        return False
+    return like is None or (set(chunk) == set(like)
+                            and all(np.shape(chunk[k])[1:] == np.shape(like[k])[1:] for k in like))
 
 
 def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
@@ -291,6 +314,8 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
         real = int(np.sum(index <= runs))
         key = f"runs-{first:06d}-{chunk}"
         done = checkpoint.load(key) if checkpoint else None
+        if done is not None and not _fits(done, real, parts[0] if parts else None):
+            done = None  # a kept chunk from another version or a damaged one: computed again
         if done is None:
             progress = (lambda n, real=real: on_progress(n * real)) if on_progress else None
             done = {k: np.asarray(v)[:real] for k, v in work(np.minimum(index, runs), progress).items()}
@@ -308,8 +333,8 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
     ``run_chunks``."""
 
+    check_memory(config)
     keep = kept_epochs(config)
-    check_memory(config, config.runs, len(keep))
     compiling = []  # started by the first chunk that trains (none when a checkpoint holds every chunk)
 
     def work(index, progress):
@@ -341,7 +366,7 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
     ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
     of ``chunk_runs()`` by one compiled program."""
     levels = np.asarray(levels, dtype=float)
-    check_memory(config, len(levels) * config.runs)
+    check_memory(config)
     runs = np.arange(1, config.runs + 1)
     seeds = config.seed + runs
     compiling = compile_ahead(config, chunk_size(len(levels) * config.runs), keep_theta=False)

@@ -46,6 +46,13 @@ def kept_epochs(config: Config) -> np.ndarray:
     return np.union1d(np.arange(0, config.epochs + 1, config.align_every), [config.epochs])
 
 
+def kept_count(config: Config) -> int:
+    """``len(kept_epochs(config))``, counted without listing them (a config too large to run must be
+    refused without first filling the memory)."""
+    every = config.align_every
+    return 0 if every == 0 else config.epochs // every + 1 + (config.epochs % every != 0)
+
+
 def register_kind(cls: type[Result]) -> type[Result]:
     """Class decorator: make ``cls`` the experiment kind ``cls.kind``."""
     if cls.kind in KINDS:
@@ -87,6 +94,11 @@ class Result:
         return config.runs
 
     @classmethod
+    def kept_students(cls, config: Config) -> int:
+        """Epochs at which each training keeps its student (memory and disk it needs)."""
+        return 0
+
+    @classmethod
     def stored_values(cls, config: Config) -> tuple[int, int]:
         """(values in the CSV tables, values in the ``.npz`` arrays) of the stored result of ``config``: what
         the store checks there is room for before it trains."""
@@ -126,7 +138,21 @@ class Result:
         rounded away in float32)."""
         raise NotImplementedError
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape each array must have for this result's config: name -> shape."""
+        raise NotImplementedError
+
     # ---- the same for every kind --------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first array whose shape or type does not fit the config."""
+        arrays = {name: getattr(self, name) for name in self.shapes() if not name.startswith("metrics.")}
+        arrays.update({f"metrics.{k}": v for k, v in self.metrics.items()})
+        for name, shape in self.shapes().items():
+            array = np.asarray(arrays.get(name))
+            if array.shape != shape or array.dtype.kind not in ("fi" if name.endswith(("epochs", "diverged_at"))
+                                                                 else "f"):
+                raise ValueError(f"{name} has shape {array.shape} and type {array.dtype}; the config needs {shape}")
+
     def frame(self) -> pandas.DataFrame:
         """The tidy table of ``metrics.csv`` as a pandas DataFrame (integer columns stay integers)."""
         import pandas
@@ -194,11 +220,22 @@ class EpochResult(Result):
     kept_theta: np.ndarray
 
     @classmethod
+    def kept_students(cls, config):
+        return kept_count(config)
+
+    @classmethod
     def stored_values(cls, config):
-        runs, kept = config.runs, len(kept_epochs(config))
+        runs, kept = config.runs, kept_count(config)
         teacher, student = num_params(config.teacher_dims), num_params(config.student_dims)
         tables = runs * (config.epochs + 1) * (len(COLUMNS) + 2) + 3 * runs  # metrics.csv (+ run, epoch); runs.csv
         return tables, runs * (teacher + student + kept * student) + kept
+
+    def shapes(self):
+        c = self.config
+        runs, students, kept = c.runs, num_params(c.student_dims), kept_count(c)
+        return {**{f"metrics.{name}": (runs, c.epochs + 1) for name in COLUMNS},
+                "teacher": (runs, num_params(c.teacher_dims)), "student_init": (runs, students),
+                "diverged_at": (runs,), "kept_epochs": (kept,), "kept_theta": (runs, kept, students)}
 
     def tables(self):
         runs, epochs = self.metrics["l2"].shape
@@ -287,6 +324,13 @@ class NoiseResult(Result):
         teacher, student = num_params(config.teacher_dims), num_params(config.student_dims)
         # metrics.csv columns: level, sigma, run, the metrics, diverged_at
         return cls.trainings(config) * (len(COLUMNS) + 4), teacher + config.runs * student
+
+    def shapes(self):
+        c = self.config
+        grid = (len(self.levels), c.runs)  # the config's levels, or those of ``experiments.noise_sweep``
+        return {**{f"metrics.{name}": grid for name in COLUMNS}, "levels": grid[:1],
+                "teacher": (num_params(c.teacher_dims),), "student_init": (c.runs, num_params(c.student_dims)),
+                "diverged_at": grid}
 
     def tables(self):
         levels, runs = self.metrics["l2"].shape

@@ -162,8 +162,9 @@ def lock(out: Path, config: Config, on_wait: Callable[[], None] | None = None) -
     time computes, stores or replaces it, others wait. ``on_wait()`` is called once if another process holds
     it. On a read-only store or a file system without ``flock`` nothing is locked."""
     path = lock_path(out, config)
+    key = os.path.abspath(path)  # however the caller spells the folder: a thread never waits for itself
     held = _HELD.__dict__.setdefault("paths", set())
-    if path in held:
+    if key in held:
         yield
         return
     try:
@@ -173,11 +174,11 @@ def lock(out: Path, config: Config, on_wait: Callable[[], None] | None = None) -
         if error.errno not in UNLOCKABLE:
             raise
         fd = None
-    held.add(path)
+    held.add(key)
     try:
         yield
     finally:
-        held.discard(path)
+        held.discard(key)
         if fd is not None:
             path.unlink(missing_ok=True)  # while still locked: a waiter on this file finds it gone and retries
             os.close(fd)
@@ -439,7 +440,9 @@ def load(folder: Path) -> Result:
     tables = {stem: _read(folder / f"{stem}.csv", _read_table) for stem in kind.stored_tables}
     arrays = {stem: _read(folder / f"{stem}.npz", _read_npz) for stem in kind.stored_arrays}
     try:
-        return kind.from_files(config, tables, arrays, manifest)
+        result = kind.from_files(config, tables, arrays, manifest)
+        result.validate()
+        return result
     except (KeyError, ValueError, IndexError, TypeError) as error:
         files = ", ".join([*(f"{stem}.csv" for stem in tables), *(f"{stem}.npz" for stem in arrays)])
         raise StoreError(f"{folder} cannot be read back: {files} do not fit its config.json ({type(error).__name__}: "
