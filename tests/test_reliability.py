@@ -257,3 +257,29 @@ def test_the_lock_is_taken_once_per_thread_however_the_folder_is_spelled(tmp_pat
     thread.start()
     thread.join(timeout=20)
     assert done, "the second spelling of the same lock waited for the first"
+
+
+def test_a_kept_chunk_that_comes_first_and_does_not_fit_is_computed_again(tmp_path):
+    out = tmp_path / "out"
+    reference = l2rebound.run(TINY, progress=False)
+    chunk = {**{name: values for name, values in reference.metrics.items()}, "teacher": reference.teacher,
+             "student_init": reference.student_init, "diverged_at": reference.diverged_at,
+             "kept_theta": reference.kept_theta[:, :1], "extra": reference.diverged_at}
+    store.Checkpoint(out, TINY).save(f"runs-000001-{TINY.runs}", chunk)  # the only chunk: nothing to compare with
+    again = l2rebound.run(TINY, out=out, progress=False)
+    np.testing.assert_array_equal(again.kept_theta, reference.kept_theta)
+
+
+def test_plot_from_inside_a_result_folder_locks_in_the_store_root(copy, monkeypatch):
+    taken = []
+    real = store.lock
+
+    def spy(out, config, on_wait=None):
+        taken.append(Path(out))
+        return real(out, config, on_wait)
+
+    monkeypatch.setattr(store, "lock", spy)
+    monkeypatch.chdir(copy)
+    code, _, err = run_cli("plot", ".")
+    assert code == 0, err
+    assert taken == [copy.parent]

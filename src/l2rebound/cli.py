@@ -182,8 +182,15 @@ def _held(folder: Path):
     replaces the folder while this command writes into it."""
     from l2rebound.api import load
 
-    config = load(folder).config  # says what is wrong with a folder that holds no result
-    with store.lock(folder.parent, config):
+    if not store.is_finished(folder):
+        raise StoreError(f"{folder} is not a finished result folder (no config.json)")
+
+    def waiting() -> None:
+        print(f"waiting for another l2rebound command that is computing or storing this result "
+              f"({store.lock_path(root, config)})", flush=True)
+
+    root, config = Path(os.path.abspath(folder)).parent, store.load_config(folder)
+    with store.lock(root, config, on_wait=waiting):
         yield load(folder)
 
 

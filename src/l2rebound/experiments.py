@@ -287,25 +287,23 @@ def check_memory(config: Config) -> None:
                           f"{have / 2**30:.1f} GiB: use {smaller}")
 
 
-def _fits(chunk: dict, runs: int, like: dict | None) -> bool:
-    """Whether a kept chunk holds ``runs`` runs of every array, with the names and trailing shapes of
-    ``like`` (a chunk computed now) when there is one."""
-    if any(np.ndim(v) == 0 or len(v) != runs for v in chunk.values()):
-        return False
-    return like is None or (set(chunk) == set(like)
-                            and all(np.shape(chunk[k])[1:] == np.shape(like[k])[1:] for k in like))
+def _fits(chunk: dict, runs: int, expect: dict[str, tuple[int, ...]]) -> bool:
+    """Whether a kept chunk holds exactly the arrays ``expect`` names, each of shape (runs, *expect[name])."""
+    return set(chunk) == set(expect) and all(np.shape(chunk[k]) == (runs, *expect[k]) for k in expect)
 
 
-def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], on_progress=None,
-               checkpoint=None) -> dict:
+def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], expect: dict,
+               on_progress=None, checkpoint=None) -> dict:
     """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``chunk_runs()`` rounded up to a
     whole number per device (the last chunk padded by repeating its final index; only the genuine runs'
     results are kept) and concatenate the arrays it returns along axis 0.
 
     on_progress(n): called as run-epochs complete (R · ``epochs`` in total); ``work`` gets ``progress``,
         which takes the epochs its chunk advanced, or None.
+    expect: name -> trailing shape (after the runs) of each array ``work`` returns.
     checkpoint: optional object with ``load(key) -> dict | None`` and ``save(key, dict)``; a chunk it
-        already holds is not recomputed, so an interrupted experiment resumes where it stopped.
+        already holds is not recomputed, so an interrupted experiment resumes where it stopped (one that
+        does not fit ``expect``, kept by another version or damaged, is computed again).
     """
     chunk = chunk_size(runs)
     parts = []
@@ -314,7 +312,7 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
         real = int(np.sum(index <= runs))
         key = f"runs-{first:06d}-{chunk}"
         done = checkpoint.load(key) if checkpoint else None
-        if done is not None and not _fits(done, real, parts[0] if parts else None):
+        if done is not None and not _fits(done, real, expect):
             done = None  # a kept chunk from another version or a damaged one: computed again
         if done is None:
             progress = (lambda n, real=real: on_progress(n * real)) if on_progress else None
@@ -355,7 +353,10 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
         return {**metrics, **found, "teacher": teacher, "student_init": student, "diverged_at": diverged,
                 "kept_theta": kept}
 
-    out = run_chunks(config.runs, config.epochs, work, on_progress, checkpoint)
+    students = num_params(config.student_dims)
+    expect = {**{name: (config.epochs + 1,) for name in COLUMNS}, "teacher": (num_params(config.teacher_dims),),
+              "student_init": (students,), "diverged_at": (), "kept_theta": (len(keep), students)}
+    out = run_chunks(config.runs, config.epochs, work, expect, on_progress, checkpoint)
     return _provenance(EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],
                                    out["diverged_at"], keep, out["kept_theta"]))
 
@@ -384,7 +385,8 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
         return {**final, "stalled": metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0],
                 **distances(theta, np.asarray(problems.teacher[0]), config.student_dims), "diverged_at": diverged}
 
-    out = run_chunks(len(levels) * config.runs, config.epochs, work, on_progress, checkpoint)
+    expect = {name: () for name in (*COLUMNS, "diverged_at")}
+    out = run_chunks(len(levels) * config.runs, config.epochs, work, expect, on_progress, checkpoint)
     shape = (len(levels), config.runs)
     return _provenance(NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS},
                                    np.asarray(teacher[0]), np.asarray(students), out["diverged_at"].reshape(shape)))
