@@ -414,7 +414,8 @@ def test_a_result_that_cannot_be_written_keeps_its_chunk_and_resumes_bit_identic
 
 def test_a_chunk_that_cannot_be_kept_during_training_ends_in_one_line(tmp_path, monkeypatch, capsys):
     """The disk fills up between two chunks of runs (one run per chunk here): the first chunk stays."""
-    monkeypatch.setattr(experiments, "CHUNK_RUNS", 1)
+    # one run per chunk whatever the device count (the CLI in this process may have asked for one per core)
+    monkeypatch.setattr(experiments, "chunk_size", lambda runs: 1)
     write_atomic, writes = store.write_atomic, []
 
     def second_fails(path, write):
