@@ -119,8 +119,7 @@ def execute(config: Config, out: Path, force: bool = False, progress: bool = Tru
 
     def waiting() -> None:
         waited.append(True)
-        say(f"waiting for another l2rebound command that is computing or storing this result "
-            f"({store.lock_path(out, config)})")
+        say(store.waiting_line(out, config))
 
     with store.lock(out, config, on_wait=waiting):
         stored = store.finished_mark(folder)
@@ -177,6 +176,5 @@ def load(path: str | Path) -> Result:
     """The result stored in the folder ``path`` (``OUT/<experiment>-<hash>``). Raises ``store.StoreError``
     when it is not a finished result folder or cannot be read back."""
     folder = Path(path)
-    if not store.is_finished(folder):
-        raise store.StoreError(f"{folder} is not a finished result folder (no config.json)")
+    store.require_finished(folder)
     return store.load(folder)

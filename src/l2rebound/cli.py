@@ -160,9 +160,6 @@ def _run_experiment(args) -> int:
     from l2rebound.api import execute
 
     config = config_from_args(args, args.command)
-    existing = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():  # --out, or a folder it would go in, is a file
-        return _fail(f"--out must be a directory, but {existing} is a file")
     if args.force or not store.is_finished(store.result_dir(args.out, config)):
         configure_process()  # only to train: reusing a stored result needs no JAX
     try:
@@ -182,12 +179,10 @@ def _held(folder: Path):
     replaces the folder while this command writes into it."""
     from l2rebound.api import load
 
-    if not store.is_finished(folder):
-        raise StoreError(f"{folder} is not a finished result folder (no config.json)")
+    store.require_finished(folder)
 
     def waiting() -> None:
-        print(f"waiting for another l2rebound command that is computing or storing this result "
-              f"({store.lock_path(root, config)})", flush=True)
+        print(store.waiting_line(root, config), flush=True)
 
     root, config = Path(os.path.abspath(folder)).parent, store.load_config(folder)
     with store.lock(root, config, on_wait=waiting):

@@ -156,6 +156,12 @@ def lock_path(out: Path, config: Config) -> Path:
     return Path(out) / f".lock-{result_dir(out, config).name}"
 
 
+def waiting_line(out: Path, config: Config) -> str:
+    """What a command says when it waits for the lock of ``config``'s result under ``out``."""
+    return (f"waiting for another l2rebound command that is computing or storing this result "
+            f"({lock_path(out, config)})")
+
+
 @contextlib.contextmanager
 def lock(out: Path, config: Config, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the lock of ``config``'s result in the store root ``out`` (made if missing): one command at a
@@ -399,6 +405,12 @@ def load_analysis(folder: Path) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
     return _read(path, _read_npz, f"delete it, or run `l2rebound analyze {Path(folder)} --force` to compute it again")
+
+
+def require_finished(folder: Path) -> None:
+    """``StoreError`` unless ``folder`` holds a finished result (its ``config.json`` is written last)."""
+    if not is_finished(folder):
+        raise StoreError(f"{folder} is not a finished result folder (no config.json)")
 
 
 def load_config(folder: Path) -> Config:
