@@ -134,7 +134,7 @@ class Config:
     align_every: int = field(
         default=10,
         metadata=_opt("record the symmetry-aligned and normal-form distances (and keep theta) every k epochs and at "
-                      "the last; 0 never (>= 0). About 2 ms per run and record for 2,25,25,1",
+                      "the last; 0 never (>= 0). Each record costs host time per run (README, 'Three distances')",
                       parse=int, experiments=("epoch",)),
     )
     seed: int = field(default=42, metadata=_opt(

@@ -116,7 +116,7 @@ def spread(tree):
 
 def distances(theta, teacher, dims: tuple[int, ...]) -> dict[str, np.ndarray]:
     """The ``DISTANCES`` of students θ (..., P) from their teachers (..., P) (broadcast), NaN where θ is
-    not finite. About 2 ms per pair for dims 2,25,25,1 on one core (``align`` dominates)."""
+    not finite. ``align`` dominates the cost (benchmarks/README.md)."""
     theta, teacher = np.broadcast_arrays(np.asarray(theta), np.asarray(teacher))
     out = {name: np.full(theta.shape[:-1], np.nan) for name in DISTANCES}
     for index in np.ndindex(*theta.shape[:-1]):

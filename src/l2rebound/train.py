@@ -79,9 +79,8 @@ def init_state(spec: Spec, theta, key) -> State:
 
 
 SAMPLE_BLOCK = 1000
-"""Samples per block of the gradient on CPU, where a block's activations stay in cache. Measured on this
-2-core machine (default Experiment A, runs over 2 CPU devices, a noisy VM): 2.6–2.9 ms per run and epoch
-in one pass over all 10 000 samples, 1.8–2.5 ms in blocks of 1 000. Accelerators take one pass."""
+"""Samples per block of the XLA gradient on CPU, where a block's activations stay in cache (faster than one
+pass over all samples: benchmarks/README.md). Accelerators take one pass."""
 
 
 def loss_and_grad(theta, dims, x, y):
