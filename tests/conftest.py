@@ -1,6 +1,8 @@
 """Shared fixtures: tiny configs that compile fast, float64 for tests of the engine's internals, and JAX's
 compilation cache kept in a temporary folder (tests never write into the user's cache)."""
 
+import contextlib
+import io
 import os
 
 import jax
@@ -47,3 +49,16 @@ def tiny() -> Config:
 @pytest.fixture
 def tiny_noise() -> Config:
     return TINY_NOISE
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """``l2rebound *argv`` in this process: (exit code, stdout, stderr); an exception escapes (a traceback)."""
+    from l2rebound import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY as TINY_CONFIG
+from conftest import run_cli
 from l2rebound import cli, experiments, store, theory
 from l2rebound.config import PRESETS, Config, flag
 from l2rebound.results import COLUMNS, EpochResult
@@ -21,16 +22,6 @@ SUMMARY = ("min ℓ₂", "epoch of min ℓ₂", "final ℓ₂", "final/min ratio
            "final clean test loss", "final aligned ℓ₂", "final normal-form ℓ₂")
 CLI_FIELDS = [f for f in dataclasses.fields(Config)  # the options of ``epoch``: fields it uses that are options
               if f.metadata.get("cli") is not False and "epoch" in f.metadata.get("experiments", ("epoch",))]
-
-
-def run_cli(capsys, *argv):
-    """``l2rebound *argv`` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def parse(*argv) -> Config:
@@ -102,7 +93,7 @@ def copy(stored, tmp_path):
 
 
 def test_help_mentions_every_option(capsys):
-    code, out, _ = run_cli(capsys, "epoch", "--help")
+    code, out, _ = run_cli("epoch", "--help")
     assert code == 0
     assert len(CLI_FIELDS) > 15
     for f in CLI_FIELDS:
@@ -137,7 +128,7 @@ def test_every_config_field_is_an_option(field):
 
 
 def test_margin_without_the_margin_projection_is_refused(capsys):
-    code, _, err = run_cli(capsys, "epoch", *TINY, "--margin", "0.01")
+    code, _, err = run_cli("epoch", *TINY, "--margin", "0.01")
     assert code == 2 and err.strip().endswith("--margin is only used with --projection margin")
 
 
@@ -165,7 +156,7 @@ def test_explicit_options_override_the_preset(order):
 
 
 def test_preset_with_override_is_what_gets_stored(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "epoch", "--preset", "B", *TINY, "--noise-sigma", "0", "--out", tmp_path)
+    code, out, _ = run_cli("epoch", "--preset", "B", *TINY, "--noise-sigma", "0", "--out", tmp_path)
     assert code == 0
     expected = dataclasses.replace(TINY_CONFIG, **{**PRESETS["B"], "noise_sigma": 0.0, "initial_permut": 1e-2})
     folder = store.result_dir(tmp_path, expected)
@@ -177,7 +168,7 @@ def test_preset_with_override_is_what_gets_stored(tmp_path, capsys):
 
 
 def test_epoch_stores_the_result_and_prints_the_summary_last(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "epoch", *TINY, "--out", tmp_path)
+    code, out, err = run_cli("epoch", *TINY, "--out", tmp_path)
     assert code == 0, err
     folder = store.result_dir(tmp_path, TINY_CONFIG)
     assert folder.name == f"epoch-{TINY_CONFIG.config_hash()}"
@@ -207,7 +198,7 @@ def test_rerun_reuses_the_stored_result_and_force_retrains(copy, capsys, monkeyp
     inode = (folder / "metrics.csv").stat().st_ino
     forbid_training(monkeypatch)
 
-    code, text, err = run_cli(capsys, "epoch", *TINY, "--out", out)
+    code, text, err = run_cli("epoch", *TINY, "--out", out)
     assert code == 0, err
     assert "reusing" in text and str(folder) in text
     assert data_files(folder) == before and (folder / "metrics.csv").stat().st_ino == inode
@@ -221,7 +212,7 @@ def test_rerun_reuses_the_stored_result_and_force_retrains(copy, capsys, monkeyp
         return real(config, on_progress, checkpoint)
 
     monkeypatch.setattr(experiments, "run_epoch_experiment", counted)
-    code, text, err = run_cli(capsys, "epoch", *TINY, "--out", out, "--force")
+    code, text, err = run_cli("epoch", *TINY, "--out", out, "--force")
     assert code == 0, err
     assert calls == [TINY_CONFIG] and "reusing" not in text and f"stored in {folder}" in text
     assert (folder / "metrics.csv").stat().st_ino != inode  # written anew ...
@@ -237,7 +228,7 @@ def test_plot_redraws_the_figures_from_stored_data_only(copy, capsys, monkeypatc
         (folder / name).unlink()
     forbid_training(monkeypatch)
 
-    code, out, err = run_cli(capsys, "plot", folder)
+    code, out, err = run_cli("plot", folder)
     assert code == 0, err
     assert figures(folder) == names
     assert data_files(folder) == before
@@ -245,7 +236,7 @@ def test_plot_redraws_the_figures_from_stored_data_only(copy, capsys, monkeypatc
 
 
 def test_plot_of_a_folder_without_a_result_fails_in_one_line(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "plot", tmp_path)
+    code, out, err = run_cli("plot", tmp_path)
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(tmp_path) in err
     assert list(tmp_path.iterdir()) == []
 
@@ -254,7 +245,7 @@ def test_analyze_writes_the_theory_and_reuses_it(copy, capsys, monkeypatch):
     _, folder = copy
     before = data_files(folder)
     forbid_training(monkeypatch)
-    code, out, err = run_cli(capsys, "analyze", folder, "--no-progress")
+    code, out, err = run_cli("analyze", folder, "--no-progress")
     assert code == 0, err
     analysis = store.load_analysis(folder)
     assert analysis["predicted_l2"].shape == (2, 6) and analysis["gn_eigenvalues"].shape == (2, 17)
@@ -266,19 +257,19 @@ def test_analyze_writes_the_theory_and_reuses_it(copy, capsys, monkeypatch):
         raise AssertionError("the analysis was recomputed")
 
     monkeypatch.setattr(theory, "analyze", recomputed)
-    code, out, err = run_cli(capsys, "analyze", folder, "--no-progress")
+    code, out, err = run_cli("analyze", folder, "--no-progress")
     assert code == 0 and "reusing the analysis" in out, err
 
 
 def test_analyze_refuses_adam_and_damaged_folders_in_one_line(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "epoch", *TINY, "--optimizer", "adam", "--out", tmp_path)
+    code, _, err = run_cli("epoch", *TINY, "--optimizer", "adam", "--out", tmp_path)
     assert code == 0, err
     folder = store.result_dir(tmp_path, dataclasses.replace(TINY_CONFIG, optimizer="adam"))
-    code, _, err = run_cli(capsys, "analyze", folder)
+    code, _, err = run_cli("analyze", folder)
     assert code == 2 and err.strip().endswith("models plain gradient descent, not --optimizer adam")
     (folder / "trajectory.npz").write_bytes(b"garbage")
     for command in ("analyze", "plot"):
-        code, _, err = run_cli(capsys, command, folder)
+        code, _, err = run_cli(command, folder)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot be read back" in err, err
 
 
@@ -298,7 +289,7 @@ BAD = [
 @pytest.mark.parametrize("option, value", BAD, ids=[f"{o}={v}" for o, v in BAD])
 def test_bad_value_fails_in_one_line_and_writes_nothing(option, value, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = run_cli(capsys, "epoch", *TINY, option, value, "--out", out)
+    code, stdout, err = run_cli("epoch", *TINY, option, value, "--out", out)
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert option in err and "Traceback" not in err
@@ -310,7 +301,7 @@ def test_out_that_is_a_file_fails_in_one_line(below, tmp_path, capsys, monkeypat
     forbid_training(monkeypatch)
     file = tmp_path / "results.txt"
     file.write_text("keep me")
-    code, _, err = run_cli(capsys, "epoch", *TINY, "--out", file / below if below else file)
+    code, _, err = run_cli("epoch", *TINY, "--out", file / below if below else file)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "--out" in err and "Traceback" not in err
     assert file.read_text() == "keep me" and list(tmp_path.iterdir()) == [file]
@@ -321,7 +312,7 @@ def test_out_that_is_a_file_fails_in_one_line(below, tmp_path, capsys, monkeypat
 
 def test_every_run_diverging_exits_1_with_advice_and_stores_the_result(tmp_path, capsys):
     # lr 1e200 overflows to inf within a few epochs (1e3 only grows the loss to ~1e29 in five)
-    code, out, err = run_cli(capsys, "epoch", *TINY, "--learning-rate", "1e200", "--out", tmp_path)
+    code, out, err = run_cli("epoch", *TINY, "--learning-rate", "1e200", "--out", tmp_path)
     assert code == 1
     assert "Traceback" not in err
     folder = store.result_dir(tmp_path, dataclasses.replace(TINY_CONFIG, learning_rate=1e200))
@@ -347,7 +338,7 @@ def test_some_runs_diverging_are_named_and_the_rest_summarised(tmp_path, capsys)
                          np.zeros((2, 0, 17)))
     folder = store.save(tmp_path, result)
 
-    code, out, err = run_cli(capsys, "plot", folder)
+    code, out, err = run_cli("plot", folder)
     assert code == 0, err
     assert "run 2 diverged at epoch 3" in err and "--learning-rate" in err and "run 1 " not in err
     assert "over 1 runs" in out
@@ -380,14 +371,14 @@ def test_console_script_is_installed():
 def test_check_reports_stored_networks_and_fails_on_a_zero_bias_teacher(tmp_path, capsys):
     out = str(tmp_path)
     for projection, expected in (("jitter", 0), ("off", 1)):
-        code, text, err = run_cli(capsys, "epoch", *TINY, "--projection", projection, "--out", out)
+        code, text, err = run_cli("epoch", *TINY, "--projection", projection, "--out", out)
         assert code == 0, err
         folder = next(p for p in tmp_path.iterdir() if p.name.startswith("epoch-")
                       and store.load_config(p).projection == projection)
-        code, text, err = run_cli(capsys, "check", str(folder / "params.npz"))
+        code, text, err = run_cli("check", str(folder / "params.npz"))
         assert code == expected, text + err
         assert text.count("== teacher") == 2 and text.count("== student_init") == 2
         if expected:  # zero biases (the seed's init) without the projection: C1 fails
             assert "VIOLATED" in text and "outside F" in text
-    code, _, err = run_cli(capsys, "check", str(tmp_path / "missing.npz"))
+    code, _, err = run_cli("check", str(tmp_path / "missing.npz"))
     assert code == 2 and len(err.strip().splitlines()) == 1

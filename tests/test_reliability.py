@@ -1,8 +1,6 @@
 """Bad input and damaged files end in one line and a documented exit code, never a traceback, and nothing
 is written on a refusal: seeds, noise levels, memory, long names, ``check``, and random option strings."""
 
-import contextlib
-import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,23 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import l2rebound
-from conftest import TINY
+from conftest import TINY, run_cli
 from l2rebound import cli, store
 from l2rebound.config import SEED_LIMIT, STEM_BYTES, Config, ConfigError
 
 TINY_ARGS = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs",
              "2", "--initial-permut", "1e-2", "--no-progress"]
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    """``l2rebound *argv`` in this process: (exit code, stdout, stderr); an exception escapes (a traceback)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit:
-            code = exit.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_error_line(err: str) -> bool:

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import jax
-from conftest import TINY, TINY_NOISE
+from conftest import TINY, TINY_NOISE, run_cli
 from l2rebound import config as config_module
-from l2rebound import api, cli, experiments, kernel, provenance, store
+from l2rebound import api, experiments, kernel, provenance, store
 from l2rebound.experiments import kept_epochs, run_epoch_experiment
 from l2rebound.results import COLUMNS, DISTANCES, EpochResult, NoiseResult
 
@@ -271,11 +271,9 @@ def forbid_training(monkeypatch):
     monkeypatch.setattr(api, "compute", lambda *args, **kwargs: pytest.fail("trained although the store was refused"))
 
 
-def run_cli(capsys, *argv):
+def run_tiny(*argv):
     """``l2rebound epoch TINY *argv`` in-process: (exit code, stdout, stderr)."""
-    code = cli.main(["epoch", *CLI_TINY, *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli("epoch", *CLI_TINY, *argv)
 
 
 def read_only_folders_stop_writes() -> bool:
@@ -322,7 +320,7 @@ def test_a_folder_the_os_reports_read_only_is_refused_before_training(tmp_path, 
 
     monkeypatch.setattr(os, "access", read_only)
     forbid_training(monkeypatch)
-    code, out, err = run_cli(capsys, "--out", parent / "results")
+    code, out, err = run_tiny("--out", parent / "results")
     assert code == 2 and out == ""
     assert err == (f"l2rebound: error: cannot store results in {parent / 'results'}: {parent} is not writable; make "
                    "it writable or choose another output folder (--out)\n")
@@ -344,7 +342,7 @@ def test_a_store_without_room_is_refused_before_training(tmp_path, monkeypatch, 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(total=10**9, used=10**9 - 10**5, free=10**5))
     forbid_training(monkeypatch)
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "--out", out)
+    code, _, err = run_tiny("--out", out)
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"l2rebound: error: cannot store results in {out}: this result needs about 1.05 MB on "
                           f"disk and {tmp_path} has 100 kB free; free space there")
@@ -395,7 +393,7 @@ def test_a_result_that_cannot_be_written_keeps_its_chunk_and_resumes_bit_identic
     out = tmp_path / "out"
     folder, partial = store.result_dir(out, TINY), store.Checkpoint(out, TINY).folder
     monkeypatch.setattr(store, "_write_table", no_space)
-    code, _, err = run_cli(capsys, "--out", out)
+    code, _, err = run_tiny("--out", out)
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert err == (f"l2rebound: error: cannot write the result to {folder} ([Errno {errno.ENOSPC}] "
                    f"{os.strerror(errno.ENOSPC)}); 1 finished chunk(s) of runs are kept in {partial}: free space or "
@@ -425,7 +423,7 @@ def test_a_chunk_that_cannot_be_kept_during_training_ends_in_one_line(tmp_path, 
     monkeypatch.setattr(store, "write_atomic", second_fails)
     out = tmp_path / "out"
     partial = store.Checkpoint(out, TINY).folder
-    code, _, err = run_cli(capsys, "--out", out)
+    code, _, err = run_tiny("--out", out)
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert err == (f"l2rebound: error: cannot keep a finished chunk of runs in {partial} ([Errno {errno.ENOSPC}] "
                    f"{os.strerror(errno.ENOSPC)}); 1 finished chunk(s) of runs are kept in {partial}: free space or "
