@@ -25,6 +25,8 @@ from l2rebound.results import KINDS
 from l2rebound.store import StoreError
 
 EXIT_USAGE = 2
+PUBLISHED = sorted(name.removeprefix("seed-") for name in PRESETS if name.startswith("seed-"))
+"""The published figures that ``reproduce`` re-creates: X for each preset ``seed-X``."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,12 +36,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _config_options(parser: argparse.ArgumentParser, experiment: str) -> None:
+def _config_options(parser: argparse.ArgumentParser, experiment: str | None,
+                    title: str = "experiment options (defaults: the table of the ℓ₂-Experiments README)") -> None:
+    """One option per config field that ``experiment`` uses (None: every field)."""
     defaults = Config()
-    group = parser.add_argument_group("experiment options (defaults: the table of the ℓ₂-Experiments README)")
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
         meta = f.metadata
-        if meta.get("cli") is False or experiment not in meta.get("experiments", (experiment,)):
+        if meta.get("cli") is False or experiment not in meta.get("experiments", (experiment,)) and experiment:
             continue  # not an option, or one that this experiment does not use
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -83,6 +87,26 @@ def _build_parser() -> argparse.ArgumentParser:
         command.add_argument("--squared", action="store_true",
                              help="plot ℓ₂² (the quantity of the ℓ₂-Experiments figures) instead of ℓ₂; the noise "
                                   "experiment also fits it")
+
+    reproduce = commands.add_parser(
+        "reproduce", help="re-create a published figure of ℓ₂-Experiments and draw ours over it",
+        description="Run the set-up of published figure A, B or C (presets seed-A, seed-B, seed-C; options override "
+                    "them), store it as an ordinary result, and draw our curve over the published one in its own view "
+                    "(normalised ℓ₂² and losses over epochs; ℓ₂² against σ on log–log axes), with the RMS difference "
+                    "and both curves' shape statistics. Writes <stem>_published.{svg,png} into the result folder.",
+    )
+    reproduce.add_argument("figure", choices=PUBLISHED, help="the published figure")
+    _config_options(reproduce, None, "set-up options (defaults: the figure's preset, README 'Presets')")
+    _output_options(reproduce)
+    reproduce.add_argument("--scan", type=_typed(parse_noise_levels), metavar="LIST|START:STOP:COUNT", default=None,
+                           help="figure A or B: also run the set-up at each of these perturbation scales p, in float32 "
+                                "and float64, and write how the shape depends on p (<stem>_scan.{csv,svg,png} in --out)")
+    reproduce.add_argument("--theory", action="store_true",
+                           help="figure A or B: also draw the linear-response prediction for the same runs (computed "
+                                "as by l2rebound analyze, or reused) and say how much of each run's rebound it explains")
+    reproduce.add_argument("--teachers", type=int, default=1, metavar="K",
+                           help="figure C: run the set-up for K teachers (seeds seed, seed + runs + 1, ...) and draw the "
+                                "spread of their mean curves [default: 1]")
 
     plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
                                description="Redraw figures and the summary from a stored result folder.")
@@ -157,13 +181,9 @@ def _report(folder: Path, result, squared: bool = False) -> int:
 
 
 def _run_experiment(args) -> int:
-    from l2rebound.api import execute
-
     config = config_from_args(args, args.command)
-    if args.force or not store.is_finished(store.result_dir(args.out, config)):
-        configure_process()  # only to train: reusing a stored result needs no JAX
     try:
-        folder, result = execute(config, args.out, args.force, not args.no_progress, say=print)
+        folder, result = _stored(config, args)
     except KeyboardInterrupt:
         checkpoint = store.Checkpoint(args.out, config)
         _warn(f"interrupted: {checkpoint.count()} finished chunk(s) of runs are kept in {checkpoint.folder}; "
@@ -171,6 +191,62 @@ def _run_experiment(args) -> int:
         return 130
     with store.lock(args.out, config):  # no --force elsewhere replaces the folder while its figures are written
         return _report(folder, result, args.squared)
+
+
+def _stored(config: Config, args) -> tuple[Path, object]:
+    """``config``'s result from the store under ``--out``, computed there first if needed."""
+    from l2rebound.api import execute
+
+    if args.force or not store.is_finished(store.result_dir(args.out, config)):
+        configure_process()  # only to train: reusing a stored result needs no JAX
+    return execute(config, args.out, args.force, not args.no_progress, say=print)
+
+
+def _run_reproduce(args) -> int:
+    from l2rebound import reproduce
+    from l2rebound.plots import write_figure
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    config = build(preset=f"seed-{args.figure}", **given)
+    if args.teachers < 1 or args.teachers > 1 and args.figure != "C":
+        return _fail("--teachers must be 1 or more, and more than 1 only for figure C (a noise experiment's "
+                     f"single teacher; figures A and B draw a teacher per run) (got {args.teachers})")
+    if args.theory and args.figure == "C":
+        return _fail("--theory draws the linear response over figures A and B; for figure C, run l2rebound analyze "
+                     "on the result folder")
+    if args.scan and args.figure == "C":
+        return _fail("--scan varies the initial perturbation of figures A and B; figure C starts at its teacher")
+    if args.theory:
+        configure_process()  # the analysis computes in JAX even where the result is reused
+    others = [config.replace(seed=config.seed + k * (config.runs + 1)) for k in range(1, args.teachers)]
+    scan = [config.replace(initial_permut=p, dtype=d) for d in ("float32", "float64") for p in args.scan or ()]
+    for extra in others + scan:  # every set-up is valid before the first trains
+        store.check_writable(args.out, extra)
+    folder, result = _stored(config, args)
+    extra = [_stored(other, args)[1] for other in others]
+    with store.lock(args.out, config):  # no --force elsewhere replaces the folder while its figures are written
+        code = _report(folder, result)
+        if code:
+            return code
+        analysis = None
+        if args.theory:
+            code = _analyze_one(folder, result, False, args.no_progress)
+            if code:
+                return code
+            analysis = store.load_analysis(folder)
+        comparison = reproduce.compare(args.figure, result, analysis)
+        for path in write_figure(reproduce.comparison_figure(comparison, result, extra),
+                                 folder / f"{config.figure_stem()}_published"):
+            print(f"figure: {path}")
+    print(comparison.summary())
+    if scan:
+        rows = reproduce.scan_rows([_stored(one, args)[1] for one in scan], args.figure)
+        stem = args.out / f"{config.figure_stem()}_scan"
+        table = store.write_atomic(stem.with_name(stem.name + ".csv"), lambda tmp: reproduce.write_scan(rows, tmp))
+        for path in [table, *write_figure(reproduce.scan_figure(rows, args.figure), stem)]:
+            print(f"scan: {path}")
+        print(reproduce.scan_table(rows))
+    return 0
 
 
 @contextlib.contextmanager
@@ -310,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze}
+        commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze, "reproduce": _run_reproduce}
         return commands.get(args.command, _run_experiment)(args)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))

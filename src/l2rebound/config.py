@@ -300,6 +300,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "C": {"experiment": "noise"},
     # Experiment C as the original noise script sets it: eta = 1e-3, 100 epochs.
     "C-script": {"experiment": "noise", "learning_rate": 1e-3, "epochs": 100},
+    # The set-ups of the three published figures of ℓ₂-Experiments, as their embedded titles and the scripts
+    # they were made with give them (plain GD throughout, 20 runs, Julia's default float32); the README says
+    # how each was inferred and how close it comes.
+    "seed-A": {"experiment": "epoch", "initial_permut": 1e-6, "perturbation": "normal", "noise_sigma": 0.0,
+               "train": "vanilla", "optimizer": "gd", "runs": 20, "dtype": "float32"},
+    "seed-B": {"experiment": "epoch", "initial_permut": 0.0, "noise_sigma": 1e-3, "train": "vanilla", "optimizer": "gd",
+               "runs": 20, "dtype": "float32"},
+    "seed-C": {"experiment": "noise", "learning_rate": 1e-5, "epochs": 100, "runs": 20, "dtype": "float32"},
 }
 """Named set-ups as the fields they set (``--preset NAME`` on the command of their experiment); explicit
 options override them."""

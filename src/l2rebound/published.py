@@ -1,4 +1,4 @@
-"""The seed's three published figures as reference data, digitised exactly from their SVG files.
+"""The three published figures of ℓ₂-Experiments as reference data, digitised exactly from their SVG files.
 
 Where the data come from
 ------------------------
@@ -37,7 +37,7 @@ Figure C has one panel, log10 on both axes:
 
 * ``"l2"`` -- vertical axis "ℓ₂ after training", ticks 10⁻¹⁸–10⁻¹⁰: the (squared) teacher–student distance
   after training, mean over runs; horizontal axis "σ²", ticks 10⁻⁴–10⁰, 25 noise levels on a geometric
-  grid from 1.0e-5 to 0.9911. The axis is labelled σ²; by the seed's description (not the figure's) the
+  grid from 1.0e-5 to 0.9911. The axis is labelled σ²; by the project's description (not the figure's) the
   grid is of the noise level σ itself. The values here are what is plotted, whatever the label.
 
 Resolution: the SVG writes coordinates to six significant digits, so values are exact to about 1e-6 of an
