@@ -285,6 +285,16 @@ class Config:
         return "_".join(parts) + tail
 
 
+TRACED = ("learning_rate", "noise_sigma", "alpha", "beta", "rho", "seed", "initial_permut", "runs")
+"""Fields that the training program takes as values, not as part of its shape: configs that differ only in
+these train as one batch of one compiled program."""
+
+
+def pack_key(config: Config) -> str:
+    """Equal for configs that can train as one batch (they differ in ``TRACED`` fields only)."""
+    return json.dumps({k: v for k, v in config.to_dict().items() if k not in TRACED}, sort_keys=True)
+
+
 def flag(name: str) -> str:
     """CLI option of a config field: ``learning_rate`` -> ``--learning-rate``."""
     return "--" + name.replace("_", "-")

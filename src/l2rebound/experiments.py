@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
-from l2rebound.config import Config, ConfigError
+from l2rebound.config import Config, ConfigError, pack_key
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
@@ -325,71 +326,117 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-@float64
-def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult:
-    """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
-    ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
-    ``run_chunks``."""
+class Plan(NamedTuple):
+    """Trainings that run as one batch through one compiled program, T rows: training i is set up from
+    ``configs[cell[i]]`` (its draws and traced fields) with teacher seed ``teacher_seed[i]`` and run seed
+    ``run_seed[i]``, and trains on labels with noise ``sigma[i]``. Every config has the same ``pack_key``."""
 
-    check_memory(config)
-    keep = kept_epochs(config)
+    configs: tuple[Config, ...]
+    cell: np.ndarray
+    teacher_seed: np.ndarray
+    run_seed: np.ndarray
+    sigma: np.ndarray
+
+
+def _setup_rows(plan: Plan, pick: np.ndarray, cache: dict | None):
+    """Teacher, problem, student and projection key data of the trainings ``pick`` (k,), stacked; with a
+    ``cache``, a (teacher seed, run seed, perturbation) drawn once serves every training that shares it."""
+    rows = [(int(plan.teacher_seed[i]), int(plan.run_seed[i]), plan.configs[plan.cell[i]].initial_permut) for i in pick]
+    drawn = cache if cache is not None else {}
+    new = [row for row in dict.fromkeys(rows) if row not in drawn]
+    for permut in dict.fromkeys(row[2] for row in new):  # one set-up call per initial perturbation
+        these = [row for row in new if row[2] == permut]
+        config = plan.configs[0].replace(initial_permut=permut)
+        got = setup_runs(config, np.array([row[0] for row in these]), np.array([row[1] for row in these]))
+        drawn.update((row, jax.tree.map(lambda a, j=j: a[j], got)) for j, row in enumerate(these))
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *[drawn[row] for row in rows])
+
+
+def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoint=None) -> dict[str, np.ndarray]:
+    """Train every row of ``plan`` (in chunks, as ``run_chunks``) and return, per training (T, ...): the
+    ``METRICS`` (T, E + 1), the ``DISTANCES`` at the epochs ``keep`` (K,) (T, E + 1; NaN elsewhere),
+    ``teacher`` (T, P_teacher), ``student_init`` (T, P), ``diverged_at`` (T,) and the students at the epochs
+    ``keep``, ``kept_theta`` (T, K, P)."""
+    config = plan.configs[0]
+    trainings = len(plan.cell)
+    check_memory(config.replace(runs=trainings, seed=0))
+    hyper = jax.tree.map(lambda *parts: np.concatenate(parts), *(
+        hyper_of(plan.configs[c], int(np.sum(plan.cell == c)), plan.sigma[plan.cell == c])
+        for c in range(len(plan.configs))))  # rows are grouped by cell, in cell order
+    rows = {(t, r, plan.configs[c].initial_permut) for t, r, c in zip(plan.teacher_seed, plan.run_seed, plan.cell)}
+    cache = {} if len(rows) < trainings else None  # trainings that share their draws: draw each once
     compiling = []  # started by the first chunk that trains (none when a checkpoint holds every chunk)
 
     def work(index, progress):
         if not compiling:
-            compiling.append(compile_ahead(config, chunk_size(config.runs), keep_theta=len(keep) > 0))
-        seeds = config.seed + index
-        teacher, problem, student, keys = setup_runs(config, seeds, seeds)
+            compiling.append(compile_ahead(config, chunk_size(trainings), keep_theta=len(keep) > 0))
+        pick = index - 1  # run_chunks counts from 1
+        teacher, problem, student, keys = _setup_rows(plan, pick, cache)
         compiling[0].join()
-        dtype = np.dtype(config.dtype)
-        found = {name: np.full((len(index), config.epochs + 1), np.nan, dtype) for name in DISTANCES}
+        found = {name: np.full((len(pick), config.epochs + 1), np.nan, config.dtype) for name in DISTANCES}
 
         def measure(epochs, theta):  # runs while the next block trains; θ is NaN from a divergence on
             for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
                 found[name][:, epochs] = values
 
-        metrics, diverged, _, kept = train_runs(config, hyper_of(config, len(index)), problem, student, keys,
-                                                progress, keep, measure)
+        metrics, diverged, _, kept = train_runs(config, jax.tree.map(lambda a: a[pick], hyper), problem, student,
+                                                    keys, progress, keep, measure)
         return {**metrics, **found, "teacher": teacher, "student_init": student, "diverged_at": diverged,
                 "kept_theta": kept}
 
     students = num_params(config.student_dims)
     expect = {**{name: (config.epochs + 1,) for name in COLUMNS}, "teacher": (num_params(config.teacher_dims),),
               "student_init": (students,), "diverged_at": (), "kept_theta": (len(keep), students)}
-    out = run_chunks(config.runs, config.epochs, work, expect, on_progress, checkpoint)
-    return _provenance(EpochResult(config, {k: out[k] for k in COLUMNS}, out["teacher"], out["student_init"],
-                                   out["diverged_at"], keep, out["kept_theta"]))
+    return run_chunks(trainings, config.epochs, work, expect, on_progress, checkpoint)
+
+
+def epoch_plan(configs: list[Config]) -> Plan:
+    """The plan of epoch experiments with one ``pack_key``: run r of each config draws from its seed + r."""
+    if len({pack_key(c) for c in configs}) != 1:
+        raise ValueError("configs that differ in more than traced fields cannot train as one batch")
+    cell = np.repeat(np.arange(len(configs)), [c.runs for c in configs])
+    seeds = np.concatenate([c.seed + np.arange(1, c.runs + 1) for c in configs])
+    return Plan(tuple(configs), cell, seeds, seeds, np.array([configs[c].noise_sigma for c in cell]))
+
+
+@float64
+def run_epoch_cells(configs: list[Config], on_progress=None, checkpoint=None) -> list[EpochResult]:
+    """The epoch experiments of ``configs`` (one ``pack_key``) trained as one batch: each result is, number
+    for number, what ``run_epoch_experiment`` gives for its config alone. ``on_progress(n)`` is called as
+    run-epochs complete (Σ R · E in total); ``checkpoint`` as in ``run_chunks``, for the whole batch."""
+    plan, keep = epoch_plan(configs), kept_epochs(configs[0])
+    out = train_plan(plan, keep, on_progress, checkpoint)
+    results = []
+    for c, config in enumerate(configs):
+        mine = {k: v[plan.cell == c] for k, v in out.items()}
+        results.append(_provenance(EpochResult(config, {k: mine[k] for k in COLUMNS}, mine["teacher"],
+                                               mine["student_init"], mine["diverged_at"], keep, mine["kept_theta"])))
+    return results
+
+
+def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult:
+    """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
+    ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
+    ``run_chunks``."""
+    return run_epoch_cells([config], on_progress, checkpoint)[0]
 
 
 @float64
 def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> NoiseResult:
     """The noise experiment at the given levels (S,) (``run_noise_experiment`` uses
-    ``config.noise_levels``; σ = 0 is allowed here). All S·R trainings are one batch, processed in chunks
-    of ``chunk_runs()`` by one compiled program."""
+    ``config.noise_levels``; σ = 0 is allowed here): a plan of S·R trainings, one batch, in which run r
+    trains from the one teacher (seed) on the inputs and unit noise of seed + r at every level."""
     levels = np.asarray(levels, dtype=float)
-    check_memory(config)
-    runs = np.arange(1, config.runs + 1)
-    seeds = config.seed + runs
-    compiling = compile_ahead(config, chunk_size(len(levels) * config.runs), keep_theta=False)
-    teacher, problems, students, keys = setup_runs(config, np.full(config.runs, config.seed), seeds)
-    compiling.join()
-    level_of, run_of = (a.reshape(-1) for a in np.meshgrid(np.arange(len(levels)), runs - 1, indexing="ij"))
-
-    def work(index, progress):
-        pick = index - 1  # run_chunks counts from 1
-        take = lambda tree: jax.tree.map(lambda a: a[run_of[pick]], tree)  # noqa: E731
-        hyper = hyper_of(config, len(pick), sigma=levels[level_of[pick]])
-        metrics, diverged, theta, _ = train_runs(config, hyper, take(problems), take(students), take(keys), progress)
-        final = {k: v[:, -1] for k, v in metrics.items() if k != "stalled"}
-        theta = np.where((diverged >= 0)[:, None], np.nan, theta)
-        return {**final, "stalled": metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0],
-                **distances(theta, np.asarray(problems.teacher[0]), config.student_dims), "diverged_at": diverged}
-
-    expect = {name: () for name in (*COLUMNS, "diverged_at")}
-    out = run_chunks(len(levels) * config.runs, config.epochs, work, expect, on_progress, checkpoint)
+    runs = config.seed + np.arange(1, config.runs + 1)
+    trainings = len(levels) * config.runs
+    plan = Plan((config,), np.zeros(trainings, int), np.full(trainings, config.seed), np.tile(runs, len(levels)),
+                np.repeat(levels, config.runs))
+    out = train_plan(plan, np.array([config.epochs]), on_progress, checkpoint)  # distances at the last epoch
     shape = (len(levels), config.runs)
-    return _provenance(NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS},
-                                   np.asarray(teacher[0]), np.asarray(students), out["diverged_at"].reshape(shape)))
+    final = {k: v[:, -1].reshape(shape) for k, v in out.items() if k in COLUMNS}
+    final["stalled"] = (out["stalled"][:, 1:].mean(axis=1) if config.epochs else out["stalled"][:, 0]).reshape(shape)
+    return _provenance(NoiseResult(config, levels, {k: final[k] for k in COLUMNS}, out["teacher"][0],
+                                   out["student_init"][: config.runs], out["diverged_at"].reshape(shape)))
 
 
 def run_noise_experiment(config: Config, on_progress=None, checkpoint=None) -> NoiseResult:
