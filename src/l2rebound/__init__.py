@@ -12,10 +12,10 @@ the caller left them; the engine switches float64 on for its own calls only, and
 run.
 """
 
-from l2rebound.api import load, run
+from l2rebound.api import load, run, sweep
 from l2rebound.config import Config, ConfigError, presets
 from l2rebound.results import KINDS, EpochResult, NoiseResult, Result
 from l2rebound.store import StoreError
 
 __all__ = ["KINDS", "Config", "ConfigError", "EpochResult", "NoiseResult", "Result", "StoreError", "load", "presets",
-           "run"]
+           "run", "sweep"]

@@ -21,7 +21,9 @@ import numpy as np
 
 from l2rebound import store
 from l2rebound.config import PRESETS, Config, ConfigError, build, flag, parse_dims, parse_noise_levels
+from l2rebound.grid import MAX_CELLS
 from l2rebound.results import KINDS
+from l2rebound.sweeps import DEFAULT_STATS, STATS
 from l2rebound.store import StoreError
 
 EXIT_USAGE = 2
@@ -108,6 +110,39 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="figure C: run the set-up for K teachers (seeds seed, seed + runs + 1, ...) and draw the "
                                 "spread of their mean curves [default: 1]")
 
+    sweep = commands.add_parser(
+        "sweep", help="one epoch experiment per cell of a grid over any config fields, with phase diagrams",
+        description="Train an epoch experiment for every cell of a grid over config fields and store each as an "
+                    "ordinary result (reused when stored; plot, analyze and check work on it), then "
+                    "OUT/sweep-<hash>/ with sweep.json, summary.csv and summary.parquet (one row per cell and run) and "
+                    "figures: each statistic against one swept field, or heatmaps over two. Cells that differ only "
+                    "in traced fields (step size, σ, α, β, ρ, seed, initial perturbation, runs) train as one batch of "
+                    "one compiled program.",
+    )
+    sweep.add_argument("--preset", choices=sorted(n for n, f in PRESETS.items() if f.get("experiment") == "epoch"),
+                       default=None, help="the base set-up (README, 'Presets'); explicit options override it")
+    sweep.add_argument("--grid", action="append", required=True, metavar="FIELD=VALUES",
+                       help="a swept field in option spelling and its values: V1,V2,... or START:STOP:COUNT (log-spaced "
+                            "for floats, linear for integers); values holding commas (dims) separated by '/'. Several "
+                            "--grid make the product")
+    sweep.add_argument("--zip", action="append", default=[], metavar="FIELD1,FIELD2",
+                       help="two --grid fields whose lists (of equal length) vary together instead of as a product")
+    sweep.add_argument("--stat", default=",".join(DEFAULT_STATS), metavar="S1,S2,...",
+                       help=f"statistics drawn, among {', '.join(STATS)} [default: {','.join(DEFAULT_STATS)}]")
+    sweep.add_argument("--facet", action="append", default=[], metavar="FIELD",
+                       help="draw one panel per value of this swept field (needed beyond two swept fields)")
+    sweep.add_argument("--engine", choices=("local", "dask"), default="local",
+                       help="local: in this process; dask: on a Dask cluster (pip install 'l2rebound[dask]') "
+                            "[default: local]")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="--engine dask: worker processes of the local cluster [default: 2]")
+    sweep.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="--engine dask: an existing cluster's scheduler instead of a local cluster (workers must "
+                            "see --out at the same path)")
+    sweep.add_argument("--yes", action="store_true", help=f"allow more than {MAX_CELLS} cells")
+    _config_options(sweep, "epoch")
+    _output_options(sweep)
+
     plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
                                description="Redraw figures and the summary from a stored result folder.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
@@ -193,6 +228,36 @@ def _run_experiment(args) -> int:
         return _report(folder, result, args.squared)
 
 
+def _run_sweep(args) -> int:
+    from l2rebound.api import execute_sweep
+    from l2rebound.grid import parse_axis
+
+    base = config_from_args(args, "epoch")
+    axes = [parse_axis(spec) for spec in args.grid]
+    zipped = []
+    for pair in args.zip:
+        fields = [part for part in pair.split(",") if part.strip()]
+        if len(fields) != 2:
+            return _fail(f"--zip expects two fields FIELD1,FIELD2, got {pair!r}")
+        zipped.append(tuple(fields))
+    if args.workers is not None and (args.engine != "dask" or args.scheduler or args.workers < 1):
+        return _fail("--workers N (N >= 1) sizes the local cluster of --engine dask (without --scheduler)")
+    if args.scheduler and args.engine != "dask":
+        return _fail("--scheduler needs --engine dask")
+    stats = [s.strip() for s in args.stat.split(",") if s.strip()]
+    bad = [s for s in stats if s not in STATS]
+    if bad or not stats:
+        return _fail(f"--stat must list statistics among {', '.join(STATS)} (got {args.stat!r})")
+    configure_process()
+    folder, result = execute_sweep(base, axes, zipped, out=args.out, engine=args.engine, workers=args.workers,
+                                   scheduler=args.scheduler, force=args.force, progress=not args.no_progress,
+                                   yes=args.yes, stats=stats, facet=args.facet, say=print)
+    for path in sorted(folder.glob("sweep_*")):
+        print(f"figure: {path}")
+    print(result.summary(stats))
+    return 0
+
+
 def _stored(config: Config, args) -> tuple[Path, object]:
     """``config``'s result from the store under ``--out``, computed there first if needed."""
     from l2rebound.api import execute
@@ -266,7 +331,13 @@ def _held(folder: Path):
 
 
 def _run_plot(args) -> int:
+    from l2rebound import sweeps
+
     for folder in args.folders:
+        if sweeps.is_sweep(folder):
+            for path in sweeps.load(folder).write_figures(folder):
+                print(f"figure: {path}")
+            continue
         with _held(folder) as result:
             code = _report(folder, result, args.squared)
         if code:
@@ -386,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze, "reproduce": _run_reproduce}
+        commands = {"check": _run_check, "plot": _run_plot, "analyze": _run_analyze, "reproduce": _run_reproduce,
+                    "sweep": _run_sweep}
         return commands.get(args.command, _run_experiment)(args)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))

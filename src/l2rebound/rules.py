@@ -45,6 +45,7 @@ class Rule:
     help: str  # one line, for the CLI
     penalty: Callable[..., jax.Array]
     grad: Callable[..., jax.Array]
+    uses: tuple[str, ...] = ()  # the config's strengths it reads (alpha, beta, rho): a sweep over another is refused
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,9 @@ def _drr_grad(theta, factor, hyper):
 
 
 register_rule(Rule("vanilla", "no regulariser: the loss gradient alone", _vanilla_penalty, _vanilla_grad))
-register_rule(Rule("l1", "alpha * sum |theta|", _l1_penalty, _l1_grad))
+register_rule(Rule("l1", "alpha * sum |theta|", _l1_penalty, _l1_grad, ("alpha",)))
 register_rule(Rule("drr", "sum over layers of factor_l * (alpha * (1 - exp(-beta |theta|)) + rho * theta^2)",
-                   _drr_penalty, _drr_grad))
+                   _drr_penalty, _drr_grad, ("alpha", "beta", "rho")))
 
 
 

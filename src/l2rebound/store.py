@@ -318,8 +318,9 @@ class Checkpoint:
     chunk file is written atomically; the folder is removed once the result is stored. Its users hold the
     result's ``lock``."""
 
-    def __init__(self, out: Path, config: Config):
-        self.folder = Path(out) / f".partial-{result_dir(out, config).name}"
+    def __init__(self, out: Path, config: Config | None = None, name: str | None = None):
+        """The checkpoint of ``config``'s result, or the one called ``name`` (a batch of several results)."""
+        self.folder = Path(out) / f".partial-{name or result_dir(out, config).name}"
 
     def load(self, key: str) -> dict[str, np.ndarray] | None:
         """The chunk ``key``, or None when it is not there or cannot be read (then it is computed again and its

@@ -1,0 +1,115 @@
+"""Where a sweep's cells train: in this process, or on the workers of a Dask cluster.
+
+The unit of work is a piece: cells that share a ``config.pack_key`` (they differ only in traced fields), which
+``compute_cells`` trains as one batch of one compiled program and stores as ordinary results. A piece holds
+its cells' locks while it works and skips the cells stored already, so that a piece retried after a worker
+died, or run twice by two sweeps, costs nothing more and changes no number.
+
+Dask workers: each is one process with one thread (XLA uses the process's cores itself), and on a GPU
+machine ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` keeps a worker from taking 75 % of the card's memory at
+start, so that one process per GPU can share it with the scheduler's. The workers need the store's
+filesystem at the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from l2rebound import store
+from l2rebound.config import Config, ConfigError, pack_key
+
+ENGINES = ("local", "dask")
+WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+"""Environment of the workers of a ``LocalCluster`` (module docstring)."""
+
+
+def pieces(configs: list[Config], parts: int = 1) -> list[list[Config]]:
+    """``configs`` grouped by ``pack_key`` (in first-seen order), each group cut into at most ``parts``
+    pieces of consecutive cells with about equal numbers of run-epochs, so that ``parts`` workers share it."""
+    groups: dict[str, list[Config]] = {}
+    for config in configs:
+        groups.setdefault(pack_key(config), []).append(config)
+    out = []
+    for group in groups.values():
+        share = sum(c.runs * c.epochs for c in group) / parts
+        piece, done, cut = [], 0, 1
+        for config in group:
+            piece.append(config)
+            done += config.runs * config.epochs
+            if done >= share * cut:
+                out.append(piece)
+                piece, cut = [], cut + 1
+        if piece:
+            out.append(piece)
+    return out
+
+
+def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
+                  on_progress: Callable[[int], None] | None = None) -> list[str]:
+    """Train the cells of one piece (one ``pack_key``) that ``out`` does not hold yet (all with ``force``) as
+    one batch and store each as an ordinary result; returns the cells' config hashes. Holds every cell's lock
+    throughout; resumes from the batch's kept chunks after an interruption. ``on_progress(n)``: run-epochs."""
+    from l2rebound.experiments import run_epoch_cells  # the engine, in the process that trains
+
+    out = Path(out)
+    with ExitStack() as held:
+        for config in sorted(configs, key=Config.config_hash):  # one order for every process: no deadlock
+            held.enter_context(store.lock(out, config))
+        todo = [c for c in configs if force or not store.is_finished(store.result_dir(out, c))]
+        if on_progress:
+            on_progress(sum(c.runs * c.epochs for c in configs if c not in todo))
+        if todo:
+            checkpoint = batch_checkpoint(out, todo)
+            if force:
+                checkpoint.clear()
+            for result in run_epoch_cells(todo, on_progress, checkpoint):
+                store.save(out, result)
+            checkpoint.clear()
+    return [c.config_hash() for c in configs]
+
+
+def batch_checkpoint(out: Path, configs: list[Config]) -> store.Checkpoint:
+    """Where a batch keeps its finished chunks: a lone cell's own checkpoint (the one ``l2rebound epoch``
+    resumes from), else one named by the batch's cells."""
+    if len(configs) == 1:
+        return store.Checkpoint(out, configs[0])
+    digest = hashlib.sha256(" ".join(c.config_hash() for c in configs).encode()).hexdigest()[:12]
+    return store.Checkpoint(out, name=f"batch-{digest}")
+
+
+def run_pieces(todo: list[list[Config]], out: Path, force: bool, engine: str = "local", workers: int | None = None,
+               scheduler: str | None = None, on_progress: Callable[[int], None] | None = None,
+               say: Callable[[str], None] = lambda line: None) -> None:
+    """Compute every piece of ``todo``: here, one after the other (``engine="local"``), or on Dask workers:
+    a ``LocalCluster`` of ``workers`` processes, or the cluster at ``scheduler`` (``tcp://HOST:PORT``)."""
+    if engine == "local":
+        for piece in todo:
+            compute_cells(piece, out, force, on_progress)
+        return
+    if engine != "dask":
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ConfigError("--engine dask needs Dask: pip install 'l2rebound[dask]'") from None
+    with ExitStack() as stack:
+        if scheduler:
+            say(f"connecting to the Dask scheduler at {scheduler}")
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="20s"))
+            except OSError as error:
+                raise ConfigError(f"--scheduler {scheduler}: cannot connect ({error})") from None
+        else:
+            workers = workers or 2
+            say(f"starting a local Dask cluster of {workers} worker processes")
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None, env=WORKER_ENV))
+            client = stack.enter_context(Client(cluster))
+        futures = {client.submit(compute_cells, piece, str(out.absolute()), force, pure=False): piece for piece in todo}
+        for future in as_completed(futures):
+            future.result()  # a piece's own error ends the sweep here, with what it said
+            if on_progress:
+                on_progress(sum(c.runs * c.epochs for c in futures[future]))

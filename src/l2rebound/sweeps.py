@@ -1,0 +1,280 @@
+"""A sweep's result: one tidy table over its cells and runs, its phase diagrams, and its folder.
+
+A sweep varies config fields over a grid (``grid``); each cell is an ordinary epoch result in the store. The
+sweep's own folder ``OUT/sweep-<hash>/`` holds ``sweep.json`` (the grid, the base config and the cells'
+config hashes), ``summary.csv`` and ``summary.parquet`` (``SUMMARY``: one row per cell and run, the swept
+fields first) and the figures: one swept field gives each statistic against it (mean and spread over runs),
+two give heatmaps, more are split into panels by ``facet`` fields.
+
+Everything here works on stored NumPy arrays (no JAX).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from l2rebound import store
+from l2rebound.config import Config, ConfigError, flag
+from l2rebound.grid import Axis, coordinates, label
+from l2rebound.results import EpochResult
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
+SUMMARY = ("run", "run_seed", "l2_start", "l2_min", "l2_min_epoch", "l2_final", "rebound", "train_loss_final",
+           "test_loss_final", "clean_test_loss_final", "diverged_at", "l2_aligned_final")
+"""Columns of the summary after the swept fields. ``run_seed``: the seed run r draws from (the config's seed
++ r; a swept ``seed`` is the config's); ``rebound`` = l2_final / l2_min; ``l2_aligned_final`` is NaN
+where the cell records no aligned distance (``align_every`` 0)."""
+STATS = tuple(name for name in SUMMARY if name not in ("run", "run_seed", "diverged_at"))
+"""The statistics a figure can show (``--stat``)."""
+DEFAULT_STATS = ("rebound", "l2_min_epoch")
+SCHEMA = 1
+
+
+def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
+    """The ``SUMMARY`` columns of one epoch result, (R,) each. A diverged run's final values are NaN; its
+    minimum is over the epochs before it diverged."""
+    l2 = np.asarray(result.metrics["l2"], float)
+    finite = np.where(np.isfinite(l2), l2, np.inf)
+    runs = np.arange(1, result.config.runs + 1)
+    final = {name: np.asarray(result.metrics[name], float)[:, -1] for name in ("l2", "train_loss", "test_loss",
+                                                                                "clean_test_loss", "l2_aligned")}
+    minimum = finite.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rebound = final["l2"] / minimum
+    return {"run": runs, "run_seed": result.config.seed + runs, "l2_start": l2[:, 0], "l2_min": minimum,
+            "l2_min_epoch": finite.argmin(axis=1), "l2_final": final["l2"], "rebound": rebound,
+            "train_loss_final": final["train_loss"], "test_loss_final": final["test_loss"],
+            "clean_test_loss_final": final["clean_test_loss"], "diverged_at": np.asarray(result.diverged_at),
+            "l2_aligned_final": final["l2_aligned"]}
+
+
+def sweep_hash(base: Config, axes: list[Axis], zipped: list[tuple[str, str]]) -> str:
+    """12 hex digits naming the sweep: its base config's hash and its grid."""
+    text = json.dumps({"base": base.config_hash(), "axes": [[a.field, [label(v) for v in a.values]] for a in axes],
+                       "zip": [list(pair) for pair in zipped]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, eq=False)
+class SweepResult:
+    """A finished sweep. ``cells``: each cell's swept field values, in grid order; ``hashes``: their configs'
+    hashes (their folders ``OUT/epoch-<hash>``); ``columns``: the summary, name -> (rows,) with rows = cells ×
+    runs, the swept fields first (tuple values as text)."""
+
+    base: Config
+    axes: tuple[Axis, ...]
+    zipped: tuple[tuple[str, str], ...]
+    cells: tuple[dict[str, Any], ...]
+    hashes: tuple[str, ...]
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def from_results(cls, base: Config, axes, zipped, cells, results: list[EpochResult]) -> SweepResult:
+        parts = []
+        for cell, result in zip(cells, results):
+            rows = run_summary(result)
+            fields = {name: np.full(result.config.runs, label(v) if isinstance(v, tuple) else v, dtype=object)
+                      for name, v in cell.items()}
+            parts.append({**fields, **rows})
+        columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        for axis in axes:  # numeric fields as numbers, not objects
+            if not isinstance(axis.values[0], (tuple, str)):
+                columns[axis.field] = columns[axis.field].astype(type(axis.values[0]))
+        return cls(base, tuple(axes), tuple(map(tuple, zipped)), tuple(cells),
+                   tuple(r.config.config_hash() for r in results), columns)
+
+    @property
+    def name(self) -> str:
+        return f"sweep-{sweep_hash(self.base, list(self.axes), list(self.zipped))}"
+
+    def frame(self) -> pandas.DataFrame:
+        """The summary as a pandas DataFrame, one row per cell and run."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns)
+
+    def figures(self, stats=DEFAULT_STATS, facet=()) -> dict[str, Figure]:
+        """``{stat: figure}`` for each statistic of ``stats``; see ``stat_figure``."""
+        return {stat: stat_figure(self, stat, facet) for stat in stats}
+
+    def figure(self, stat: str = DEFAULT_STATS[0], facet=()) -> Figure:
+        return stat_figure(self, stat, facet)
+
+    def save(self, out: str | Path, stats=DEFAULT_STATS, facet=()) -> Path:
+        """Write ``sweep.json``, ``summary.csv``, ``summary.parquet`` and the figures of ``stats`` into
+        ``OUT/<name>/`` (each file atomically); returns the folder."""
+        folder = Path(out) / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        description = {"schema": SCHEMA, "base": self.base.to_dict(),
+                       "axes": [{"field": a.field, "values": [list(v) if isinstance(v, tuple) else v for v in a.values],
+                                 "log": a.log} for a in self.axes],
+                       "zip": [list(pair) for pair in self.zipped], "cells": list(self.hashes)}
+        store.write_atomic(folder / "summary.csv", lambda tmp: self.frame().to_csv(tmp, index=False))
+        store.write_atomic(folder / "summary.parquet", lambda tmp: self.frame().to_parquet(tmp, index=False))
+        self.write_figures(folder, stats, facet)
+        store.write_atomic(folder / "sweep.json", lambda tmp: tmp.write_text(json.dumps(description, indent=1)))
+        return folder
+
+    def write_figures(self, folder: Path, stats=DEFAULT_STATS, facet=()) -> list[Path]:
+        from l2rebound.plots import write_figure
+
+        return [path for stat, fig in self.figures(stats, facet).items()
+                for path in write_figure(fig, Path(folder) / f"sweep_{stat}")]
+
+    def summary(self, stats=DEFAULT_STATS) -> str:
+        """Plain text: per cell, the mean of each statistic over its finished runs."""
+        frame = self.frame()
+        fields = [a.field for a in self.axes]
+        means = frame.groupby(fields, sort=False)[list(stats)].mean()
+        diverged = frame.assign(d=frame.diverged_at >= 0).groupby(fields, sort=False)["d"].sum()
+        lines = ["  ".join(f"{flag(f)[2:]:>14}" for f in fields) + "  " + "  ".join(f"{s:>12}" for s in stats)
+                 + "  diverged"]
+        for key, row in means.iterrows():
+            key = key if isinstance(key, tuple) else (key,)
+            lines.append("  ".join(f"{label(v):>14}" for v in key) + "  " + "  ".join(f"{row[s]:>12.4g}" for s in stats)
+                         + f"  {int(diverged[key if len(key) > 1 else key[0]]):>8}")
+        return "\n".join(lines)
+
+
+def load(folder: str | Path) -> SweepResult:
+    """The sweep stored in ``folder`` (``OUT/sweep-<hash>``), from its ``sweep.json`` and its cells' results
+    beside it; ``StoreError`` when it or a cell cannot be read."""
+    folder = Path(folder)
+    try:
+        description = json.loads((folder / "sweep.json").read_text())
+        if description.get("schema") != SCHEMA:
+            raise ValueError(f"schema {description.get('schema')!r}")
+        base = Config.from_dict(description["base"])
+        axes = [Axis(a["field"], tuple(tuple(v) if isinstance(v, list) else v for v in a["values"]), a["log"])
+                for a in description["axes"]]
+        zipped = [tuple(pair) for pair in description["zip"]]
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
+        raise store.StoreError(f"{folder} is not a finished sweep folder ({error})") from None
+    cells = coordinates(axes, zipped)
+    results = [store.load(folder.parent / f"{base.experiment}-{h}") for h in description["cells"]]
+    return SweepResult.from_results(base, axes, zipped, cells, results)
+
+
+def is_sweep(folder: str | Path) -> bool:
+    return (Path(folder) / "sweep.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+STAT_LABELS = {"rebound": "rebound ℓ₂(E) / min ℓ₂", "l2_min_epoch": "epoch of min ℓ₂", "l2_start": "ℓ₂ at epoch 0",
+               "l2_min": "min ℓ₂", "l2_final": "ℓ₂ at epoch E", "train_loss_final": "train loss at E",
+               "test_loss_final": "test loss at E", "clean_test_loss_final": "clean test loss at E",
+               "l2_aligned_final": "aligned ℓ₂ at E"}
+
+
+def plotted_axes(result: SweepResult, facet) -> tuple[list[Axis], list[Axis]]:
+    """(the axes a panel shows, the facet axes that split panels); zipped pairs count as one axis (the first
+    field's)."""
+    partners = {b for _, b in result.zipped}
+    shown = [a for a in result.axes if a.field not in partners]
+    facet = [a for a in shown if a.field in {f.replace("-", "_") for f in facet}]
+    inner = [a for a in shown if a not in facet]
+    if not 1 <= len(inner) <= 2:
+        raise ConfigError(f"a figure shows one or two swept fields; this sweep has {len(inner)} besides the --facet ones "
+                          f"({', '.join(flag(a.field)[2:] for a in inner)}): name the others with --facet")
+    return inner, facet
+
+
+def _tick(result: SweepResult, axis: Axis, value) -> str:
+    partner = dict(result.zipped).get(axis.field)
+    if partner is None:
+        return label(value)
+    other = dict(zip(axis.values, next(a for a in result.axes if a.field == partner).values))[value]
+    return f"{label(value)} / {label(other)}"
+
+
+def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
+    """The statistic ``stat`` over the grid: against one swept field, the mean over finished runs with its
+    min–max band (log axes where the values are log-spaced); over two, a heatmap of the mean with the values
+    written in the cells and a colour bar; one panel per combination of the ``facet`` fields' values."""
+    from matplotlib.figure import Figure
+
+    if stat not in STATS:
+        raise ConfigError(f"--stat must be among {', '.join(STATS)} (got {stat!r})")
+    inner, facets = plotted_axes(result, facet)
+    frame = result.frame()
+    frame = frame[frame.diverged_at < 0]
+    panels = [dict(zip([a.field for a in facets], values)) for values in
+              itertools.product(*(a.values for a in facets))] or [{}]
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    width = 5.5 if len(inner) == 1 else max(6.0, 2.5 + 1.0 * len(inner[0].values))
+    height = 4.2 if len(inner) == 1 else max(4.0, 1.8 + 0.5 * len(inner[1].values))
+    fig = Figure(figsize=(width * cols, height * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    name = STAT_LABELS.get(stat, stat)
+    for ax, panel in zip(axes, panels):
+        mine = frame
+        for field, value in panel.items():
+            mine = mine[mine[field] == (label(value) if isinstance(value, tuple) else value)]
+        title = ", ".join(f"{flag(k)[2:]}={label(v)}" for k, v in panel.items())
+        if len(inner) == 1:
+            _line(ax, result, inner[0], mine, stat, name)
+        else:
+            _heatmap(fig, ax, result, inner, mine, stat, name)
+        ax.set_title(title, fontsize="small")
+    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {result.base.describe(skip=tuple(a.field for a in result.axes))}; "
+                               f"{result.base.runs} runs per cell", int(10 * width * cols)), fontsize="medium")
+    return fig
+
+
+def _column(axis: Axis, values):
+    return [label(v) if isinstance(v, tuple) else v for v in values]
+
+
+def _line(ax, result: SweepResult, axis: Axis, frame, stat: str, name: str) -> None:
+    keys = _column(axis, axis.values)
+    groups = frame.groupby(axis.field)[stat]
+    mean, low, high = (np.array([getattr(groups, f)().get(k, np.nan) for k in keys], float) for f in ("mean", "min", "max"))
+    numeric = not isinstance(axis.values[0], (str, tuple))
+    x = np.asarray(axis.values, float) if numeric else np.arange(len(keys))
+    ax.fill_between(x, low, high, alpha=0.2, lw=0, color="tab:orange", label="min–max over runs")
+    ax.plot(x, mean, "o-", color="tab:orange", label="mean over runs")
+    if axis.log:
+        ax.set_xscale("log")
+    if not numeric or result.zipped:
+        ax.set_xticks(x, [_tick(result, axis, v) for v in axis.values], rotation=30 if not numeric else 0)
+    positive = frame[stat][np.isfinite(frame[stat])]
+    if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel(flag(axis.field)[2:])
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+
+
+def _heatmap(fig, ax, result: SweepResult, inner: list[Axis], frame, stat: str, name: str) -> None:
+    across, down = inner
+    table = frame.groupby([down.field, across.field])[stat].mean()
+    grid = np.array([[table.get((d, a), np.nan) for a in _column(across, across.values)]
+                     for d in _column(down, down.values)], float)
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(across.values)), [_tick(result, across, v) for v in across.values], rotation=30)
+    ax.set_yticks(range(len(down.values)), [_tick(result, down, v) for v in down.values])
+    ax.set_xlabel(flag(across.field)[2:])
+    ax.set_ylabel(flag(down.field)[2:])
+    finite = grid[np.isfinite(grid)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+    for (i, j), value in np.ndenumerate(grid):
+        ax.text(j, i, "diverged" if np.isnan(value) else f"{value:.4g}", ha="center", va="center", fontsize="small",
+                color="white" if np.isnan(value) or value < middle else "black")
+    fig.colorbar(image, ax=ax, label=name)
