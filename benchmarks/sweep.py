@@ -73,7 +73,7 @@ def main() -> None:
                                   str(tmp / "dask")])
             print(f"dask: {rows['dask']:.2f} s", flush=True)
     cells = len(LEARNING_RATES) * len(ALPHAS)
-    print(f"\n| case | wall s | ratio |\n|---|---|---|")
+    print("\n| case | wall s | ratio |\n|---|---|---|")
     print(f"| 16 x steady-state training of one cell | {cells * rows['steady']:.1f} | 1 |")
     for name in ("packed", "separate", "dask"):
         if name in rows:

@@ -76,6 +76,11 @@ def test_power_shape_fits_the_slope_and_reads_the_top_level():
     levels = np.geomspace(1e-4, 1, 9)
     got = reproduce.power_shape(levels, 3e-9 * levels**2)
     assert got.slope == pytest.approx(2.0) and got.top_value == pytest.approx(3e-9) and got.top_level == 1.0
+    assert not got.floor_only
+    bent = 3e-9 * levels**2 * np.where(levels > 0.1, 1.0, 0.5)  # the lower levels halved, as a floor would
+    assert reproduce.power_shape(levels, bent, levels > 0.1).slope == pytest.approx(2.0)
+    floored = reproduce.power_shape(levels, bent, levels > 0.5)  # one level above the floor: fit them all
+    assert floored.floor_only and floored.slope != pytest.approx(2.0) and "precision floor" in floored.text()
 
 
 def test_figure_C_compares_in_decades_at_the_published_levels():
@@ -130,6 +135,8 @@ def test_reproduce_B_with_theory_draws_the_prediction(tmp_path):
     (["C", "--scan", "1e-6,1e-5"], "--scan"),
     (["A", "--noise-levels", "1e-3,1e-2"], "--noise-levels is not used by the epoch experiment"),
     (["D"], "invalid choice"),
+    (["A", "--epochs", "1"], "--epochs must be 2 or more"),
+    (["A", "--scan", "0,1e-6"], "--scan needs perturbation scales > 0"),
 ])
 def test_reproduce_refuses_bad_input_in_one_line(argv, message, tmp_path):
     code, out, err = run_cli("reproduce", *argv, "--out", tmp_path / "out")

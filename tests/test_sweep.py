@@ -77,9 +77,12 @@ def test_pieces_group_by_what_compiles_and_split_for_workers():
 # ---------------------------------------------------------------------------------------------- packing
 
 
-def test_a_packed_cell_is_bit_for_bit_the_config_run_alone():
-    cells = [TINY.replace(runs=3), TINY.replace(learning_rate=3e-2, runs=4, seed=7),
-             TINY.replace(initial_permut=1e-3, noise_sigma=0.0, runs=5)]
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_packed_cell_is_bit_for_bit_the_config_run_alone(dtype):
+    # the default network on enough samples for XLA's results to depend on a chunk's size, had chunks mixed cells
+    base = TINY.replace(teacher_dims=(2, 25, 25, 1), dataset_size=500, test_set_size=100, epochs=30, runs=3,
+                        dtype=dtype)
+    cells = [base, base.replace(initial_permut=1e-3), base.replace(learning_rate=2e-2, runs=12, seed=7)]
     for config, packed in zip(cells, run_epoch_cells(cells)):
         alone = run_epoch_experiment(config)
         for name in alone.metrics:
@@ -139,6 +142,19 @@ def test_a_sweep_run_again_reuses_every_cell_and_plot_redraws(swept, monkeypatch
     assert code == 0 and len(list(folder.glob("sweep_rebound.*"))) == 2
 
 
+def test_values_are_kept_as_the_field_holds_them_and_zip_takes_either_spelling(tmp_path):
+    result = l2rebound.sweep(TINY, {"noise_sigma": [0, 1e-3], "seed": [1, 2]}, zip=[("noise-sigma", "seed")],
+                             out=tmp_path, progress=False)
+    assert sorted(result.frame().noise_sigma.unique()) == [0.0, 1e-3]  # an int 0 first does not make them ints
+    assert result.zipped == (("noise_sigma", "seed"),)
+    assert "0 / 1" in [t.get_text() for t in result.figure("l2_final").axes[0].get_xticklabels()]
+
+
+def test_rebound_is_undefined_where_the_minimum_is_zero():
+    row = sweeps.run_summary(run_epoch_experiment(TINY.replace(initial_permut=0.0)))  # starts at the teacher: ℓ₂ = 0 at epoch 0
+    assert np.all(row["l2_min"] == 0) and np.all(np.isnan(row["rebound"]))
+
+
 def test_the_python_api_sweeps_one_field_and_draws_it(tmp_path):
     result = l2rebound.sweep(TINY, {"learning_rate": [1e-2, 2e-2, 4e-2]}, out=tmp_path, progress=False)
     assert sorted(result.frame().learning_rate.unique()) == [1e-2, 2e-2, 4e-2]
@@ -151,6 +167,10 @@ def test_the_python_api_sweeps_one_field_and_draws_it(tmp_path):
     (["--grid", "learning-rate=1e-2,2e-2", "--stat", "speed"], "--stat"),
     (["--grid", "learning-rate=1e-2,2e-2", "--workers", "2"], "--workers"),
     (["--grid", "learning-rate=1e-2", "--zip", "learning-rate"], "--zip"),
+    (["--grid", "learning-rate=1e-2,2e-2", "--grid", "seed=1,2", "--facet", "nonsense"], "--facet nonsense"),
+    (["--grid", "epochs=1:inf:3"], "finite START < STOP"),
+    (["--grid", "learning-rate=1e-4:1e-1:100000000000"], "COUNT <="),
+    (["--grid", "learning-rate=1e-2,2e-2", "--engine", "dask", "--scheduler", "garbage"], "--scheduler garbage"),
     (["--grid", "learning-rate=-1,1e-2"], "cell learning-rate=-1: --learning-rate must be a finite number > 0"),
 ])
 def test_bad_sweeps_fail_in_one_line_and_write_nothing(argv, message, tmp_path):
@@ -163,8 +183,10 @@ def test_a_third_field_is_drawn_as_panels_with_facet(tmp_path):
     code, _, err = run_cli("sweep", *CLI_TINY, "--epochs", "3", "--grid", "learning-rate=1e-2,2e-2", "--grid",
                            "seed=1,2", "--grid", "noise-sigma=0,1e-3", "--facet", "noise-sigma", "--out", tmp_path)
     assert code == 0, err
-    figure = sweeps.load(next(tmp_path.glob("sweep-*"))).figure("rebound", facet=["noise-sigma"])
+    figure = sweeps.load(next(tmp_path.glob("sweep-*"))).figure("l2_final")  # the facet is stored with the sweep
     assert sum(ax.get_visible() and bool(ax.images) for ax in figure.axes) == 2
+    code, _, err = run_cli("plot", next(tmp_path.glob("sweep-*")))
+    assert code == 0, err
 
 
 # ------------------------------------------------------------------------------------------------- Dask

@@ -175,18 +175,19 @@ def run(config: Config | None = None, *, preset: str | None = None, out: str | P
         return compute(config, on_progress=bar.update)
 
 
-def execute_sweep(base: Config, axes: list, zipped: list[tuple[str, str]] = (), *, out: str | Path = "results",
-                  engine: str = "local", workers: int | None = None, scheduler: str | None = None, force: bool = False,
-                  progress: bool = True, yes: bool = False, stats=None, facet=(),
+def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "results", engine: str = "local",
+                  workers: int | None = None, scheduler: str | None = None, force: bool = False, progress: bool = True,
+                  yes: bool = False, stats=None, facet=(),
                   say: Callable[[str], None] | None = None) -> tuple[Path, SweepResult]:
     """Run the sweep of ``base`` over ``axes`` (``grid.Axis``; ``zipped`` pairs of their fields vary together)
     and store it: every cell as an ordinary result under ``out`` (a stored cell is reused unless ``force``),
-    cells that differ only in traced fields trained as one batch, on ``engine`` (``engines.run_pieces``); then
-    the sweep's folder. Returns the folder and the ``SweepResult``. Bad input raises ``ConfigError`` before
-    anything is written."""
+    cells that differ only in traced fields trained by one compiled program, on ``engine``
+    (``engines.run_pieces``); then the sweep's folder with the figures of ``stats`` split by the ``facet``
+    fields. Returns the folder and the ``SweepResult``. Bad input raises ``ConfigError`` before anything is
+    written."""
     from l2rebound import engines
-    from l2rebound.grid import cell_configs
-    from l2rebound.sweeps import DEFAULT_STATS, SweepResult, plotted_axes
+    from l2rebound.grid import cell_configs, zip_fields
+    from l2rebound.sweeps import DEFAULT_STATS, STATS, SweepResult, plotted_axes
 
     say = say or (lambda line: None)
     out = Path(out)
@@ -194,49 +195,53 @@ def execute_sweep(base: Config, axes: list, zipped: list[tuple[str, str]] = (), 
         raise ConfigError(f"a sweep runs epoch experiments (the {base.experiment} experiment sweeps its own levels)")
     if engine not in engines.ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(engines.ENGINES)} (got {engine!r})")
-    cells = cell_configs(base, list(axes), list(zipped), yes)
-    configs = [config for _, config in cells]
     stats = tuple(stats or DEFAULT_STATS)
-    probe = SweepResult(base, tuple(axes), tuple(map(tuple, zipped)), (), (), {})
-    plotted_axes(probe, facet)  # a grid the figures cannot show is refused before any training
+    if not set(stats) <= set(STATS):
+        raise ConfigError(f"--stat must list statistics among {', '.join(STATS)} (got {','.join(stats)})")
+    axes, zipped = list(axes), zip_fields(zipped)
+    cells = cell_configs(base, axes, zipped, yes)
+    configs = [config for _, config in cells]
+    plotted_axes(SweepResult(base, tuple(axes), tuple(zipped), (), (), {}), facet)  # refused before training
     for config in dict.fromkeys(configs):
         store.check_writable(out, config)
     todo = [c for c in dict.fromkeys(configs) if force or not store.is_finished(store.result_dir(out, c))]
-    parts = (workers or 2) if engine == "dask" and not scheduler else 1 if engine == "local" else 8
-    batches = engines.pieces(todo, parts)
+    parts = 1 if engine == "local" else workers or 2 if not scheduler else 8
+    if todo:
+        from l2rebound.experiments import max_runs
+
+        batches = engines.pieces(todo, parts, max_runs(todo[0]))
+    else:
+        batches = []
     say(f"sweep of {len(configs)} cells: {len(configs) - len(todo)} stored, {len(todo)} to train in {len(batches)} "
         f"batch(es) (one compiled program per group of cells that differ only in traced fields)")
     if todo:
-        from l2rebound.experiments import check_memory
-
-        for piece in batches:
-            check_memory(piece[0].replace(runs=sum(c.runs for c in piece), seed=0))
         with progress_bar(sum(c.runs * c.epochs for c in todo), progress) as bar:
             engines.run_pieces(batches, out, force, engine, workers, scheduler, bar.update, say)
     results = [store.load(store.result_dir(out, c)) for c in configs]
-    result = SweepResult.from_results(base, axes, zipped, [cell for cell, _ in cells], results)
-    folder = result.save(out, stats, facet)
+    result = SweepResult.from_results(base, axes, zipped, [cell for cell, _ in cells], results, stats, facet)
+    folder = result.save(out)
     say(f"stored in {folder}")
     return folder, result
 
 
 def sweep(config: Config | None = None, grid: dict | None = None, *, preset: str | None = None, zip=(),
           engine: str = "local", workers: int | None = None, scheduler: str | None = None,
-          out: str | Path = "results", force: bool = False, progress: bool = True, yes: bool = False,
-          **fields) -> SweepResult:
+          out: str | Path = "results", force: bool = False, progress: bool = True, yes: bool = False, stats=None,
+          facet=(), **fields) -> SweepResult:
     """Sweep the config (``config``, or the preset ``preset``, with ``fields`` changed) over ``grid``, a dict
     from field names (``"learning_rate"`` or ``"learning-rate"``) to lists of values, e.g.
     ``sweep(preset="A", grid={"learning_rate": [1e-3, 1e-2], "alpha": [1e-5, 1e-4]})``. ``zip``: pairs of
     fields whose lists vary together. Cells are stored under ``out`` (reused when stored); ``engine``
     ``"dask"`` trains them on a local cluster of ``workers`` processes or on the cluster at ``scheduler``.
-    Returns the ``SweepResult`` (``.frame()``: one row per cell and run)."""
+    ``stats`` and ``facet`` choose the figures (``sweeps.stat_figure``). Returns the ``SweepResult``
+    (``.frame()``: one row per cell and run)."""
     from l2rebound.grid import make_axis
 
     if not grid:
         raise ConfigError("sweep needs a grid: {field: [values, ...], ...}")
     axes = [make_axis(field, values) for field, values in grid.items()]
     return execute_sweep(build(config, preset, **fields), axes, list(zip), out=out, engine=engine, workers=workers,
-                         scheduler=scheduler, force=force, progress=progress, yes=yes)[1]
+                         scheduler=scheduler, force=force, progress=progress, yes=yes, stats=stats, facet=facet)[1]
 
 
 def load(path: str | Path) -> Result:

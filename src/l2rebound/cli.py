@@ -234,19 +234,13 @@ def _run_sweep(args) -> int:
 
     base = config_from_args(args, "epoch")
     axes = [parse_axis(spec) for spec in args.grid]
-    zipped = []
-    for pair in args.zip:
-        fields = [part for part in pair.split(",") if part.strip()]
-        if len(fields) != 2:
-            return _fail(f"--zip expects two fields FIELD1,FIELD2, got {pair!r}")
-        zipped.append(tuple(fields))
+    zipped = [tuple(part for part in pair.split(",") if part.strip()) for pair in args.zip]
     if args.workers is not None and (args.engine != "dask" or args.scheduler or args.workers < 1):
         return _fail("--workers N (N >= 1) sizes the local cluster of --engine dask (without --scheduler)")
     if args.scheduler and args.engine != "dask":
         return _fail("--scheduler needs --engine dask")
     stats = [s.strip() for s in args.stat.split(",") if s.strip()]
-    bad = [s for s in stats if s not in STATS]
-    if bad or not stats:
+    if not stats:
         return _fail(f"--stat must list statistics among {', '.join(STATS)} (got {args.stat!r})")
     configure_process()
     folder, result = execute_sweep(base, axes, zipped, out=args.out, engine=args.engine, workers=args.workers,
@@ -254,7 +248,7 @@ def _run_sweep(args) -> int:
                                    yes=args.yes, stats=stats, facet=args.facet, say=print)
     for path in sorted(folder.glob("sweep_*")):
         print(f"figure: {path}")
-    print(result.summary(stats))
+    print(result.summary())
     return 0
 
 
@@ -279,8 +273,12 @@ def _run_reproduce(args) -> int:
     if args.theory and args.figure == "C":
         return _fail("--theory draws the linear response over figures A and B; for figure C, run l2rebound analyze "
                      "on the result folder")
-    if args.scan and args.figure == "C":
+    if args.scan is not None and args.figure == "C":
         return _fail("--scan varies the initial perturbation of figures A and B; figure C starts at its teacher")
+    if args.scan is not None and (not args.scan or min(args.scan) <= 0):
+        return _fail(f"--scan needs perturbation scales > 0 (got {','.join(map(str, args.scan)) or 'none'})")
+    if args.figure != "C" and config.epochs < 2:
+        return _fail(f"figure {args.figure} normalises each run over its epochs: --epochs must be 2 or more")
     if args.theory:
         configure_process()  # the analysis computes in JAX even where the result is reused
     others = [config.replace(seed=config.seed + k * (config.runs + 1)) for k in range(1, args.teachers)]
@@ -306,6 +304,8 @@ def _run_reproduce(args) -> int:
     print(comparison.summary())
     if scan:
         rows = reproduce.scan_rows([_stored(one, args)[1] for one in scan], args.figure)
+        if not rows:
+            return _fail("every run of every scanned set-up diverged: nothing to compare", code=1)
         stem = args.out / f"{config.figure_stem()}_scan"
         table = store.write_atomic(stem.with_name(stem.name + ".csv"), lambda tmp: reproduce.write_scan(rows, tmp))
         for path in [table, *write_figure(reproduce.scan_figure(rows, args.figure), stem)]:

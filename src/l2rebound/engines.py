@@ -13,7 +13,6 @@ filesystem at the same path.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,9 +25,10 @@ WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 """Environment of the workers of a ``LocalCluster`` (module docstring)."""
 
 
-def pieces(configs: list[Config], parts: int = 1) -> list[list[Config]]:
+def pieces(configs: list[Config], parts: int = 1, max_runs: int | None = None) -> list[list[Config]]:
     """``configs`` grouped by ``pack_key`` (in first-seen order), each group cut into at most ``parts``
-    pieces of consecutive cells with about equal numbers of run-epochs, so that ``parts`` workers share it."""
+    pieces of consecutive cells with about equal numbers of run-epochs, so that ``parts`` workers share it,
+    and further so that no piece holds more than ``max_runs`` runs (what one process can hold)."""
     groups: dict[str, list[Config]] = {}
     for config in configs:
         groups.setdefault(pack_key(config), []).append(config)
@@ -37,6 +37,9 @@ def pieces(configs: list[Config], parts: int = 1) -> list[list[Config]]:
         share = sum(c.runs * c.epochs for c in group) / parts
         piece, done, cut = [], 0, 1
         for config in group:
+            if piece and max_runs and sum(c.runs for c in piece) + config.runs > max_runs:
+                out.append(piece)
+                piece = []
             piece.append(config)
             done += config.runs * config.epochs
             if done >= share * cut:
@@ -48,49 +51,40 @@ def pieces(configs: list[Config], parts: int = 1) -> list[list[Config]]:
 
 
 def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
-                  on_progress: Callable[[int], None] | None = None) -> list[str]:
-    """Train the cells of one piece (one ``pack_key``) that ``out`` does not hold yet (all with ``force``) as
-    one batch and store each as an ordinary result; returns the cells' config hashes. Holds every cell's lock
-    throughout; resumes from the batch's kept chunks after an interruption. ``on_progress(n)``: run-epochs."""
+                  on_progress: Callable[[int], None] | None = None,
+                  say: Callable[[str], None] = lambda line: None) -> None:
+    """Train the cells of one piece (one ``pack_key``) that ``out`` does not hold yet (all with ``force``)
+    with one compiled program and store each as an ordinary result. Holds every cell's lock throughout (``say``
+    hears when it waits for one); each cell resumes from its own kept chunks, the ones ``l2rebound epoch``
+    keeps too. ``on_progress(n)``: run-epochs done, stored cells included."""
     from l2rebound.experiments import run_epoch_cells  # the engine, in the process that trains
 
     out = Path(out)
     with ExitStack() as held:
         for config in sorted(configs, key=Config.config_hash):  # one order for every process: no deadlock
-            held.enter_context(store.lock(out, config))
+            held.enter_context(store.lock(out, config, on_wait=lambda c=config: say(store.waiting_line(out, c))))
         todo = [c for c in configs if force or not store.is_finished(store.result_dir(out, c))]
         if on_progress:
             on_progress(sum(c.runs * c.epochs for c in configs if c not in todo))
         if todo:
-            checkpoint = batch_checkpoint(out, todo)
-            if force:
+            checkpoints = [store.Checkpoint(out, c) for c in todo]
+            for checkpoint in checkpoints if force else ():
                 checkpoint.clear()
-            for result in run_epoch_cells(todo, on_progress, checkpoint):
+            for result, checkpoint in zip(run_epoch_cells(todo, on_progress, checkpoints), checkpoints):
                 store.save(out, result)
-            checkpoint.clear()
-    return [c.config_hash() for c in configs]
-
-
-def batch_checkpoint(out: Path, configs: list[Config]) -> store.Checkpoint:
-    """Where a batch keeps its finished chunks: a lone cell's own checkpoint (the one ``l2rebound epoch``
-    resumes from), else one named by the batch's cells."""
-    if len(configs) == 1:
-        return store.Checkpoint(out, configs[0])
-    digest = hashlib.sha256(" ".join(c.config_hash() for c in configs).encode()).hexdigest()[:12]
-    return store.Checkpoint(out, name=f"batch-{digest}")
+                checkpoint.clear()
 
 
 def run_pieces(todo: list[list[Config]], out: Path, force: bool, engine: str = "local", workers: int | None = None,
                scheduler: str | None = None, on_progress: Callable[[int], None] | None = None,
                say: Callable[[str], None] = lambda line: None) -> None:
-    """Compute every piece of ``todo``: here, one after the other (``engine="local"``), or on Dask workers:
-    a ``LocalCluster`` of ``workers`` processes, or the cluster at ``scheduler`` (``tcp://HOST:PORT``)."""
+    """Compute every piece of ``todo``: here, one after the other (``engine`` "local"), or on Dask workers
+    ("dask"): a ``LocalCluster`` of ``workers`` processes, or the cluster at ``scheduler``
+    (``tcp://HOST:PORT``)."""
     if engine == "local":
         for piece in todo:
-            compute_cells(piece, out, force, on_progress)
+            compute_cells(piece, out, force, on_progress, say)
         return
-    if engine != "dask":
-        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -100,7 +94,7 @@ def run_pieces(todo: list[list[Config]], out: Path, force: bool, engine: str = "
             say(f"connecting to the Dask scheduler at {scheduler}")
             try:
                 client = stack.enter_context(Client(scheduler, timeout="20s"))
-            except OSError as error:
+            except (OSError, ValueError) as error:  # unreachable, or not an address
                 raise ConfigError(f"--scheduler {scheduler}: cannot connect ({error})") from None
         else:
             workers = workers or 2

@@ -275,6 +275,20 @@ def memory_need(config: Config) -> int:
     return int(PROCESS_BYTES + (device + host) * item)
 
 
+def max_runs(config: Config) -> int:
+    """The most runs of ``config`` (at least 1) whose ``memory_need`` fits ``MEMORY_SHARE`` of this machine's
+    memory: how many runs of such configs one batch may hold."""
+    have = MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    low, high = 1, 1
+    while memory_need(config.replace(runs=high * 2, seed=0)) <= have and high < 2**40:
+        high *= 2
+    high *= 2
+    while high - low > 1:  # memory_need grows with the runs
+        middle = (low + high) // 2
+        low, high = (middle, high) if memory_need(config.replace(runs=middle, seed=0)) <= have else (low, middle)
+    return low
+
+
 def check_memory(config: Config) -> None:
     """Refuse (``ConfigError``) an experiment whose ``memory_need`` exceeds ``MEMORY_SHARE`` of this
     machine's memory."""
@@ -352,25 +366,32 @@ def _setup_rows(plan: Plan, pick: np.ndarray, cache: dict | None):
     return jax.tree.map(lambda *leaves: np.stack(leaves), *[drawn[row] for row in rows])
 
 
-def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoint=None) -> dict[str, np.ndarray]:
-    """Train every row of ``plan`` (in chunks, as ``run_chunks``) and return, per training (T, ...): the
-    ``METRICS`` (T, E + 1), the ``DISTANCES`` at the epochs ``keep`` (K,) (T, E + 1; NaN elsewhere),
-    ``teacher`` (T, P_teacher), ``student_init`` (T, P), ``diverged_at`` (T,) and the students at the epochs
-    ``keep``, ``kept_theta`` (T, K, P)."""
+def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
+               final_only: bool = False) -> dict[str, np.ndarray]:
+    """Train every row of ``plan`` and return, per training (T, ...): the ``METRICS`` (T, E + 1), the
+    ``DISTANCES`` at the epochs ``keep`` (K,) (T, E + 1; NaN elsewhere), ``teacher`` (T, P_teacher),
+    ``student_init`` (T, P), ``diverged_at`` (T,) and the students at the epochs ``keep``, ``kept_theta``
+    (T, K, P). With ``final_only`` the metrics and distances are those of epoch E (T,), ``stalled`` its mean
+    over epochs 1..E, and no students are returned.
+
+    Each config's rows are cut into chunks as that config alone would be (``run_chunks``), so that its
+    numbers do not depend on the configs it trains beside: XLA's results can depend on a chunk's size in the
+    last bits. ``checkpoints``: None, or one checkpoint per config (``run_chunks``)."""
     config = plan.configs[0]
     trainings = len(plan.cell)
-    check_memory(config.replace(runs=trainings, seed=0))
-    hyper = jax.tree.map(lambda *parts: np.concatenate(parts), *(
-        hyper_of(plan.configs[c], int(np.sum(plan.cell == c)), plan.sigma[plan.cell == c])
-        for c in range(len(plan.configs))))  # rows are grouped by cell, in cell order
-    rows = {(t, r, plan.configs[c].initial_permut) for t, r, c in zip(plan.teacher_seed, plan.run_seed, plan.cell)}
-    cache = {} if len(rows) < trainings else None  # trainings that share their draws: draw each once
+    dtype = np.dtype(config.dtype)
+    hyper = Hyper(*(np.empty(trainings, dtype) for _ in Hyper._fields))
+    for c, cell in enumerate(plan.configs):
+        rows = plan.cell == c
+        for column, values in zip(hyper, hyper_of(cell, int(rows.sum()), plan.sigma[rows])):
+            column[rows] = values
+    draws = {(t, r, plan.configs[c].initial_permut) for t, r, c in zip(plan.teacher_seed, plan.run_seed, plan.cell)}
+    cache = {} if len(draws) < trainings else None  # trainings that share their draws: draw each once
     compiling = []  # started by the first chunk that trains (none when a checkpoint holds every chunk)
 
-    def work(index, progress):
+    def work(pick, progress):
         if not compiling:
-            compiling.append(compile_ahead(config, chunk_size(trainings), keep_theta=len(keep) > 0))
-        pick = index - 1  # run_chunks counts from 1
+            compiling.append(compile_ahead(config, len(pick), keep_theta=len(keep) > 0))
         teacher, problem, student, keys = _setup_rows(plan, pick, cache)
         compiling[0].join()
         found = {name: np.full((len(pick), config.epochs + 1), np.nan, config.dtype) for name in DISTANCES}
@@ -380,14 +401,28 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoint=None) 
                 found[name][:, epochs] = values
 
         metrics, diverged, _, kept = train_runs(config, jax.tree.map(lambda a: a[pick], hyper), problem, student,
-                                                    keys, progress, keep, measure)
-        return {**metrics, **found, "teacher": teacher, "student_init": student, "diverged_at": diverged,
-                "kept_theta": kept}
+                                                keys, progress, keep, measure)
+        out = {**metrics, **found, "teacher": teacher, "student_init": student, "diverged_at": diverged}
+        if final_only:
+            stalled = metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0]
+            return {**{name: out[name][:, -1] for name in COLUMNS}, "stalled": stalled,
+                    **{name: out[name] for name in ("teacher", "student_init", "diverged_at")}}
+        return {**out, "kept_theta": kept}
 
     students = num_params(config.student_dims)
-    expect = {**{name: (config.epochs + 1,) for name in COLUMNS}, "teacher": (num_params(config.teacher_dims),),
-              "student_init": (students,), "diverged_at": (), "kept_theta": (len(keep), students)}
-    return run_chunks(trainings, config.epochs, work, expect, on_progress, checkpoint)
+    series = () if final_only else (config.epochs + 1,)
+    expect = {**{name: series for name in COLUMNS}, "teacher": (num_params(config.teacher_dims),),
+              "student_init": (students,), "diverged_at": ()}
+    if not final_only:
+        expect["kept_theta"] = (len(keep), students)
+    out = {}
+    for c in range(len(plan.configs)):
+        rows = np.flatnonzero(plan.cell == c)
+        part = run_chunks(len(rows), config.epochs, lambda index, progress, rows=rows: work(rows[index - 1], progress),
+                          expect, on_progress, checkpoints[c] if checkpoints else None)
+        for name, values in part.items():
+            out.setdefault(name, np.empty((trainings, *values.shape[1:]), values.dtype))[rows] = values
+    return out
 
 
 def epoch_plan(configs: list[Config]) -> Plan:
@@ -400,12 +435,14 @@ def epoch_plan(configs: list[Config]) -> Plan:
 
 
 @float64
-def run_epoch_cells(configs: list[Config], on_progress=None, checkpoint=None) -> list[EpochResult]:
-    """The epoch experiments of ``configs`` (one ``pack_key``) trained as one batch: each result is, number
-    for number, what ``run_epoch_experiment`` gives for its config alone. ``on_progress(n)`` is called as
-    run-epochs complete (Σ R · E in total); ``checkpoint`` as in ``run_chunks``, for the whole batch."""
+def run_epoch_cells(configs: list[Config], on_progress=None, checkpoints=None) -> list[EpochResult]:
+    """The epoch experiments of ``configs`` (one ``pack_key``) trained by one compiled program: each result
+    is, number for number, what ``run_epoch_experiment`` gives for its config alone. ``on_progress(n)`` is
+    called as run-epochs complete (Σ R · E in total); ``checkpoints``: None or one per config, as in
+    ``run_chunks`` (a config's checkpoint serves it alone or packed)."""
     plan, keep = epoch_plan(configs), kept_epochs(configs[0])
-    out = train_plan(plan, keep, on_progress, checkpoint)
+    check_memory(configs[0].replace(runs=len(plan.cell), seed=0))  # every cell's result is held until the end
+    out = train_plan(plan, keep, on_progress, checkpoints)
     results = []
     for c, config in enumerate(configs):
         mine = {k: v[plan.cell == c] for k, v in out.items()}
@@ -418,7 +455,7 @@ def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> E
     """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
     ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
     ``run_chunks``."""
-    return run_epoch_cells([config], on_progress, checkpoint)[0]
+    return run_epoch_cells([config], on_progress, [checkpoint] if checkpoint else None)[0]
 
 
 @float64
@@ -431,11 +468,11 @@ def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> No
     trainings = len(levels) * config.runs
     plan = Plan((config,), np.zeros(trainings, int), np.full(trainings, config.seed), np.tile(runs, len(levels)),
                 np.repeat(levels, config.runs))
-    out = train_plan(plan, np.array([config.epochs]), on_progress, checkpoint)  # distances at the last epoch
+    check_memory(config)
+    out = train_plan(plan, np.array([config.epochs]), on_progress, [checkpoint] if checkpoint else None,
+                     final_only=True)  # the distances at the last epoch only
     shape = (len(levels), config.runs)
-    final = {k: v[:, -1].reshape(shape) for k, v in out.items() if k in COLUMNS}
-    final["stalled"] = (out["stalled"][:, 1:].mean(axis=1) if config.epochs else out["stalled"][:, 0]).reshape(shape)
-    return _provenance(NoiseResult(config, levels, {k: final[k] for k in COLUMNS}, out["teacher"][0],
+    return _provenance(NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS}, out["teacher"][0],
                                    out["student_init"][: config.runs], out["diverged_at"].reshape(shape)))
 
 
@@ -446,7 +483,6 @@ def run_noise_experiment(config: Config, on_progress=None, checkpoint=None) -> N
 
 
 def run_experiment(config: Config, on_progress=None, checkpoint=None) -> Result:
-    """The experiment of ``config``'s kind: the one pure entry point from a config to its result (what a
-    sweep ships to a worker). ``on_progress(n)`` is called as run-epochs complete; ``checkpoint`` as in
+    """The experiment of ``config``'s kind: the one pure entry point from a config to its result. ``on_progress(n)`` is called as run-epochs complete; ``checkpoint`` as in
     ``run_chunks``."""
     return compute(config, on_progress, checkpoint)

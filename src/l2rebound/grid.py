@@ -22,6 +22,8 @@ from l2rebound.rules import RULES
 
 MAX_CELLS = 10_000
 """More cells than this need an explicit yes (``--yes``): a typo in a range should not start a week of work."""
+MAX_VALUES = 1_000_000
+"""Most values one axis may hold (beyond it a range is a typo, and would fill the memory before any check)."""
 
 
 class Axis(NamedTuple):
@@ -69,17 +71,19 @@ def parse_axis(spec: str) -> Axis:
     if ":" in text and kind in (int, float):
         try:
             start, stop, count = text.split(":")
-            start, stop, count = kind(float(start)), kind(float(stop)), int(count)
+            start, stop, count = float(start), float(stop), int(count)
         except ValueError:
             raise ConfigError(f"--grid {name}: START:STOP:COUNT needs two numbers and a count, got {text!r}") from None
-        if count < 2 or not start < stop:
-            raise ConfigError(f"--grid {name}: START:STOP:COUNT needs START < STOP and COUNT >= 2, got {text!r}")
+        if not (np.isfinite(start) and np.isfinite(stop) and 2 <= count <= MAX_VALUES and start < stop):
+            raise ConfigError(f"--grid {name}: START:STOP:COUNT needs finite START < STOP and 2 <= COUNT <= "
+                              f"{MAX_VALUES}, got {text!r}")
+        start, stop = kind(start), kind(stop)
         if kind is float and start > 0:
             return make_axis(field, [float(v) for v in np.geomspace(start, stop, count)], log=True)
         if kind is int and count > stop - start + 1:
             raise ConfigError(f"--grid {name}: {count} integers do not fit between {start} and {stop}")
         values = np.linspace(start, stop, count)
-        return make_axis(field, [int(round(v)) if kind is int else float(v) for v in values])
+        return make_axis(field, [round(v) if kind is int else float(v) for v in values])
     return make_axis(field, [_parse_value(field, part) for part in text.split(",")])
 
 
@@ -87,16 +91,47 @@ def make_axis(field: str, values, log: bool | None = None) -> Axis:
     """``Axis`` of ``field`` (either spelling) over ``values`` (Python values), refusing an empty or repeated
     list; ``log`` by default when every value is a positive float and they span more than a decade."""
     field = field_name(field)
-    values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+    values = tuple(_typed(field, v) for v in values)
     if not values:
         raise ConfigError(f"--grid {flag(field)[2:]}: no values")
-    repeated = [v for i, v in enumerate(values) if v in values[:i]]
-    if repeated:
-        raise ConfigError(f"--grid {flag(field)[2:]}: repeated value {repeated[0]!r}")
+    if len(values) > MAX_VALUES:
+        raise ConfigError(f"--grid {flag(field)[2:]}: {len(values)} values, more than {MAX_VALUES}")
+    seen: set = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"--grid {flag(field)[2:]}: repeated value {value!r}")
+        seen.add(value)
     if log is None:
         numbers = all(isinstance(v, float) and v > 0 for v in values)
         log = numbers and len(values) > 2 and max(values) / min(values) > 10
     return Axis(field, values, log)
+
+
+def _typed(field: str, value):
+    """``value`` as the field holds it (an int 1 for a float field is 1.0, a list of dims a tuple), so that
+    equal settings compare and print alike; a value of the wrong kind raises ``ConfigError``."""
+    kind = type(_fields()[field].default)
+    try:
+        if isinstance(value, (list, tuple)):
+            return tuple(int(v) for v in value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is int and not isinstance(value, bool) and float(value) == int(value):
+            return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"--grid {flag(field)[2:]}: {value!r} is not a value of {flag(field)}") from None
+    return value
+
+
+def zip_fields(zipped) -> list[tuple[str, str]]:
+    """Zipped pairs of field names in either spelling, as ``Config`` field names; ``ConfigError`` unless each is
+    a pair."""
+    pairs = []
+    for pair in zipped:
+        if len(pair) != 2:
+            raise ConfigError(f"--zip expects two fields FIELD1,FIELD2, got {','.join(pair)!r}")
+        pairs.append((field_name(pair[0]), field_name(pair[1])))
+    return pairs
 
 
 def label(value: Any) -> str:
@@ -113,8 +148,7 @@ def coordinates(axes: list[Axis], zipped: list[tuple[str, str]] = ()) -> list[di
     if len(by_field) != len(axes):
         raise ConfigError("--grid: a field is swept twice; give each field one --grid")
     paired: dict[str, str] = {}
-    for a, b in zipped:
-        a, b = field_name(a), field_name(b)
+    for a, b in zip_fields(zipped):
         for f in (a, b):
             if f not in by_field:
                 raise ConfigError(f"--zip {flag(a)[2:]},{flag(b)[2:]}: {flag(f)[2:]} has no --grid")

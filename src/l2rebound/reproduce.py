@@ -41,15 +41,17 @@ class Shape(NamedTuple):
 
 
 class PowerShape(NamedTuple):
-    """Shape of a ℓ₂²-vs-σ curve: the log–log slope (least squares over the levels given) and the value at
-    the largest level."""
+    """Shape of a ℓ₂²-vs-σ curve: the log–log slope (least squares over the levels given, or over every level
+    when fewer than two are given: ``floor_only``) and the value at the largest level."""
 
     slope: float
     top_level: float
     top_value: float
+    floor_only: bool = False
 
     def text(self) -> str:
-        return f"slope {self.slope:.2f}, {L2SQ} = {self.top_value:.3g} at σ = {self.top_level:.3g}"
+        caveat = " (over levels at the precision floor: none above it)" if self.floor_only else ""
+        return f"slope {self.slope:.2f}{caveat}, {L2SQ} = {self.top_value:.3g} at σ = {self.top_level:.3g}"
 
 
 class Comparison(NamedTuple):
@@ -79,6 +81,9 @@ class Comparison(NamedTuple):
         lines = [f"against published figure {self.figure}{unit}: "
                  + ", ".join(f"RMS difference {name} {value:.3g}" for name, value in self.rms.items())]
         lines += [f"  {who:>9}: {shape.text()}" for who, shape in self.shapes.items()]
+        if self.figure != "C" and len(self.x) != len(self.x_theirs):
+            lines.append(f"  caution: ours is normalised over epochs 1..{len(self.x)}, the published curve over "
+                         f"1..{len(self.x_theirs)}; the RMS difference is over the first {min(len(self.x), len(self.x_theirs))}")
         if self.explained is not None:
             share = self.explained[np.isfinite(self.explained)]
             lines.append("  linear response: " + (
@@ -130,12 +135,16 @@ def shape(curve: np.ndarray) -> Shape:
 
 
 def power_shape(levels: np.ndarray, values: np.ndarray, used: np.ndarray | None = None) -> PowerShape:
-    """``PowerShape`` of ℓ₂² ``values`` (S,) at noise ``levels`` (S,), the slope fitted over ``used``
-    (default: every positive value)."""
-    used = (values > 0) if used is None else used & (values > 0)
+    """``PowerShape`` of ℓ₂² ``values`` (S,) at noise ``levels`` (S,), the slope fitted over the positive
+    values at ``used`` (default: all; fewer than two: all, marked ``floor_only``)."""
+    positive = values > 0
+    used = positive if used is None else used & positive
+    floor_only = used.sum() < 2
+    if floor_only:
+        used = positive
     slope = float(np.polyfit(np.log10(levels[used]), np.log10(values[used]), 1)[0]) if used.sum() >= 2 else np.nan
     top = int(np.argmax(levels))
-    return PowerShape(slope, float(levels[top]), float(values[top]))
+    return PowerShape(slope, float(levels[top]), float(values[top]), bool(floor_only))
 
 
 def compare(figure: str, result: Result, analysis: dict | None = None) -> Comparison:
@@ -216,8 +225,9 @@ def comparison_figure(comparison: Comparison, result: Result, others: list[Resul
         if "theory" in comparison.ours:
             top.plot(comparison.x, comparison.ours["theory"], ":", color=THEORY, lw=2,
                      label="linear response (theory), same runs")
-        for name, (label, colour) in LOSSES.items():
-            bottom.plot(comparison.x, comparison.ours[name], color=colour, label=f"{label}, this toolkit")
+        for name, (label, colour) in LOSSES.items():  # the train loss wider, under the test loss it may hide
+            bottom.plot(comparison.x, comparison.ours[name], color=colour, label=f"{label}, this toolkit",
+                        lw=3 if name == "train_loss" else 1.5)
             bottom.plot(comparison.x_theirs, comparison.theirs[name], "--", color=colour, alpha=0.6,
                         label=f"{label}, published")
         top.set_ylabel(f"{L2SQ}, normalised per run")
@@ -250,9 +260,12 @@ class ScanRow(NamedTuple):
 
 
 def scan_rows(results: list[Result], figure: str = "A") -> list[ScanRow]:
-    """``ScanRow`` of each epoch result (set-ups that differ in ``initial_permut`` and ``dtype``)."""
+    """``ScanRow`` of each epoch result (set-ups that differ in ``initial_permut`` and ``dtype``) that has a
+    finished run; a set-up whose runs all diverged is left out."""
     rows = []
     for result in results:
+        if np.all(np.asarray(result.diverged_at) >= 0):
+            continue
         comparison = compare(figure, result)
         rows.append(ScanRow(result.config.dtype, result.config.initial_permut, comparison.rms["l2"],
                             comparison.shapes["ours"]))

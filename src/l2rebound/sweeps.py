@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 SUMMARY = ("run", "run_seed", "l2_start", "l2_min", "l2_min_epoch", "l2_final", "rebound", "train_loss_final",
            "test_loss_final", "clean_test_loss_final", "diverged_at", "l2_aligned_final")
 """Columns of the summary after the swept fields. ``run_seed``: the seed run r draws from (the config's seed
-+ r; a swept ``seed`` is the config's); ``rebound`` = l2_final / l2_min; ``l2_aligned_final`` is NaN
++ r; a swept ``seed`` is the config's); ``rebound`` = l2_final / l2_min (NaN where l2_min is 0: a start at the
+teacher has no rebound to measure); ``l2_aligned_final`` is NaN
 where the cell records no aligned distance (``align_every`` 0)."""
 STATS = tuple(name for name in SUMMARY if name not in ("run", "run_seed", "diverged_at"))
 """The statistics a figure can show (``--stat``)."""
@@ -51,8 +52,8 @@ def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
     final = {name: np.asarray(result.metrics[name], float)[:, -1] for name in ("l2", "train_loss", "test_loss",
                                                                                 "clean_test_loss", "l2_aligned")}
     minimum = finite.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rebound = final["l2"] / minimum
+    with np.errstate(invalid="ignore", divide="ignore"):  # a run whose minimum is 0 has no rebound: NaN
+        rebound = np.where(minimum > 0, final["l2"] / minimum, np.nan)
     return {"run": runs, "run_seed": result.config.seed + runs, "l2_start": l2[:, 0], "l2_min": minimum,
             "l2_min_epoch": finite.argmin(axis=1), "l2_final": final["l2"], "rebound": rebound,
             "train_loss_final": final["train_loss"], "test_loss_final": final["test_loss"],
@@ -62,8 +63,8 @@ def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
 
 def sweep_hash(base: Config, axes: list[Axis], zipped: list[tuple[str, str]]) -> str:
     """12 hex digits naming the sweep: its base config's hash and its grid."""
-    text = json.dumps({"base": base.config_hash(), "axes": [[a.field, [label(v) for v in a.values]] for a in axes],
-                       "zip": [list(pair) for pair in zipped]}, sort_keys=True)
+    text = json.dumps({"base": base.config_hash(), "axes": [[a.field, list(a.values)] for a in axes],
+                       "zip": [list(pair) for pair in zipped]}, sort_keys=True)  # floats as repr: exact
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -79,21 +80,20 @@ class SweepResult:
     cells: tuple[dict[str, Any], ...]
     hashes: tuple[str, ...]
     columns: dict[str, np.ndarray]
+    stats: tuple[str, ...] = DEFAULT_STATS
+    facet: tuple[str, ...] = ()
 
     @classmethod
-    def from_results(cls, base: Config, axes, zipped, cells, results: list[EpochResult]) -> SweepResult:
+    def from_results(cls, base: Config, axes, zipped, cells, results: list[EpochResult], stats=DEFAULT_STATS,
+                     facet=()) -> SweepResult:
         parts = []
-        for cell, result in zip(cells, results):
-            rows = run_summary(result)
-            fields = {name: np.full(result.config.runs, label(v) if isinstance(v, tuple) else v, dtype=object)
+        for cell, result in zip(cells, results, strict=True):
+            fields = {name: np.array([label(v) if isinstance(v, tuple) else v] * result.config.runs)
                       for name, v in cell.items()}
-            parts.append({**fields, **rows})
+            parts.append({**fields, **run_summary(result)})
         columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        for axis in axes:  # numeric fields as numbers, not objects
-            if not isinstance(axis.values[0], (tuple, str)):
-                columns[axis.field] = columns[axis.field].astype(type(axis.values[0]))
         return cls(base, tuple(axes), tuple(map(tuple, zipped)), tuple(cells),
-                   tuple(r.config.config_hash() for r in results), columns)
+                   tuple(r.config.config_hash() for r in results), columns, tuple(stats), tuple(facet))
 
     @property
     def name(self) -> str:
@@ -105,39 +105,42 @@ class SweepResult:
 
         return pd.DataFrame(self.columns)
 
-    def figures(self, stats=DEFAULT_STATS, facet=()) -> dict[str, Figure]:
-        """``{stat: figure}`` for each statistic of ``stats``; see ``stat_figure``."""
-        return {stat: stat_figure(self, stat, facet) for stat in stats}
+    def figures(self) -> dict[str, Figure]:
+        """``{stat: figure}`` for each statistic of ``stats``, split into panels by ``facet``; see
+        ``stat_figure``."""
+        return {stat: stat_figure(self, stat, self.facet) for stat in self.stats}
 
-    def figure(self, stat: str = DEFAULT_STATS[0], facet=()) -> Figure:
-        return stat_figure(self, stat, facet)
+    def figure(self, stat: str | None = None) -> Figure:
+        return stat_figure(self, stat or self.stats[0], self.facet)
 
-    def save(self, out: str | Path, stats=DEFAULT_STATS, facet=()) -> Path:
-        """Write ``sweep.json``, ``summary.csv``, ``summary.parquet`` and the figures of ``stats`` into
-        ``OUT/<name>/`` (each file atomically); returns the folder."""
+    def save(self, out: str | Path) -> Path:
+        """Write ``sweep.json``, ``summary.csv``, ``summary.parquet`` and the figures into ``OUT/<name>/``
+        (each file atomically, ``sweep.json`` last: it marks the sweep finished); returns the folder."""
         folder = Path(out) / self.name
         folder.mkdir(parents=True, exist_ok=True)
         description = {"schema": SCHEMA, "base": self.base.to_dict(),
                        "axes": [{"field": a.field, "values": [list(v) if isinstance(v, tuple) else v for v in a.values],
                                  "log": a.log} for a in self.axes],
-                       "zip": [list(pair) for pair in self.zipped], "cells": list(self.hashes)}
+                       "zip": [list(pair) for pair in self.zipped], "cells": list(self.hashes),
+                       "stats": list(self.stats), "facet": list(self.facet)}
         store.write_atomic(folder / "summary.csv", lambda tmp: self.frame().to_csv(tmp, index=False))
         store.write_atomic(folder / "summary.parquet", lambda tmp: self.frame().to_parquet(tmp, index=False))
-        self.write_figures(folder, stats, facet)
+        self.write_figures(folder)
         store.write_atomic(folder / "sweep.json", lambda tmp: tmp.write_text(json.dumps(description, indent=1)))
         return folder
 
-    def write_figures(self, folder: Path, stats=DEFAULT_STATS, facet=()) -> list[Path]:
+    def write_figures(self, folder: Path) -> list[Path]:
         from l2rebound.plots import write_figure
 
-        return [path for stat, fig in self.figures(stats, facet).items()
-                for path in write_figure(fig, Path(folder) / f"sweep_{stat}")]
+        return [path for stat, fig in self.figures().items() for path in write_figure(fig, Path(folder) / f"sweep_{stat}")]
 
-    def summary(self, stats=DEFAULT_STATS) -> str:
-        """Plain text: per cell, the mean of each statistic over its finished runs."""
+    def summary(self) -> str:
+        """Plain text: per cell, the mean of each statistic over its finished runs, and how many diverged."""
+        stats = self.stats
         frame = self.frame()
         fields = [a.field for a in self.axes]
-        means = frame.groupby(fields, sort=False)[list(stats)].mean()
+        means = frame[frame.diverged_at < 0].groupby(fields, sort=False)[list(stats)].mean()
+        means = means.reindex(frame.groupby(fields, sort=False).size().index)  # a cell whose runs all diverged: NaN
         diverged = frame.assign(d=frame.diverged_at >= 0).groupby(fields, sort=False)["d"].sum()
         lines = ["  ".join(f"{flag(f)[2:]:>14}" for f in fields) + "  " + "  ".join(f"{s:>12}" for s in stats)
                  + "  diverged"]
@@ -163,8 +166,12 @@ def load(folder: str | Path) -> SweepResult:
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
         raise store.StoreError(f"{folder} is not a finished sweep folder ({error})") from None
     cells = coordinates(axes, zipped)
+    if len(cells) != len(description["cells"]):
+        raise store.StoreError(f"{folder / 'sweep.json'} lists {len(description['cells'])} cells where its grid has "
+                               f"{len(cells)}: run the sweep again")
     results = [store.load(folder.parent / f"{base.experiment}-{h}") for h in description["cells"]]
-    return SweepResult.from_results(base, axes, zipped, cells, results)
+    return SweepResult.from_results(base, axes, zipped, cells, results, description.get("stats", DEFAULT_STATS),
+                                    description.get("facet", ()))
 
 
 def is_sweep(folder: str | Path) -> bool:
@@ -184,7 +191,12 @@ def plotted_axes(result: SweepResult, facet) -> tuple[list[Axis], list[Axis]]:
     field's)."""
     partners = {b for _, b in result.zipped}
     shown = [a for a in result.axes if a.field not in partners]
-    facet = [a for a in shown if a.field in {f.replace("-", "_") for f in facet}]
+    wanted = {f.strip().lstrip("-").replace("-", "_") for f in facet}
+    unknown = wanted - {a.field for a in shown}
+    if unknown:
+        raise ConfigError(f"--facet {min(unknown).replace('_', '-')} is not a swept field that figures show "
+                          f"({', '.join(flag(a.field)[2:] for a in shown)}; of a zipped pair, the first)")
+    facet = [a for a in shown if a.field in wanted]
     inner = [a for a in shown if a not in facet]
     if not 1 <= len(inner) <= 2:
         raise ConfigError(f"a figure shows one or two swept fields; this sweep has {len(inner)} besides the --facet ones "
@@ -209,8 +221,10 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
     if stat not in STATS:
         raise ConfigError(f"--stat must be among {', '.join(STATS)} (got {stat!r})")
     inner, facets = plotted_axes(result, facet)
-    frame = result.frame()
-    frame = frame[frame.diverged_at < 0]
+    everything = result.frame()
+    frame = everything[everything.diverged_at < 0]
+    finite = frame[stat][np.isfinite(frame[stat])]
+    scale = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)  # one colour scale for every panel
     panels = [dict(zip([a.field for a in facets], values)) for values in
               itertools.product(*(a.values for a in facets))] or [{}]
     cols = min(3, len(panels))
@@ -223,17 +237,20 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
         ax.set_visible(False)
     name = STAT_LABELS.get(stat, stat)
     for ax, panel in zip(axes, panels):
-        mine = frame
+        mine, every = frame, everything
         for field, value in panel.items():
-            mine = mine[mine[field] == (label(value) if isinstance(value, tuple) else value)]
+            value = label(value) if isinstance(value, tuple) else value
+            mine, every = mine[mine[field] == value], every[every[field] == value]
         title = ", ".join(f"{flag(k)[2:]}={label(v)}" for k, v in panel.items())
         if len(inner) == 1:
             _line(ax, result, inner[0], mine, stat, name)
         else:
-            _heatmap(fig, ax, result, inner, mine, stat, name)
+            _heatmap(fig, ax, result, inner, mine, every, stat, name, scale)
         ax.set_title(title, fontsize="small")
-    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {result.base.describe(skip=tuple(a.field for a in result.axes))}; "
-                               f"{result.base.runs} runs per cell", int(10 * width * cols)), fontsize="medium")
+    swept = tuple(a.field for a in result.axes)
+    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {result.base.describe(skip=swept)}"
+                               + ("" if "runs" in swept else f"; {result.base.runs} runs per cell"),
+                               int(10 * width * cols)), fontsize="medium")
     return fig
 
 
@@ -262,19 +279,25 @@ def _line(ax, result: SweepResult, axis: Axis, frame, stat: str, name: str) -> N
     ax.legend(fontsize="small")
 
 
-def _heatmap(fig, ax, result: SweepResult, inner: list[Axis], frame, stat: str, name: str) -> None:
+def _heatmap(fig, ax, result: SweepResult, inner: list[Axis], frame, every, stat: str, name: str, scale) -> None:
+    """Heatmap of the mean of ``stat`` over the finished runs in ``frame``; a cell without a value says whether
+    all its runs (in ``every``) diverged or the statistic is undefined there."""
     across, down = inner
     table = frame.groupby([down.field, across.field])[stat].mean()
-    grid = np.array([[table.get((d, a), np.nan) for a in _column(across, across.values)]
-                     for d in _column(down, down.values)], float)
-    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    finished = every.assign(ok=every.diverged_at < 0).groupby([down.field, across.field])["ok"].any()
+    keys = [[(d, a) for a in _column(across, across.values)] for d in _column(down, down.values)]
+    grid = np.array([[table.get(key, np.nan) for key in row] for row in keys], float)
+    from matplotlib import colormaps
+
+    colours = colormaps["viridis"].with_extremes(bad="lightgray")
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap=colours, vmin=scale[0], vmax=scale[1])
     ax.set_xticks(range(len(across.values)), [_tick(result, across, v) for v in across.values], rotation=30)
     ax.set_yticks(range(len(down.values)), [_tick(result, down, v) for v in down.values])
     ax.set_xlabel(flag(across.field)[2:])
     ax.set_ylabel(flag(down.field)[2:])
-    finite = grid[np.isfinite(grid)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
+    middle = (scale[0] + scale[1]) / 2
     for (i, j), value in np.ndenumerate(grid):
-        ax.text(j, i, "diverged" if np.isnan(value) else f"{value:.4g}", ha="center", va="center", fontsize="small",
-                color="white" if np.isnan(value) or value < middle else "black")
+        text = f"{value:.4g}" if np.isfinite(value) else "n/a" if finished.get(keys[i][j], False) else "diverged"
+        ax.text(j, i, text, ha="center", va="center", fontsize="small",
+                color="white" if np.isfinite(value) and value < middle else "black")
     fig.colorbar(image, ax=ax, label=name)
