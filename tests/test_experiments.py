@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from l2rebound import store
+from l2rebound.certify import Budget, certified_align
 from l2rebound.config import PRESETS, Config
 from l2rebound.experiments import run_epoch_experiment
 from l2rebound.genericity import RATIO_BOUND, format_report, genericity_report, report_generic
@@ -109,7 +110,11 @@ def test_aligned_distances_are_recorded_every_k_epochs_from_the_kept_students():
         for i, epoch in enumerate(result.kept_epochs):
             theta = result.kept_theta[r, i]
             assert result.metrics["l2"][r, epoch] == pytest.approx(np.linalg.norm(theta - teacher[r]), rel=1e-12)
-            assert result.metrics["l2_aligned"][r, epoch] == l2_aligned(theta, teacher[r], config.student_dims)
+            aligned = certified_align(theta, teacher[r], config.student_dims, Budget(nodes=config.align_budget))
+            assert result.metrics["l2_aligned"][r, epoch] == aligned.upper
+            assert result.metrics["l2_aligned_lower"][r, epoch] == aligned.lower <= aligned.upper
+            # the search starts from the heuristic alignment: never worse than it
+            assert aligned.upper <= l2_aligned(theta, teacher[r], config.student_dims) * (1 + 1e-15)
             assert result.metrics["l2_normal_form"][r, epoch] == normal_form_distance(theta, teacher[r],
                                                                                    config.student_dims)
     # a random start is far from its teacher in raw coordinates, less so modulo the symmetries

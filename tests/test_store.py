@@ -110,7 +110,7 @@ def test_folder_layout(result, tmp_path):
     with open(folder / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == ["run", "epoch", "l2", "train_loss", "test_loss", "clean_test_loss", "stalled",
-                                     "l2_aligned", "l2_normal_form"]
+                                     "l2_aligned", "l2_aligned_lower", "l2_normal_form"]
         rows = list(reader)
     assert len(rows) == TINY.runs * (TINY.epochs + 1)
     assert [(r["run"], r["epoch"]) for r in rows] == [  # tidy: integers, run-major

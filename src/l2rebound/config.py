@@ -34,9 +34,10 @@ STEM_BYTES = 160
 """Longest figure-file stem in bytes; a longer one is cut and ends in a hash of the config, so every file
 name stays under the file systems' 255-byte limit."""
 
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 """Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store
-does not reuse results computed by older code for the same config."""
+does not reuse results computed by older code for the same config. 2: ``l2_aligned`` is the certified
+search's upper bound (never above, sometimes below, the heuristic alignment of version 1)."""
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
@@ -137,6 +138,13 @@ class Config:
                       "the last; 0 never (>= 0). Each record costs host time per run (README, 'Three distances')",
                       parse=int, experiments=("epoch",)),
     )
+    align_budget: int = field(
+        default=5,
+        metadata=_opt("branch-and-bound nodes per student for the certified aligned distance: l2_aligned is the best "
+                      "relabelling found, l2_aligned_lower a certified lower bound, equal when the search ends within "
+                      "the budget; 0: heuristic and root bound only (>= 0). A node count, not a time: the numbers "
+                      "are reproducible (README, 'Three distances')", parse=int),
+    )
     seed: int = field(default=42, metadata=_opt(
         "base seed; run r draws everything from seed + r (0 <= seed, seed + runs <= 2^53)", parse=int))
     epochs: int = field(default=500, metadata=_opt("training epochs E (>= 0); one full-batch step each", parse=int))
@@ -202,7 +210,7 @@ class Config:
         nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha, "rho": self.rho}
         at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1), "test_set_size": (self.test_set_size, 1),
                     "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0),
-                    "align_every": (self.align_every, 0)}
+                    "align_every": (self.align_every, 0), "align_budget": (self.align_budget, 0)}
         for name, value in positive.items():
             if not value > 0 or value != value or value == float("inf"):
                 raise ConfigError(f"{flag(name)} must be a finite number > 0 (got {value})")

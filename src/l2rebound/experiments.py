@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
+from l2rebound.certify import Budget, certified_align
 from l2rebound.config import Config, ConfigError, pack_key
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
@@ -37,7 +38,7 @@ from l2rebound.nets import init_glorot, num_params, pad
 from l2rebound.precision import float64
 from l2rebound.results import (COLUMNS, DISTANCES, METRICS, EpochResult, NoiseResult, Result, compute, kept_epochs,
                                kind_of, with_manifest)
-from l2rebound.symmetry import l2_aligned, normal_form_distance
+from l2rebound.symmetry import normal_form_distance
 from l2rebound.train import SAMPLE_BLOCK, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
@@ -115,14 +116,19 @@ def spread(tree):
     return jax.device_put(tree, NamedSharding(runs_mesh(batch), PartitionSpec("runs")))
 
 
-def distances(theta, teacher, dims: tuple[int, ...]) -> dict[str, np.ndarray]:
+def distances(theta, teacher, dims: tuple[int, ...], align_budget: int | None = None) -> dict[str, np.ndarray]:
     """The ``DISTANCES`` of students θ (..., P) from their teachers (..., P) (broadcast), NaN where θ is
-    not finite. ``align`` dominates the cost (benchmarks/README.md)."""
+    not finite: one ``certified_align`` per pair, searching at most ``align_budget`` nodes (``None``: to
+    the end), gives ``l2_aligned`` (its upper bound) and ``l2_aligned_lower``. A node budget, never a
+    time: the same students give the same numbers. The alignment dominates the cost (README, 'Three
+    distances')."""
     theta, teacher = np.broadcast_arrays(np.asarray(theta), np.asarray(teacher))
     out = {name: np.full(theta.shape[:-1], np.nan) for name in DISTANCES}
+    budget = Budget(nodes=align_budget)
     for index in np.ndindex(*theta.shape[:-1]):
         if np.all(np.isfinite(theta[index])):
-            out["l2_aligned"][index] = l2_aligned(theta[index], teacher[index], dims)
+            aligned = certified_align(theta[index], teacher[index], dims, budget)
+            out["l2_aligned"][index], out["l2_aligned_lower"][index] = aligned.upper, aligned.lower
             out["l2_normal_form"][index] = normal_form_distance(theta[index], teacher[index], dims)
     return out
 
@@ -397,7 +403,8 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
         found = {name: np.full((len(pick), config.epochs + 1), np.nan, config.dtype) for name in DISTANCES}
 
         def measure(epochs, theta):  # runs while the next block trains; θ is NaN from a divergence on
-            for name, values in distances(theta, problem.teacher[:, None], config.student_dims).items():
+            for name, values in distances(theta, problem.teacher[:, None], config.student_dims,
+                                          config.align_budget).items():
                 found[name][:, epochs] = values
 
         metrics, diverged, _, kept = train_runs(config, jax.tree.map(lambda a: a[pick], hyper), problem, student,

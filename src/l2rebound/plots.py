@@ -19,13 +19,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from l2rebound.fit import fit_power_law, precision_floor
-from l2rebound.results import EpochResult, NoiseResult, Result
+from l2rebound.results import EpochResult, NoiseResult, Result, proven_optimal
 from l2rebound.store import write_atomic
 
 L2 = "ℓ₂"
 STYLE = {  # metric -> (legend label, colour, line style); distances go in the upper panel, losses below
     "l2": (f"{L2}(teacher - student)", "tab:orange", "-"),
     "l2_aligned": (f"{L2} aligned: min over hidden-unit permutations and sign flips", "tab:green", "--"),
+    "l2_aligned_lower": (f"certified lower bound on the min (drawn where below {L2} aligned)", "tab:green", "-"),
     "l2_normal_form": (f"{L2} between normal forms", "tab:purple", ":"),
     "train_loss": ("Train loss", "tab:red", "-"),
     "test_loss": ("Test loss", "tab:blue", "-"),
@@ -69,8 +70,9 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool, power
 
     series: metric name (a key of ``STYLE``) -> (centre, low, high), arrays (E + 1,); low and high
     bound a shaded band, or are None for none. Only the epochs where the centre is finite are drawn
-    (the aligned distances exist every ``align_every`` epochs). The minimum of the ℓ₂ centre curve is
-    marked.
+    (the aligned distances exist every ``align_every`` epochs); ``l2_aligned_lower`` (needs ``l2_aligned``)
+    is drawn thin over the aligned curve's epochs, broken where it is NaN. The minimum of the ℓ₂ centre
+    curve is marked.
     title, note: figure title and the small subtitle line; scale: appended to the y labels.
     log: log y-axes, with non-positive values masked (left out) rather than clipped; an axis with no
     positive value at all (an exact start trained 0 epochs) stays linear.
@@ -87,9 +89,12 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool, power
         label, colour, style = STYLE[name]
         label = label.replace(L2, L2 + power, 1) if name.startswith("l2") else label
         at = np.flatnonzero(np.isfinite(centre))
+        width = None
+        if name == "l2_aligned_lower":  # NaN where it equals the aligned distance: the line breaks there
+            at, width = np.flatnonzero(np.isfinite(series["l2_aligned"][0])), 0.8
         if np.any(centre[at] > 0):
             positive.add(ax)
-        ax.plot(at, shown(centre[at]), color=colour, ls=style, label=label)
+        ax.plot(at, shown(centre[at]), color=colour, ls=style, lw=width, label=label)
         if low is not None:
             ax.fill_between(at, shown(low[at]), shown(high[at]), color=colour, alpha=0.2, lw=0)
     l2 = series["l2"][0]
@@ -131,13 +136,20 @@ def epoch_figures(result: EpochResult, squared: bool = False) -> dict[str, Figur
     """The absolute and the normalised view of ``result``. The upper panel holds ℓ₂ (ℓ₂² with
     ``squared``, the original figures' quantity) and, where recorded, the aligned ℓ₂; the absolute view also the
     normal-form ℓ₂ unless it is never below the raw ℓ₂ (then the normal form is uninformative; it stays in
-    the table)."""
+    the table), and the mean certified lower bound on the aligned ℓ₂ at the epochs where some run's search
+    did not prove its aligned ℓ₂ optimal (elsewhere the two coincide)."""
     metrics, _ = finished_metrics(result)
+    unproven = np.zeros(metrics["l2"].shape[1], bool)  # epochs where some run's lower bound is below
+    if "l2_aligned_lower" in metrics:  # results built by hand may lack it
+        upper, lower = metrics["l2_aligned"], metrics["l2_aligned_lower"]
+        unproven = np.any(np.isfinite(upper) & np.isfinite(lower) & ~proven_optimal(upper, lower), axis=0)
     if squared:
         metrics = {k: v**2 if k.startswith("l2") else v for k, v in metrics.items()}
     runs = len(metrics["l2"])
     note = subtitle(result)
-    recorded = [k for k in STYLE if np.any(np.isfinite(metrics[k]))]  # the distances may not be recorded
+    recorded = [k for k in STYLE if k in metrics and np.any(np.isfinite(metrics[k]))]  # may not be recorded
+    if "l2_aligned_lower" in recorded and not unproven.any():
+        recorded.remove("l2_aligned_lower")  # every aligned ℓ₂ is the proven minimum: one curve says it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs
         if "l2_normal_form" in recorded and not np.any(np.nanmean(metrics["l2_normal_form"], 0) < metrics["l2"].mean(0)):
@@ -147,6 +159,8 @@ def epoch_figures(result: EpochResult, squared: bool = False) -> dict[str, Figur
     normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None)
                   for k in ("l2", "l2_aligned", "train_loss", "test_loss") if k in recorded}
     absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in recorded}
+    if "l2_aligned_lower" in absolute:  # a thin line, no band: the aligned curve's band already spans the runs
+        absolute["l2_aligned_lower"] = (np.where(unproven, absolute["l2_aligned_lower"][0], np.nan), None, None)
     power = "²" if squared else ""
     return {
         "absolute": two_panels(absolute, f"Mean over {runs} runs, band: min–max over runs", note, "", log=True,
@@ -200,21 +214,28 @@ def noise_figures(result: NoiseResult, squared: bool = False) -> dict[str, Figur
     if fit is not None:
         line = sigma[fit.used]
         ax.plot(line, fit.c * line**fit.k, "k--", lw=1, label=f"fit {name} ≈ {fit.c:.3g}·σ^k, k = {exponent(fit)}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("σ (label noise)")
-    ax.set_ylabel(f"{name} after {result.config.epochs} epochs")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", fontsize="small")
-    ax.set_title(subtitle(result), fontsize="small")
+    against_noise(ax, f"{name} after {result.config.epochs} epochs", subtitle(result))
     fig.suptitle(f"Distance to the teacher vs label noise, {result.config.runs} runs per level"
                  + ("" if fit else " (too few levels above the precision floor to fit)"))
     return {"l2": fig}
 
 
+def against_noise(ax, ylabel: str, title: str) -> None:
+    """Finish axes that show a distance against the noise level σ: log–log, a grid, the legend top left."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ (label noise)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title(title, fontsize="small")
+
+
 def noise_summary(result: NoiseResult, squared: bool = False) -> str:
     """Plain-text table per level (mean ± std of ℓ₂, mean aligned ℓ₂ and the final losses over finished
-    runs, a mark for the precision floor) and the fitted exponent with its 95% interval."""
+    runs, a mark for the precision floor), the fitted exponent with its 95% interval, and in how many
+    trainings the aligned ℓ₂ is the proven minimum (with the largest relative gap to its certified lower
+    bound elsewhere)."""
     fit = _fit_or_none(result, squared)
     floor = precision_floor(result)
     ok = np.asarray(result.diverged_at) < 0
@@ -239,6 +260,15 @@ def noise_summary(result: NoiseResult, squared: bool = False) -> str:
     left_out = result.levels[floor]
     if len(left_out):
         lines.append("left out at the precision floor: σ = " + ", ".join(f"{v:.3g}" for v in left_out))
+    lower = result.metrics.get("l2_aligned_lower")  # NaN in results stored before it was computed
+    if lower is not None and np.isfinite(lower[ok]).all() and ok.any():
+        upper, lower = result.metrics["l2_aligned"][ok], lower[ok]
+        proven = proven_optimal(upper, lower)
+        line = f"aligned {L2}: proven optimal in {proven.sum()} of {proven.size} trainings"
+        if not proven.all():
+            gap = np.max((upper - lower) / np.where(upper > 0, upper, 1.0))
+            line += f"; elsewhere the certified lower bound is up to {gap:.1%} below it"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -248,7 +278,9 @@ def summary_table(result: EpochResult) -> str:
     final losses) as mean ± std over runs, then one line per
     diverged run. The final/min ratio is left out when a minimum is 0 (exact start). The normal-form row
     carries a note when the normal form is uninformative: by the test ``epoch_figures`` uses to leave it
-    out of the figure, its mean over runs is below the raw ℓ₂ at no recorded epoch."""
+    out of the figure, its mean over runs is below the raw ℓ₂ at no recorded epoch. The aligned row says
+    in how many runs the search proved it the minimum over the group (``results.proven_optimal``) and,
+    when not in all, the certified lower bound's mean ± std."""
     m, diverged = finished_metrics(result)
     l2 = m["l2"]
     aligned = {  # recorded, unless align_every = 0 (the last epoch always is)
@@ -259,6 +291,11 @@ def summary_table(result: EpochResult) -> str:
         undefined = bool(aligned) and not np.any(np.nanmean(m["l2_normal_form"], 0) < l2.mean(0))
     notes = {f"final normal-form {L2}": f"   (normal form undefined: near-equal |biases|; see the aligned {L2})"
              } if undefined else {}
+    lower = m.get("l2_aligned_lower")  # NaN in results stored before it was computed
+    if aligned and lower is not None and np.isfinite(lower[:, -1]).all():
+        proven = proven_optimal(m["l2_aligned"][:, -1], lower[:, -1])
+        bound = "" if proven.all() else f"lower bound {np.mean(lower[:, -1]):.4g} ± {np.std(lower[:, -1]):.4g}; "
+        notes[f"final aligned {L2}"] = f"   ({bound}proven optimal in {proven.sum()} of {len(proven)} runs)"
     rows = {
         f"min {L2}": l2.min(axis=1),
         f"epoch of min {L2}": l2.argmin(axis=1).astype(float),

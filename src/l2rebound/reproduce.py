@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from l2rebound import published
-from l2rebound.plots import normalise
+from l2rebound.plots import against_noise, normalise
 from l2rebound.results import EpochResult, NoiseResult, Result
 
 L2SQ = "ℓ₂²"
@@ -210,13 +210,7 @@ def comparison_figure(comparison: Comparison, result: Result, others: list[Resul
                     label="steps below the precision (floor)")
         ax.plot(comparison.x_theirs, comparison.theirs["l2"], "s--", color=THEIRS, ms=3, mfc="none",
                 label="published figure C")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("σ (label noise)")
-        ax.set_ylabel(f"mean {L2SQ} after {result.config.epochs} epochs")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(loc="upper left", fontsize="small")
-        ax.set_title(_caption(comparison), fontsize="small")
+        against_noise(ax, f"mean {L2SQ} after {result.config.epochs} epochs", _caption(comparison))
     else:
         top, bottom = fig.subplots(2, 1, sharex=True)
         top.plot(comparison.x, comparison.ours["l2"], color=OURS, label=ours_label)

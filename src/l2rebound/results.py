@@ -30,8 +30,16 @@ if TYPE_CHECKING:
 METRICS = ("l2", "train_loss", "test_loss", "clean_test_loss", "stalled")
 """Recorded per run and epoch by the training engine. ``stalled``: fraction of parameters whose step into
 this epoch was non-zero but rounded away (below half an ulp of the parameter); 0 at epoch 0."""
-DISTANCES = ("l2_aligned", "l2_normal_form")
-"""Distances modulo the symmetry group, computed on the host from kept students."""
+DISTANCES = ("l2_aligned", "l2_aligned_lower", "l2_normal_form")
+"""Distances modulo the symmetry group, computed on the host from kept students: the best relabelling found
+(an upper bound on the minimum over the group), a certified lower bound on that minimum (both from one
+``certify.certified_align`` call within ``Config.align_budget`` nodes), and the distance between normal forms."""
+ADDED_COLUMNS = ("l2_aligned_lower",)
+"""Columns that results stored by earlier versions lack: read back as NaN (never computed)."""
+OPTIMAL_RTOL = 1e-6
+"""A stored aligned distance counts as proven optimal when its lower bound is within this relative distance
+of it: far above the certified search's own floating-point margin and float32's rounding of both numbers,
+far below the gap that an unfinished search leaves."""
 COLUMNS = METRICS + DISTANCES
 """Every per-run quantity of a result's ``metrics``."""
 
@@ -188,6 +196,22 @@ def _float(values, config: Config) -> np.ndarray:
     return np.asarray(values).astype(config.dtype)
 
 
+def _column(table: dict[str, np.ndarray], name: str, config: Config) -> np.ndarray:
+    """The metric ``name`` of a stored table, as ``_float``; NaN for a column of ``ADDED_COLUMNS`` that the
+    version which stored the table did not write."""
+    if name in ADDED_COLUMNS and name not in table:
+        return np.full(len(next(iter(table.values()))), np.nan, config.dtype)
+    return _float(table[name], config)
+
+
+def proven_optimal(upper, lower) -> np.ndarray:
+    """Where the aligned distance ``upper`` is proven to be the minimum over the group: its certified lower
+    bound ``lower`` (same shape) is within ``OPTIMAL_RTOL`` of it. False where either is NaN."""
+    upper, lower = np.asarray(upper, float), np.asarray(lower, float)
+    with np.errstate(invalid="ignore"):
+        return lower >= upper * (1 - OPTIMAL_RTOL)
+
+
 @register_kind
 @dataclass(frozen=True, repr=False, eq=False)
 class EpochResult(Result):
@@ -253,7 +277,7 @@ class EpochResult(Result):
     @classmethod
     def from_files(cls, config, tables, arrays, manifest):
         shape = (config.runs, config.epochs + 1)
-        metrics = {name: _float(tables["metrics"][name], config).reshape(shape) for name in COLUMNS}
+        metrics = {name: _column(tables["metrics"], name, config).reshape(shape) for name in COLUMNS}
         return cls(config, metrics, arrays["params"]["teacher"], arrays["params"]["student_init"],
                    _int(tables["runs"]["diverged_at"]), arrays["trajectory"]["epochs"], arrays["trajectory"]["theta"],
                    manifest=manifest)
@@ -349,7 +373,7 @@ class NoiseResult(Result):
         shape = (len(config.noise_levels), config.runs)
         metrics = tables["metrics"]
         return cls(config, np.asarray(config.noise_levels),
-                   {name: _float(metrics[name], config).reshape(shape) for name in COLUMNS},
+                   {name: _column(metrics, name, config).reshape(shape) for name in COLUMNS},
                    arrays["params"]["teacher"], arrays["params"]["student_init"],
                    _int(metrics["diverged_at"]).reshape(shape), manifest=manifest)
 

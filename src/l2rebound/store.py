@@ -6,9 +6,11 @@ Layout of ``OUT/<experiment>-<config hash>/``::
     manifest.json  provenance (``provenance.manifest``): schema and numerics versions, package version and git
                    commit, JAX versions, backend and device, fast path, dtype, host, date
     metrics.csv    the tidy table (%.17g: exact). epoch: one row per run and epoch (run, epoch, l2,
-                   train_loss, ..., l2_aligned, l2_normal_form; the last two only every align_every
-                   epochs, nan elsewhere); noise: one row per level and run (level, sigma, run, final l2,
-                   ..., stalled averaged over epochs, l2_aligned, l2_normal_form, diverged_at)
+                   train_loss, ..., l2_aligned, l2_aligned_lower, l2_normal_form; the last three only
+                   every align_every epochs, nan elsewhere); noise: one row per level and run (level, sigma,
+                   run, final l2, ..., stalled averaged over epochs, l2_aligned, l2_aligned_lower,
+                   l2_normal_form, diverged_at). Folders written before l2_aligned_lower existed lack it:
+                   it reads back as nan
     runs.csv       epoch only: one row per run: run, seed, diverged_at (-1 = finished)
     params.npz     teacher after projection ((R, P_teacher), or (P_teacher,) for the noise experiment's
                    single teacher) and student_init (R, P_student)
