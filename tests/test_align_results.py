@@ -123,7 +123,9 @@ def bad_inputs(tmp_path, folders):
     np.savez(nodims, theta=theta)
     text = tmp_path / "text.npz"
     text.write_text("not a zip\n")
+    huge = write_network(tmp_path / "huge.npz", np.full(num_params(dims), 1e300), dims)
     return {
+        "overflowing parameters": (good, huge), "run 0": (folders["tiny"], "--run", "0"),
         "dims differ": (good, wider), "theta too short": (good, short), "no dims": (good, nodims),
         "not npz": (good, text), "missing file": (good, tmp_path / "nowhere.npz"), "one file": (good,),
         "three files": (good, good, good), "negative budget": (good, good, "--align-budget", "-1"),
@@ -184,3 +186,11 @@ def test_the_lower_bound_is_shown_only_where_it_is_below_the_aligned_distance(fo
     row = next(line for line in summary_table(result).splitlines() if line.startswith("final aligned"))
     assert float(row[22:].split()[0]) == pytest.approx(result.metrics["l2_aligned"][:, -1].mean(), rel=1e-3)
     assert "lower bound" in row and "proven optimal in 1 of 2 runs" in row
+
+
+def test_a_lower_bound_stored_in_float32_is_rounded_down():
+    from l2rebound.experiments import round_down
+
+    values = np.random.default_rng(2).uniform(0, 1, 1000)
+    stored = round_down(values, np.float32)
+    assert stored.dtype == np.float32 and np.all(stored <= values) and np.all(values - stored < 1.2e-7 * values)

@@ -604,7 +604,7 @@ class _Search:
         """Take g = (perms, signs) as the incumbent if it is strictly closer. Returns ‖g·θ_s − θ_t‖²."""
         diff = _apply_flat(self.prob, *g) - self.t_flat
         sq = float(diff @ diff)
-        if sq < self.best_sq:
+        if sq < self.best_sq or self.best is None:  # the first is taken even where its distance overflows
             self.best, self.best_sq, self.upper = g, sq, float(np.linalg.norm(diff))
         return sq
 

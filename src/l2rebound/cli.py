@@ -1,5 +1,6 @@
 """Command line: one command per experiment kind (``l2rebound epoch``, ``l2rebound noise``) runs it;
-``plot``, ``analyze`` and ``check`` work on stored results.
+``reproduce`` re-creates a published figure, ``sweep`` runs a grid of epoch experiments; ``plot``,
+``analyze``, ``check`` and ``align`` work on stored results.
 
 Every experiment option is generated from a ``Config`` field (its help text, choices and default), so the
 config dataclass stays the single source of truth. Bad input ends in one line on stderr and exit code 2.
@@ -23,8 +24,8 @@ from l2rebound import store
 from l2rebound.config import PRESETS, Config, ConfigError, build, flag, parse_dims, parse_noise_levels
 from l2rebound.grid import MAX_CELLS
 from l2rebound.results import KINDS
-from l2rebound.sweeps import DEFAULT_STATS, STATS
 from l2rebound.store import StoreError
+from l2rebound.sweeps import DEFAULT_STATS, STATS
 
 EXIT_USAGE = 2
 PUBLISHED = sorted(name.removeprefix("seed-") for name in PRESETS if name.startswith("seed-"))
@@ -381,19 +382,6 @@ def _network_file(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
     return theta, dims
 
 
-def _padded(theta: np.ndarray, dims: tuple[int, ...], wide: tuple[int, ...]) -> np.ndarray:
-    """θ (P,) of a network with ``dims`` embedded in the wider ``wide`` (P_wide,): the new hidden units get
-    zero weights in and out and zero bias, as ``nets.pad`` does (here without JAX)."""
-    parts, start = [], 0
-    for d_in, d_out, w_in, w_out in zip(dims[:-1], dims[1:], wide[:-1], wide[1:]):
-        weights, bias = np.zeros((w_out, w_in), theta.dtype), np.zeros(w_out, theta.dtype)
-        weights[:d_out, :d_in] = theta[start:start + d_out * d_in].reshape(d_out, d_in)
-        bias[:d_out] = theta[start + d_out * d_in:start + d_out * (d_in + 1)]
-        start += d_out * (d_in + 1)
-        parts += [weights.reshape(-1), bias]
-    return np.concatenate(parts)
-
-
 def _kept_pair(folder: Path, run: int, epoch: int | None):
     """(student θ (P,), padded teacher θ (P,), student dims, config, stored (l2_aligned, l2_aligned_lower),
     what was picked) of a stored epoch result's run ``run`` (1-based) at the kept epoch ``epoch`` (None:
@@ -418,7 +406,10 @@ def _kept_pair(folder: Path, run: int, epoch: int | None):
     if not np.all(np.isfinite(student)):
         raise ValueError(f"run {run} diverged at epoch {result.diverged_at[run - 1]}: its student at epoch {epoch} "
                          "is not finite")
-    teacher = _padded(np.asarray(result.teacher[run - 1]), config.teacher_dims, config.student_dims)
+    from l2rebound.nets import pad  # the alignment below loads JAX anyway
+    from l2rebound.precision import float64
+
+    teacher = np.asarray(float64(pad)(np.asarray(result.teacher[run - 1]), config.teacher_dims, config.student_dims))
     stored = (result.metrics["l2_aligned"][run - 1, epoch], result.metrics["l2_aligned_lower"][run - 1, epoch])
     return student, teacher, config.student_dims, config, stored, f"run {run}, epoch {epoch}"
 
@@ -432,7 +423,7 @@ def _run_align(args) -> int:
     stored = None
     try:
         if len(args.inputs) == 1 and args.inputs[0].is_dir():
-            student, teacher, dims, config, stored, picked = _kept_pair(args.inputs[0], args.run or 1, args.epoch)
+            student, teacher, dims, config, stored, picked = _kept_pair(args.inputs[0], 1 if args.run is None else args.run, args.epoch)
             budget = config.align_budget if args.align_budget is None else args.align_budget
             print(f"{args.inputs[0]}: {picked}, kept student (A) against its teacher (B)")
         elif len(args.inputs) == 2:
@@ -451,6 +442,8 @@ def _run_align(args) -> int:
         return _fail(str(error))
     if not (np.all(np.isfinite(student)) and np.all(np.isfinite(teacher))):
         return _fail("the networks' parameters must be finite")
+    if max(np.abs(student).max(initial=0), np.abs(teacher).max(initial=0)) > MAX_PARAMETER:
+        return _fail(f"parameters above {MAX_PARAMETER:g} in size: their squared distance would overflow")
     from l2rebound.certify import Budget, certified_align
 
     aligned = certified_align(student, teacher, dims, Budget(nodes=budget))
@@ -524,6 +517,8 @@ def _analyze_one(folder: Path, result, force: bool, no_progress: bool) -> int:
     return 0
 
 
+MAX_PARAMETER = 1e150
+"""Largest |parameter| ``align`` takes: squared distances of larger ones overflow a double."""
 RATIO_BOUND_LIMIT = 1000
 """Largest ``check --ratio-bound``: its table of fractions grows with the bound's square."""
 

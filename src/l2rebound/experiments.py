@@ -133,6 +133,14 @@ def distances(theta, teacher, dims: tuple[int, ...], align_budget: int | None = 
     return out
 
 
+def round_down(values: np.ndarray, dtype) -> np.ndarray:
+    """``values`` in ``dtype``, rounded toward −∞ (NaN stays NaN): a certified lower bound stays one when it
+    is stored in float32."""
+    dtype = np.dtype(dtype)
+    cast = np.asarray(values).astype(dtype)
+    return np.where(cast > values, np.nextafter(cast, dtype.type(-np.inf)), cast)
+
+
 def block_length(epochs: int) -> int:
     """Epochs per ``train_block`` call: the E + 1 steps (epoch E's only records) in equal blocks of at most
     ``BLOCK_EPOCHS``."""
@@ -405,7 +413,7 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
         def measure(epochs, theta):  # runs while the next block trains; θ is NaN from a divergence on
             for name, values in distances(theta, problem.teacher[:, None], config.student_dims,
                                           config.align_budget).items():
-                found[name][:, epochs] = values
+                found[name][:, epochs] = round_down(values, found[name].dtype) if name == "l2_aligned_lower" else values
 
         metrics, diverged, _, kept = train_runs(config, jax.tree.map(lambda a: a[pick], hyper), problem, student,
                                                 keys, progress, keep, measure)
