@@ -708,8 +708,8 @@ def _heuristic(prob: _Problem):
 def _run(prob: _Problem, budget: Budget, start: float):
     """Branch and bound. Returns (incumbent (perms, signs), upper, lower², finished, nodes).
 
-    The search starts from the cheap incumbents (the identity and the root relaxation's assignment); a
-    student near its teacher is then proven optimal in a few nodes. Only when the budget ends first are the
+    The search starts from the cheap incumbents (the identity, then the root relaxation's assignment as the
+    root is examined); a student near its teacher is then proven optimal in a few nodes. Only when the budget ends first are the
     costlier starts tried (``symmetry.align``'s heuristic and two dives, each polished), for a better upper
     bound, which may also close the search."""
     widths = prob.dims[1:-1]
@@ -718,13 +718,11 @@ def _run(prob: _Problem, budget: Budget, start: float):
     search.offer(_identity(widths))
     if not widths:
         return search.best, search.upper, search.best_sq, True, 0
-    root_eval = _evaluate(prob, *root)
-    search.offer(root_eval.candidate)
-    heap = [(root_eval.key, 0, root)]
+    heap = [(0.0, 0, root)]  # examining the root offers its relaxation's assignment
     counter = itertools.count(1)
     closed = _branch(prob, search, _cover(widths), heap, counter)
     if heap and heap[0][0] < search.best_sq:
-        starts = [_identity(widths), root_eval.candidate, _heuristic(prob),
+        starts = [_identity(widths), _evaluate(prob, *root).candidate, _heuristic(prob),
                   search.dive(*root, range(len(widths))), search.dive(*root, reversed(range(len(widths))))]
         seen = set()
         for g in starts:
