@@ -72,6 +72,13 @@ def test_pieces_group_by_what_compiles_and_split_for_workers():
     cells = [TINY.replace(learning_rate=lr) for lr in (0.01, 0.02, 0.03, 0.04)] + [TINY.replace(epochs=6)]
     assert [len(p) for p in engines.pieces(cells)] == [4, 1]
     assert [len(p) for p in engines.pieces(cells, parts=2)] == [2, 2, 1]
+    # each group is capped by what its own configs need: here 2 runs for TINY's, 4 for the longer ones
+    longer = [TINY.replace(epochs=6, learning_rate=lr) for lr in (0.01, 0.02, 0.03)]
+    limit = {5: 2, 6: 4}
+    assert [len(p) for p in engines.pieces(cells[:2] + longer, max_runs=lambda c: limit[c.epochs])] == [1, 1, 2, 1]
+    assert make_axis("teacher_dims", ["2,4,1", (2, 8, 1)]).values == ((2, 4, 1), (2, 8, 1))
+    with pytest.raises(ConfigError, match="teacher-dims"):
+        make_axis("teacher_dims", [3])
 
 
 # ---------------------------------------------------------------------------------------------- packing

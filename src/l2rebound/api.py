@@ -209,7 +209,7 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
     if todo:
         from l2rebound.experiments import max_runs
 
-        batches = engines.pieces(todo, parts, max_runs(todo[0]))
+        batches = engines.pieces(todo, parts, max_runs)
     else:
         batches = []
     say(f"sweep of {len(configs)} cells: {len(configs) - len(todo)} stored, {len(todo)} to train in {len(batches)} "

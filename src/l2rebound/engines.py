@@ -25,19 +25,22 @@ WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 """Environment of the workers of a ``LocalCluster`` (module docstring)."""
 
 
-def pieces(configs: list[Config], parts: int = 1, max_runs: int | None = None) -> list[list[Config]]:
+def pieces(configs: list[Config], parts: int = 1,
+           max_runs: Callable[[Config], int] | None = None) -> list[list[Config]]:
     """``configs`` grouped by ``pack_key`` (in first-seen order), each group cut into at most ``parts``
     pieces of consecutive cells with about equal numbers of run-epochs, so that ``parts`` workers share it,
-    and further so that no piece holds more than ``max_runs`` runs (what one process can hold)."""
+    and further so that no piece holds more than ``max_runs(config)`` runs of its group (what one process
+    can hold of such configs; the configs of a group share their shapes)."""
     groups: dict[str, list[Config]] = {}
     for config in configs:
         groups.setdefault(pack_key(config), []).append(config)
     out = []
     for group in groups.values():
+        limit = max_runs(group[0]) if max_runs else None
         share = sum(c.runs * c.epochs for c in group) / parts
         piece, done, cut = [], 0, 1
         for config in group:
-            if piece and max_runs and sum(c.runs for c in piece) + config.runs > max_runs:
+            if piece and limit and sum(c.runs for c in piece) + config.runs > limit:
                 out.append(piece)
                 piece = []
             piece.append(config)

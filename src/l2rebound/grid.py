@@ -111,9 +111,13 @@ def _typed(field: str, value):
     """``value`` as the field holds it (an int 1 for a float field is 1.0, a list of dims a tuple), so that
     equal settings compare and print alike; a value of the wrong kind raises ``ConfigError``."""
     kind = type(_fields()[field].default)
+    if field.endswith("_dims") and isinstance(value, str):
+        return _parse_value(field, value)
     try:
         if isinstance(value, (list, tuple)):
             return tuple(int(v) for v in value)
+        if field.endswith("_dims"):
+            raise TypeError(value)
         if kind is float and not isinstance(value, bool):
             return float(value)
         if kind is int and not isinstance(value, bool) and float(value) == int(value):
