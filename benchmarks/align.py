@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from l2rebound.layout import draw_glorot
+
 SMALL = ((1, 2, 2, 1), (2, 3, 3, 1), (2, 4, 3, 1), (2, 3, 2, 2, 1), (2, 6, 6, 6, 1))
 PAIRS = {(1, 2, 2, 1): 200, (2, 3, 3, 1): 100, (2, 4, 3, 1): 30, (2, 3, 2, 2, 1): 50, (2, 6, 6, 6, 1): 30}
 MISS_RTOL = 1e-9
@@ -55,20 +57,6 @@ def brute_force(student, teacher, dims) -> float:
         g = S.Symmetry(tuple(np.array(p) for p, _ in combo), tuple(np.array(s) for _, s in combo))
         best = min(best, float(np.linalg.norm(S.apply(g, student, dims) - teacher)))
     return best
-
-
-def glorot(rng, dims, bias_floor):
-    """Weights N(0, 2/(fan_in + fan_out)); biases N(0, 0.1²) with |b| ≥ bias_floor, or N(0, 1e-8²) when
-    ``bias_floor`` is None."""
-    parts = []
-    for d_in, d_out in itertools.pairwise(dims):
-        parts.append(rng.normal(0.0, np.sqrt(2.0 / (d_in + d_out)), size=d_out * d_in))
-        if bias_floor is None:
-            parts.append(1e-8 * rng.normal(size=d_out))
-        else:
-            b = 0.1 * rng.normal(size=d_out)
-            parts.append(np.where(b >= 0, 1.0, -1.0) * np.maximum(np.abs(b), bias_floor))
-    return np.concatenate(parts)
 
 
 def timed(f, *args):
@@ -112,7 +100,7 @@ def wide_near(dims, pairs, seed, bias_floor, budget_s):
     rng = np.random.default_rng([seed, *dims, 1 if bias_floor else 0])
     times, nodes, optimal, recovered = [], [], 0, 0
     for _ in range(pairs):
-        teacher = glorot(rng, dims, bias_floor)
+        teacher = draw_glorot(rng, dims, bias_floor)
         g = S.random_symmetry(rng, dims)
         student = S.apply(g, teacher + 1e-2 * rng.normal(size=teacher.shape), dims)
         result, seconds = timed(C.certified_align, student, teacher, dims, C.Budget(seconds=budget_s))
@@ -130,7 +118,7 @@ def wide_random(dims, pairs, seed, budget_s):
     rng = np.random.default_rng([seed, *dims, 2])
     gaps, nodes, improved = [], [], 0
     for _ in range(pairs):
-        student, teacher = glorot(rng, dims, 1e-3), glorot(rng, dims, 1e-3)
+        student, teacher = draw_glorot(rng, dims, 1e-3), draw_glorot(rng, dims, 1e-3)
         result = C.certified_align(student, teacher, dims, C.Budget(seconds=budget_s))
         gaps.append(result.gap)
         nodes.append(result.nodes)

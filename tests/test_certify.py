@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from l2rebound import certify as C
 from l2rebound import symmetry as S
-from l2rebound.layout import num_params
+from l2rebound.layout import draw_glorot, num_params
 
 SEEDS = st.integers(0, 2**32 - 1)
 BRUTE_MAX = 3072
@@ -61,20 +61,6 @@ def draw_pair(rng, dims, kind):
     if kind == "random":
         return rng.normal(size=teacher.shape), teacher
     return S.apply(S.random_symmetry(rng, dims), teacher + 0.1 * rng.normal(size=teacher.shape), dims), teacher
-
-
-def glorot(rng, dims, bias_floor):
-    """Weights N(0, 2/(fan_in + fan_out)); biases N(0, 0.1²) pushed away from 0 to |b| ≥ bias_floor, or
-    N(0, 1e-8²) (zero-ish) when ``bias_floor`` is None."""
-    parts = []
-    for d_in, d_out in itertools.pairwise(dims):
-        parts.append(rng.normal(0.0, np.sqrt(2.0 / (d_in + d_out)), size=d_out * d_in))
-        if bias_floor is None:
-            parts.append(1e-8 * rng.normal(size=d_out))
-        else:
-            b = 0.1 * rng.normal(size=d_out)
-            parts.append(np.where(b >= 0, 1.0, -1.0) * np.maximum(np.abs(b), bias_floor))
-    return np.concatenate(parts)
 
 
 BOUND_MODES = ("default", "reduction", "rearrangement")
@@ -309,7 +295,7 @@ def test_near_teacher_is_certified_cheaply(dims, pairs, max_nodes, bias_floor):
     optimal in a handful of nodes."""
     rng = np.random.default_rng([dims[1], bias_floor is None])
     for _ in range(pairs):
-        teacher = glorot(rng, dims, bias_floor)
+        teacher = draw_glorot(rng, dims, bias_floor)
         h = S.random_symmetry(rng, dims)
         student = S.apply(h, teacher + 1e-2 * rng.normal(size=teacher.shape), dims)
         result = C.certified_align(student, teacher, dims, C.Budget(seconds=60))
@@ -323,7 +309,7 @@ def test_near_teacher_is_certified_cheaply(dims, pairs, max_nodes, bias_floor):
 def test_near_teacher_of_width_100_is_certified():
     rng = np.random.default_rng(100)
     dims = (2, 100, 100, 1)
-    teacher = glorot(rng, dims, 1e-3)
+    teacher = draw_glorot(rng, dims, 1e-3)
     result = C.certified_align(teacher + 1e-2 * rng.normal(size=teacher.shape), teacher, dims, C.Budget(seconds=120))
     assert result.optimal and S.is_identity(result.symmetry)
     assert result.lower == pytest.approx(result.upper, rel=1e-12, abs=0)
@@ -332,7 +318,7 @@ def test_near_teacher_of_width_100_is_certified():
 def test_symmetric_copy_of_a_wide_network_gives_exactly_zero():
     dims = (2, 25, 25, 1)
     rng = np.random.default_rng(3)
-    teacher = glorot(rng, dims, 1e-3)
+    teacher = draw_glorot(rng, dims, 1e-3)
     result = C.certified_align(S.apply(S.random_symmetry(rng, dims), teacher, dims), teacher, dims)
     assert (result.optimal, result.upper, result.lower) == (True, 0.0, 0.0)
 
@@ -342,7 +328,7 @@ def test_budget_limited_wide_random_pair():
     bounds, never worse than the heuristic; a node budget is deterministic."""
     dims = (2, 25, 25, 1)
     rng = np.random.default_rng(11)
-    student, teacher = glorot(rng, dims, 1e-3), glorot(rng, dims, 1e-3)
+    student, teacher = draw_glorot(rng, dims, 1e-3), draw_glorot(rng, dims, 1e-3)
     by_nodes = C.certified_align(student, teacher, dims, C.Budget(nodes=8))
     again = C.certified_align(student, teacher, dims, C.Budget(nodes=8))
     by_time = C.certified_align(student, teacher, dims, C.Budget(seconds=0.2))

@@ -1,4 +1,5 @@
-"""The size of a network's flat parameter vector θ, without JAX (the store and the results need it).
+"""The size of a network's flat parameter vector θ, and a NumPy draw of one, without JAX (the store, the
+results and the alignment's checks need them).
 
 A network with ``dims = (d0, d1, ..., dL)`` has weights ``W_l`` (d_l, d_{l-1}) and biases ``b_l`` (d_l,)
 for l = 1..L, laid out in θ as ``W1, b1, W2, b2, ...`` (``nets``).
@@ -6,7 +7,25 @@ for l = 1..L, laid out in θ as ``W1, b1, W2, b2, ...`` (``nets``).
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
+
 
 def num_params(dims: tuple[int, ...]) -> int:
     """P, the length of θ."""
     return sum(d_out * (d_in + 1) for d_in, d_out in zip(dims[:-1], dims[1:]))
+
+
+def draw_glorot(rng: np.random.Generator, dims: tuple[int, ...], bias_floor: float | None) -> np.ndarray:
+    """θ (P,) with weights N(0, 2/(fan_in + fan_out)) and biases N(0, 0.1²) pushed away from 0 to
+    |b| ≥ ``bias_floor``, or N(0, 1e-8²) (zero-ish, like a projected zero-bias teacher) when it is None."""
+    parts = []
+    for d_in, d_out in itertools.pairwise(dims):
+        parts.append(rng.normal(0.0, np.sqrt(2.0 / (d_in + d_out)), size=d_out * d_in))
+        if bias_floor is None:
+            parts.append(1e-8 * rng.normal(size=d_out))
+        else:
+            b = 0.1 * rng.normal(size=d_out)
+            parts.append(np.where(b >= 0, 1.0, -1.0) * np.maximum(np.abs(b), bias_floor))
+    return np.concatenate(parts)
