@@ -206,10 +206,10 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace, experiment: str) -> Config:
-    """Defaults, then the preset, then the options given explicitly."""
+def config_from_args(args: argparse.Namespace, experiment: str, preset: str | None = None) -> Config:
+    """Defaults, then the preset (``preset``, else the ``--preset`` given), then the options given explicitly."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    preset = getattr(args, "preset", None)
+    preset = preset or getattr(args, "preset", None)
     return build(preset=preset, **given) if preset else Config(experiment=experiment, **given)
 
 
@@ -287,8 +287,7 @@ def _run_reproduce(args) -> int:
     from l2rebound import reproduce
     from l2rebound.plots import write_figure
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    config = build(preset=f"seed-{args.figure}", **given)
+    config = config_from_args(args, "epoch", preset=f"seed-{args.figure}")
     if args.teachers < 1 or args.teachers > 1 and args.figure != "C":
         return _fail("--teachers must be 1 or more, and more than 1 only for figure C (a noise experiment's "
                      f"single teacher; figures A and B draw a teacher per run) (got {args.teachers})")

@@ -283,7 +283,7 @@ class Config:
         """File-name stem carrying every parameter that differs from its default, e.g.
         ``epoch_noise-sigma=0_initial-permut=0.01_train=drr``; beyond ``STEM_BYTES`` it is cut at a whole
         parameter and ends in ``_cfg-`` and 8 digits of ``config_hash``."""
-        parts = [self.experiment] + [f"{k.replace('_', '-')}={v}" for k, v in self.changed_text().items()]
+        parts = [self.experiment] + [f"{option(k)}={v}" for k, v in self.changed_text().items()]
         stem = "_".join(parts)
         if len(stem.encode()) <= STEM_BYTES:
             return stem
@@ -303,9 +303,14 @@ def pack_key(config: Config) -> str:
     return json.dumps({k: v for k, v in config.to_dict().items() if k not in TRACED}, sort_keys=True)
 
 
+def option(name: str) -> str:
+    """A config field in option spelling: ``learning_rate`` -> ``learning-rate``."""
+    return name.replace("_", "-")
+
+
 def flag(name: str) -> str:
     """CLI option of a config field: ``learning_rate`` -> ``--learning-rate``."""
-    return "--" + name.replace("_", "-")
+    return "--" + option(name)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -293,10 +293,15 @@ def memory_need(config: Config) -> int:
     return int(PROCESS_BYTES + (device + host) * item)
 
 
+def machine_memory() -> int:
+    """Bytes of this machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def max_runs(config: Config) -> int:
     """The most runs of ``config`` (at least 1) whose ``memory_need`` fits ``MEMORY_SHARE`` of this machine's
     memory: how many runs of such configs one batch may hold."""
-    have = MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = MEMORY_SHARE * machine_memory()
     low, high = 1, 1
     while memory_need(config.replace(runs=high * 2, seed=0)) <= have and high < 2**40:
         high *= 2
@@ -310,7 +315,7 @@ def max_runs(config: Config) -> int:
 def check_memory(config: Config) -> None:
     """Refuse (``ConfigError``) an experiment whose ``memory_need`` exceeds ``MEMORY_SHARE`` of this
     machine's memory."""
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = machine_memory()
     need = memory_need(config)
     if need > MEMORY_SHARE * have:
         smaller = "fewer or narrower layers, fewer samples, runs or epochs"

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from l2rebound.config import Config, ConfigError, flag
+from l2rebound.config import Config, ConfigError, flag, option
 from l2rebound.rules import RULES
 
 MAX_CELLS = 10_000
@@ -39,12 +39,18 @@ def _fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(Config) if f.metadata.get("cli") is not False}
 
 
+def python_name(name: str) -> str:
+    """A field name in either spelling (``learning-rate``, ``--learning-rate``, ``learning_rate``) in Python
+    spelling; unchecked."""
+    return name.strip().lstrip("-").replace("-", "_")
+
+
 def field_name(name: str) -> str:
     """The ``Config`` field of ``name`` in CLI spelling (``learning-rate``, ``--learning-rate``) or Python
     spelling (``learning_rate``); ``ConfigError`` for no such field."""
-    field = name.strip().lstrip("-").replace("-", "_")
+    field = python_name(name)
     if field not in _fields():
-        raise ConfigError(f"--grid: no config field {name!r}; fields: {', '.join(f.replace('_', '-') for f in _fields())}")
+        raise ConfigError(f"--grid: no config field {name!r}; fields: {', '.join(map(option, _fields()))}")
     return field
 
 
@@ -53,7 +59,7 @@ def _parse_value(field: str, text: str):
     try:
         return meta["parse"](text) if meta["parse"] else text
     except (ValueError, ConfigError) as error:
-        raise ConfigError(f"--grid {flag(field)[2:]}: {text!r} is not a value of {flag(field)} ({error})") from None
+        raise ConfigError(f"--grid {option(field)}: {text!r} is not a value of {flag(field)} ({error})") from None
 
 
 def parse_axis(spec: str) -> Axis:
@@ -93,13 +99,13 @@ def make_axis(field: str, values, log: bool | None = None) -> Axis:
     field = field_name(field)
     values = tuple(_typed(field, v) for v in values)
     if not values:
-        raise ConfigError(f"--grid {flag(field)[2:]}: no values")
+        raise ConfigError(f"--grid {option(field)}: no values")
     if len(values) > MAX_VALUES:
-        raise ConfigError(f"--grid {flag(field)[2:]}: {len(values)} values, more than {MAX_VALUES}")
+        raise ConfigError(f"--grid {option(field)}: {len(values)} values, more than {MAX_VALUES}")
     seen: set = set()
     for value in values:
         if value in seen:
-            raise ConfigError(f"--grid {flag(field)[2:]}: repeated value {value!r}")
+            raise ConfigError(f"--grid {option(field)}: repeated value {value!r}")
         seen.add(value)
     if log is None:
         numbers = all(isinstance(v, float) and v > 0 for v in values)
@@ -123,7 +129,7 @@ def _typed(field: str, value):
         if kind is int and not isinstance(value, bool) and float(value) == int(value):
             return int(value)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"--grid {flag(field)[2:]}: {value!r} is not a value of {flag(field)}") from None
+        raise ConfigError(f"--grid {option(field)}: {value!r} is not a value of {flag(field)}") from None
     return value
 
 
@@ -155,11 +161,11 @@ def coordinates(axes: list[Axis], zipped: list[tuple[str, str]] = ()) -> list[di
     for a, b in zip_fields(zipped):
         for f in (a, b):
             if f not in by_field:
-                raise ConfigError(f"--zip {flag(a)[2:]},{flag(b)[2:]}: {flag(f)[2:]} has no --grid")
+                raise ConfigError(f"--zip {option(a)},{option(b)}: {option(f)} has no --grid")
             if f in paired or a == b:
-                raise ConfigError(f"--zip: {flag(f)[2:]} is zipped twice")
+                raise ConfigError(f"--zip: {option(f)} is zipped twice")
         if len(by_field[a].values) != len(by_field[b].values):
-            raise ConfigError(f"--zip {flag(a)[2:]},{flag(b)[2:]}: the two lists differ in length "
+            raise ConfigError(f"--zip {option(a)},{option(b)}: the two lists differ in length "
                               f"({len(by_field[a].values)} and {len(by_field[b].values)})")
         paired[a], paired[b] = b, a
     groups, seen = [], set()
@@ -183,7 +189,7 @@ def cell_configs(base: Config, axes: list[Axis], zipped: list[tuple[str, str]] =
     for axis in axes:
         meta = _fields()[axis.field].metadata
         if base.experiment not in meta.get("experiments", (base.experiment,)):
-            raise ConfigError(f"--grid {flag(axis.field)[2:]}: the {base.experiment} experiment does not use it")
+            raise ConfigError(f"--grid {option(axis.field)}: the {base.experiment} experiment does not use it")
     cells = coordinates(axes, zipped)
     if len(cells) > MAX_CELLS and not yes:
         raise ConfigError(f"the grid has {len(cells)} cells, more than {MAX_CELLS}: check the ranges, or confirm with "
@@ -193,11 +199,11 @@ def cell_configs(base: Config, axes: list[Axis], zipped: list[tuple[str, str]] =
         try:
             config = base.replace(**cell)
         except ConfigError as error:
-            where = ", ".join(f"{flag(k)[2:]}={label(v)}" for k, v in cell.items())
+            where = ", ".join(f"{option(k)}={label(v)}" for k, v in cell.items())
             raise ConfigError(f"cell {where}: {error}") from None
         unused = [f for f in cell if f in ("alpha", "beta", "rho") and f not in RULES[config.train].uses]
         if unused:
-            raise ConfigError(f"--grid {flag(unused[0])[2:]}: the {config.train} rule does not use it (choose --train "
+            raise ConfigError(f"--grid {option(unused[0])}: the {config.train} rule does not use it (choose --train "
                               f"{' or '.join(name for name, rule in RULES.items() if unused[0] in rule.uses)})")
         out.append((cell, config))
     return out

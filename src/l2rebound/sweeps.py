@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from l2rebound import store
-from l2rebound.config import Config, ConfigError, flag
-from l2rebound.grid import Axis, coordinates, label
+from l2rebound.config import Config, ConfigError, option
+from l2rebound.grid import Axis, coordinates, label, python_name
 from l2rebound.results import EpochResult
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class SweepResult:
         means = frame[frame.diverged_at < 0].groupby(fields, sort=False)[list(stats)].mean()
         means = means.reindex(frame.groupby(fields, sort=False).size().index)  # a cell whose runs all diverged: NaN
         diverged = frame.assign(d=frame.diverged_at >= 0).groupby(fields, sort=False)["d"].sum()
-        lines = ["  ".join(f"{flag(f)[2:]:>14}" for f in fields) + "  " + "  ".join(f"{s:>12}" for s in stats)
+        lines = ["  ".join(f"{option(f):>14}" for f in fields) + "  " + "  ".join(f"{s:>12}" for s in stats)
                  + "  diverged"]
         for key, row in means.iterrows():
             key = key if isinstance(key, tuple) else (key,)
@@ -191,16 +191,16 @@ def plotted_axes(result: SweepResult, facet) -> tuple[list[Axis], list[Axis]]:
     field's)."""
     partners = {b for _, b in result.zipped}
     shown = [a for a in result.axes if a.field not in partners]
-    wanted = {f.strip().lstrip("-").replace("-", "_") for f in facet}
+    wanted = {python_name(f) for f in facet}
     unknown = wanted - {a.field for a in shown}
     if unknown:
-        raise ConfigError(f"--facet {min(unknown).replace('_', '-')} is not a swept field that figures show "
-                          f"({', '.join(flag(a.field)[2:] for a in shown)}; of a zipped pair, the first)")
+        raise ConfigError(f"--facet {option(min(unknown))} is not a swept field that figures show "
+                          f"({', '.join(option(a.field) for a in shown)}; of a zipped pair, the first)")
     facet = [a for a in shown if a.field in wanted]
     inner = [a for a in shown if a not in facet]
     if not 1 <= len(inner) <= 2:
         raise ConfigError(f"a figure shows one or two swept fields; this sweep has {len(inner)} besides the --facet ones "
-                          f"({', '.join(flag(a.field)[2:] for a in inner)}): name the others with --facet")
+                          f"({', '.join(option(a.field) for a in inner)}): name the others with --facet")
     return inner, facet
 
 
@@ -241,7 +241,7 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
         for field, value in panel.items():
             value = label(value) if isinstance(value, tuple) else value
             mine, every = mine[mine[field] == value], every[every[field] == value]
-        title = ", ".join(f"{flag(k)[2:]}={label(v)}" for k, v in panel.items())
+        title = ", ".join(f"{option(k)}={label(v)}" for k, v in panel.items())
         if len(inner) == 1:
             _line(ax, result, inner[0], mine, stat, name)
         else:
@@ -273,7 +273,7 @@ def _line(ax, result: SweepResult, axis: Axis, frame, stat: str, name: str) -> N
     positive = frame[stat][np.isfinite(frame[stat])]
     if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
         ax.set_yscale("log")
-    ax.set_xlabel(flag(axis.field)[2:])
+    ax.set_xlabel(option(axis.field))
     ax.set_ylabel(name)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
@@ -293,8 +293,8 @@ def _heatmap(fig, ax, result: SweepResult, inner: list[Axis], frame, every, stat
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap=colours, vmin=scale[0], vmax=scale[1])
     ax.set_xticks(range(len(across.values)), [_tick(result, across, v) for v in across.values], rotation=30)
     ax.set_yticks(range(len(down.values)), [_tick(result, down, v) for v in down.values])
-    ax.set_xlabel(flag(across.field)[2:])
-    ax.set_ylabel(flag(down.field)[2:])
+    ax.set_xlabel(option(across.field))
+    ax.set_ylabel(option(down.field))
     middle = (scale[0] + scale[1]) / 2
     for (i, j), value in np.ndenumerate(grid):
         text = f"{value:.4g}" if np.isfinite(value) else "n/a" if finished.get(keys[i][j], False) else "diverged"
