@@ -139,15 +139,15 @@ class SweepResult:
         stats = self.stats
         frame = self.frame()
         fields = [a.field for a in self.axes]
+        diverged = (frame.diverged_at >= 0).groupby([frame[f] for f in fields], sort=False).sum()
         means = frame[frame.diverged_at < 0].groupby(fields, sort=False)[list(stats)].mean()
-        means = means.reindex(frame.groupby(fields, sort=False).size().index)  # a cell whose runs all diverged: NaN
-        diverged = frame.assign(d=frame.diverged_at >= 0).groupby(fields, sort=False)["d"].sum()
+        means = means.reindex(diverged.index)  # a cell whose runs all diverged: NaN
         lines = ["  ".join(f"{option(f):>14}" for f in fields) + "  " + "  ".join(f"{s:>12}" for s in stats)
                  + "  diverged"]
-        for key, row in means.iterrows():
+        for (key, row), count in zip(means.iterrows(), diverged, strict=True):
             key = key if isinstance(key, tuple) else (key,)
             lines.append("  ".join(f"{label(v):>14}" for v in key) + "  " + "  ".join(f"{row[s]:>12.4g}" for s in stats)
-                         + f"  {int(diverged[key if len(key) > 1 else key[0]]):>8}")
+                         + f"  {int(count):>8}")
         return "\n".join(lines)
 
 
