@@ -282,6 +282,9 @@ def _split(src, sgn):
     sources)."""
     fixed = src >= 0
     rt = np.flatnonzero(fixed)
+    if rt.size in (0, src.size):  # the common nodes: a layer wholly free or wholly fixed
+        every, none = np.arange(src.size), rt[:0]
+        return (rt, src, sgn, none, none) if rt.size else (rt, rt, sgn[:0], every, every)
     rs = src[rt]
     used = np.zeros(src.size, bool)
     used[rs] = True
@@ -292,6 +295,8 @@ def _order(info):
     """Fixed units first, then free ones: (teacher order, student order, student signs, number fixed),
     each (d,); free units get sign +1 (their sign is part of the pair's cost)."""
     rt, rs, rg, ft, fs = info
+    if not ft.size:
+        return rt, rs, rg, rt.size
     return np.concatenate([rt, ft]), np.concatenate([rs, fs]), np.concatenate([rg, np.ones(ft.size)]), rt.size
 
 
@@ -543,23 +548,23 @@ def _reduce(prob: _Problem, ev: _Eval, src, sgn, bound: float):
         alive = keys < bound
         keys[~alive] = np.inf
         keys_all[h] = keys
-        per_row, per_col = alive.sum(axis=(1, 2)), alive.sum(axis=(0, 2))
+        options = np.add(alive[..., 0], alive[..., 1], dtype=int)
+        per_row, per_col = options.sum(axis=1), options.sum(axis=0)
         if not per_row.all() or not per_col.all():
             return None
         # a row's or column's single surviving option: the first True of its (options, sign) block
         rows, cols = np.flatnonzero(per_row == 1), np.flatnonzero(per_col == 1)
-        forced = {int(a): divmod(int(f), 2) for a, f in zip(rows, alive[rows].reshape(len(rows), alive[0].size).argmax(axis=1))}
-        for b, f in zip(cols, alive[:, cols].transpose(1, 0, 2).reshape(len(cols), alive[:, 0].size).argmax(axis=1)):
-            a, s = divmod(int(f), 2)
-            if forced.setdefault(a, (int(b), s)) != (int(b), s):
+        if rows.size or cols.size:
+            n = ft.size
+            row_b, row_s = np.divmod(alive[rows].reshape(rows.size, 2 * n).argmax(axis=1), 2)
+            col_a, col_s = np.divmod(alive[:, cols].transpose(1, 0, 2).reshape(cols.size, 2 * n).argmax(axis=1), 2)
+            # each fix once (a forced row and its forced column name the same one); two fixes that share a
+            # target or a source contradict each other
+            fixes = np.unique(np.concatenate([(rows * n + row_b) * 2 + row_s, (col_a * n + cols) * 2 + col_s]))
+            a, b, s = fixes // (2 * n), fixes // 2 % n, fixes % 2
+            if (np.diff(a) == 0).any() or np.bincount(b).max() > 1:  # a is sorted with the fixes
                 return None
-        if forced:
-            a = np.fromiter(forced, int)
-            b = np.array([forced[k][0] for k in a])
-            if np.unique(b).size < b.size:
-                return None
-            s = np.array([1.0 if forced[k][1] == 0 else -1.0 for k in a])
-            src, sgn = _fixed(src, sgn, h, ft[a], fs[b], s)
+            src, sgn = _fixed(src, sgn, h, ft[a], fs[b], 1.0 - 2.0 * s)
             changed = True
     return ((src, sgn) if changed else None), keys_all
 

@@ -271,16 +271,17 @@ def normal_form_symmetry(theta, dims: tuple[int, ...]) -> Symmetry:
         if h + 1 < n_hidden:  # rows of W_{h+1} as canonicalised by layer h+1
             w_next = w_next[perms[h + 1], :] * signs[h + 1][:, None]
         out_cols, in_rows = w_next.T, w
-        s = np.sign(b)
-        s = np.where(s == 0, _first_nonzero_sign(out_cols), s)
-        s = np.where(s == 0, _first_nonzero_sign(in_rows), s)
-        s = np.where(s == 0, 1.0, s).astype(float)
-        bb, oc, ir = s * b, out_cols * s[:, None], in_rows * s[:, None]
-        # np.lexsort: the last key is the primary one; negate for descending.
-        keys = [-ir[:, k] for k in reversed(range(ir.shape[1]))]
-        keys += [-oc[:, k] for k in reversed(range(oc.shape[1]))]
-        keys.append(-np.abs(bb))
-        perm = np.lexsort(keys)
+        s = np.sign(b).astype(float)
+        if not s.all():  # the tie rule, for zero biases only
+            s = np.where(s == 0, _first_nonzero_sign(out_cols), s)
+            s = np.where(s == 0, _first_nonzero_sign(in_rows), s)
+            s = np.where(s == 0, 1.0, s)
+        size = np.abs(b)
+        perm = np.argsort(-size, kind="stable")
+        if (np.diff(size[perm]) == 0).any():  # ties in |b|: broken by the columns, then the rows
+            oc, ir = out_cols * s[:, None], in_rows * s[:, None]
+            # np.lexsort: the last row of keys is the primary key; negated for descending order
+            perm = np.lexsort(-np.vstack([ir[:, ::-1].T, oc[:, ::-1].T, size]))
         perms[h], signs[h] = perm, s[perm]
     return Symmetry(tuple(perms), tuple(signs))
 
