@@ -118,7 +118,7 @@ def test_budget_limited_bounds_bracket_the_minimum(dims, seed, nodes, mode):
     best = brute_force(student, teacher, dims)
     with bound_mode(mode):
         result = C.certified_align(student, teacher, dims, C.Budget(nodes=nodes))
-    assert result.nodes <= nodes
+    assert result.nodes <= nodes + 1  # the root is always evaluated
     assert result.lower <= best * (1 + 1e-13)
     assert result.upper >= best * (1 - 1e-13)
     if result.optimal:
@@ -305,6 +305,18 @@ def test_near_teacher_is_certified_cheaply(dims, pairs, max_nodes, bias_floor):
         assert result.lower == pytest.approx(result.upper, rel=1e-12, abs=0)
 
 
+def test_a_zero_budget_still_bounds_at_the_root():
+    """Budget 0 evaluates the root alone: its relaxation is a lower bound above 0, short of the minimum."""
+    dims = (2, 25, 25, 1)
+    rng = np.random.default_rng(5)
+    teacher = draw_glorot(rng, dims, 1e-3)
+    student = teacher + 1e-2 * rng.normal(size=teacher.size)
+    root = C.certified_align(student, teacher, dims, C.Budget(nodes=0))
+    full = C.certified_align(student, teacher, dims)
+    assert root.nodes == 1 and full.optimal
+    assert 0.5 * full.upper < root.lower <= full.upper * (1 + 1e-13)
+
+
 @pytest.mark.slow
 def test_near_teacher_of_width_100_is_certified():
     rng = np.random.default_rng(100)
@@ -333,7 +345,7 @@ def test_budget_limited_wide_random_pair():
     again = C.certified_align(student, teacher, dims, C.Budget(nodes=8))
     by_time = C.certified_align(student, teacher, dims, C.Budget(seconds=0.2))
     assert (again.upper, again.lower, again.nodes) == (by_nodes.upper, by_nodes.lower, by_nodes.nodes)
-    assert by_nodes.nodes <= 8
+    assert by_nodes.nodes <= 9  # the root and 8 more
     for result in (by_nodes, by_time):
         assert not result.optimal
         assert 0 < result.lower < result.upper

@@ -100,7 +100,7 @@ class Budget(NamedTuple):
     """Limits of one ``certified_align`` call; ``None`` means unlimited. ``seconds``: wall time of the
     whole call (the initial heuristic included, and in a process's first call the import of JAX, which
     ``symmetry`` needs; checked between nodes, so a call overruns by at most one node's evaluation).
-    ``nodes``: nodes the search evaluates after the initial heuristic (0: heuristic and root bound
+    ``nodes``: nodes the search evaluates beyond the root, which is always evaluated (0: the root's bound
     only). With ``nodes`` alone the result is deterministic."""
 
     seconds: float | None = None
@@ -112,7 +112,8 @@ class Alignment(NamedTuple):
 
     ``symmetry``: a ``symmetry.Symmetry`` g; ``upper == ‖apply(g, θ_s) − θ_t‖₂``. ``lower``: a certified
     lower bound on min_g ‖g·θ_s − θ_t‖₂. ``optimal``: the search finished (``upper`` is the minimum, and
-    ``lower`` equals it up to the floating-point margin). ``nodes``: search nodes evaluated. ``seconds``:
+    ``lower`` equals it up to the floating-point margin). ``nodes``: search nodes evaluated, the root
+    included. ``seconds``:
     wall time of the call."""
 
     symmetry: Symmetry
@@ -603,7 +604,7 @@ class _Search:
         return self.budget.seconds is not None and time.perf_counter() - self.start >= self.budget.seconds
 
     def out_of_budget(self) -> bool:
-        return (self.budget.nodes is not None and self.nodes >= self.budget.nodes) or self.out_of_time()
+        return (self.budget.nodes is not None and self.nodes > self.budget.nodes) or self.out_of_time()
 
     def offer(self, g) -> float:
         """Take g = (perms, signs) as the incumbent if it is strictly closer. Returns ‖g·θ_s − θ_t‖²."""

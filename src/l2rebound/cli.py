@@ -162,7 +162,7 @@ def _build_parser() -> argparse.ArgumentParser:
     align.add_argument("--epoch", type=int, default=None, metavar="E",
                        help="FOLDER: a kept epoch (0, k, 2k, ..., E for --align-every k) [default: the last]")
     align.add_argument("--align-budget", type=int, default=None, metavar="N",
-                       help="branch-and-bound nodes to search (>= 0) [default: FOLDER: its config's; files: "
+                       help="branch-and-bound nodes to search beyond the root (>= 0) [default: FOLDER: its config's; files: "
                             f"{Config.align_budget}]")
 
     plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
@@ -452,7 +452,7 @@ def _run_align(args) -> int:
     print(f"optimal  {'yes' if aligned.optimal else 'no'}   "
           + ("(the search ended: upper is the least distance)" if aligned.optimal else
              f"(the budget of {budget} nodes ran out; --align-budget searches further)"))
-    print(f"nodes    {aligned.nodes} (budget {budget})")
+    print(f"nodes    {aligned.nodes} (the root and at most {budget} more)")
     if stored is not None:
         shown = ["not stored" if np.isnan(v) else f"{v:.12g}" for v in stored]
         print(f"stored   l2_aligned {shown[0]}, l2_aligned_lower {shown[1]}")
