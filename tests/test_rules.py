@@ -150,6 +150,30 @@ def test_training_matches_the_numpy_oracle(rule, optimizer):
         assert abs(expected["l2"][-1] - expected["l2"][0]) > 1e-4
 
 
+@pytest.mark.parametrize("rule", list(RULES))
+def test_masked_training_matches_the_numpy_oracle(rule):
+    """Fine-tuning a pruned student: the masked entries stay exactly zero, the others follow the oracle."""
+    config = Config(teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, runs=2, epochs=40, train=rule,
+                    optimizer="adam", initial_permut=0.05, noise_sigma=1e-2, alpha=1e-2, projection="off")
+    seeds = config.seed + np.arange(1, config.runs + 1)
+    _, problem, student, keys = setup_runs(config, seeds, seeds)
+    mask = (np.random.default_rng(3).random(student.shape) < 0.7).astype(student.dtype)
+    student = student * mask
+    problem = problem._replace(mask=mask)
+    metrics, diverged, final, _ = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
+    assert (diverged == -1).all() and (final[mask == 0] == 0).all()
+    for r in range(config.runs):
+        train, test = jax.tree.map(lambda a: np.asarray(a[r]), (problem.train, problem.test))
+        expected = reference.train(
+            student[r], problem.teacher[r], config.student_dims, train.x, train.labels(config.noise_sigma),
+            test.x, test.labels(config.noise_sigma), test.clean, epochs=config.epochs, rule=rule,
+            alpha=config.alpha, beta=config.beta, rho=config.rho, optimizer="adam", lr=config.learning_rate,
+            mask=mask[r])
+        for metric in METRICS[:-1]:
+            np.testing.assert_allclose(metrics[metric][r], expected[metric], rtol=0, atol=1e-10, err_msg=metric)
+        assert abs(expected["l2"][-1] - expected["l2"][0]) > 1e-4
+
+
 @pytest.mark.parametrize("field, registry, oracles", [
     ("train", RULES, reference.REFERENCE_RULES),
     ("optimizer", OPTIMIZERS, reference.REFERENCE_OPTIMIZERS),

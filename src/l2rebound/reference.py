@@ -227,8 +227,9 @@ def metrics(theta, teacher_theta, dims, x_train, y_train, x_test, y_test, y_test
 
 
 def train(theta0, teacher_theta, dims, x_train, y_train, x_test, y_test, y_test_clean, *,
-          epochs, rule, alpha, beta, rho, optimizer, lr):
-    """Run ``epochs`` full-batch steps. Returns the :func:`metrics` keys, each an array of shape
+          epochs, rule, alpha, beta, rho, optimizer, lr, mask=None):
+    """Run ``epochs`` full-batch steps; with ``mask`` (P,) of 0 and 1, θ is multiplied by it after every
+    step (the entries at 0 stay zero). Returns the :func:`metrics` keys, each an array of shape
     ``(epochs + 1,)``: index 0 before training, index ``e`` after step ``e``."""
     theta = _float(theta0).copy()
     state = init_opt_state(optimizer, theta.size, theta.dtype)
@@ -237,5 +238,7 @@ def train(theta0, teacher_theta, dims, x_train, y_train, x_test, y_test, y_test_
     for _ in range(epochs):
         theta, state, _ = train_step(theta, state, dims, x_train, y_train, rule=rule, alpha=alpha,
                                      beta=beta, rho=rho, optimizer=optimizer, lr=lr)
+        if mask is not None:
+            theta = theta * mask
         history.append(metrics(theta, *data))
     return {k: np.array([h[k] for h in history]) for k in history[0]}

@@ -50,11 +50,14 @@ class Hyper(NamedTuple):
 
 
 class Problem(NamedTuple):
-    """What a run trains against: the teacher θ_t padded to the student's shape (P,), and its data."""
+    """What a run trains against: the teacher θ_t padded to the student's shape (P,), and its data; and,
+    for fine-tuning a pruned student, ``mask`` (P,): 1 where θ may move, 0 where it is held at zero
+    (``None``: everywhere free)."""
 
     teacher: jax.Array
     train: Split
     test: Split
+    mask: jax.Array | None = None
 
 
 class State(NamedTuple):
@@ -160,6 +163,8 @@ def _step(spec: Spec, hyper: Hyper, problem: Problem, epochs, keep_theta: bool, 
         projected = project_margin(theta, spec.dims, hyper.margin) if spec.projection == "margin" else theta
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch + 1)
         theta = jnp.where(due, jitter_round(projected, spec.dims, key), theta)
+    if problem.mask is not None:  # pruned entries stay exactly zero
+        theta = theta * problem.mask
     active = epoch < epochs
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
     new_state = state._replace(theta=keep(theta, state.theta), opt_state=keep(opt_state, state.opt_state))
