@@ -16,6 +16,9 @@ share it share the compiles."""
 TINY_NOISE = Config(experiment="noise", teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5,
                     runs=2, noise_levels=(1e-3, 1e-2, 1e-1))
 """The noise experiment's counterpart of ``TINY``."""
+TINY_COMPRESS = Config(experiment="compress", teacher_dims=(2, 3, 1), student_dims=(2, 4, 1), dataset_size=64,
+                       test_set_size=16, epochs=5, runs=2, initial_permut=1e-2, finetune_epochs=2)
+"""The compression experiment's counterpart of ``TINY``."""
 
 
 def pytest_configure(config):

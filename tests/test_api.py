@@ -11,11 +11,11 @@ import pytest
 from matplotlib.figure import Figure
 
 import l2rebound
-from conftest import TINY, TINY_NOISE
+from conftest import TINY, TINY_COMPRESS, TINY_NOISE
 from l2rebound.config import ConfigError, presets
-from l2rebound.results import COLUMNS, KINDS
+from l2rebound.results import COLUMNS, KINDS, EpochResult
 
-TINY_OF_KIND = {"epoch": TINY, "noise": TINY_NOISE}
+TINY_OF_KIND = {"epoch": TINY, "noise": TINY_NOISE, "compress": TINY_COMPRESS}
 """The smallest config of each kind: a new kind adds its own here, and the battery below covers it."""
 
 # What a user's JAX looks like: default dtype, devices, random bits, and an exported program that draws
@@ -85,7 +85,7 @@ def test_bad_input_is_a_config_error_naming_the_option(call, message):
 
 
 def test_presets_are_read_only_configs_and_replace_follows_the_teacher():
-    assert set(presets) == {"A", "B", "C", "C-script", "seed-A", "seed-B", "seed-C"}
+    assert set(presets) == {"A", "B", "C", "C-script", "seed-A", "seed-B", "seed-C", "D"}
     assert presets["C-script"].experiment == "noise" and presets["C-script"].learning_rate == 1e-3
     assert presets["C-script"].epochs == 100 and presets["C"] == l2rebound.Config(experiment="noise")
     with pytest.raises(TypeError):
@@ -135,10 +135,12 @@ def test_every_kind_gives_a_tidy_frame(computed):
     frame = result.frame()
     config = result.config
     assert set(COLUMNS) <= set(frame.columns) and frame["run"].dtype == np.int64
-    assert len(frame) == kind.trainings(config) * (config.epochs + 1 if kind.kind == "epoch" else 1)
+    epochwise = issubclass(kind, EpochResult)  # a row per epoch (of the training phase, where there are several)
+    rows = frame[frame.phase == "train"] if "phase" in frame.columns else frame
+    assert len(rows) == kind.trainings(config) * (config.epochs + 1 if epochwise else 1)
     assert frame["run"].min() == 1 and frame["run"].max() == config.runs
-    first_run = result.metrics["l2"][0] if kind.kind == "epoch" else result.metrics["l2"][:, 0]
-    np.testing.assert_array_equal(frame[frame.run == 1]["l2"].to_numpy(), first_run)
+    first_run = result.metrics["l2"][0] if epochwise else result.metrics["l2"][:, 0]
+    np.testing.assert_array_equal(rows[rows.run == 1]["l2"].to_numpy(), first_run)
 
 
 def test_every_kind_draws_each_view_and_writes_nothing(computed, tmp_path, monkeypatch):

@@ -146,7 +146,7 @@ def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, s
         checkpoint.clear()
     elif checkpoint.count():
         say(f"resuming: {checkpoint.count()} finished chunk(s) of runs found in {checkpoint.folder}")
-    with progress_bar(trainings * config.epochs, progress) as bar:
+    with progress_bar(kind_of(config).run_epochs(config), progress) as bar:
         result = compute(config, on_progress=bar.update, checkpoint=checkpoint)
     try:
         folder = store.save(out, result)
@@ -171,7 +171,7 @@ def run(config: Config | None = None, *, preset: str | None = None, out: str | P
     config = build(config, preset, **fields)
     if out is not None:
         return execute(config, Path(out), force, progress)[1]
-    with progress_bar(kind_of(config).trainings(config) * config.epochs, progress) as bar:
+    with progress_bar(kind_of(config).run_epochs(config), progress) as bar:
         return compute(config, on_progress=bar.update)
 
 
@@ -187,17 +187,19 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
     written."""
     from l2rebound import engines
     from l2rebound.grid import cell_configs, zip_fields
-    from l2rebound.sweeps import DEFAULT_STATS, STATS, SweepResult, plotted_axes
+    from l2rebound.sweeps import SweepResult, plotted_axes, stats_of
 
     say = say or (lambda line: None)
     out = Path(out)
-    if base.experiment != "epoch":
-        raise ConfigError(f"a sweep runs epoch experiments (the {base.experiment} experiment sweeps its own levels)")
+    if base.experiment not in ("epoch", "compress"):
+        raise ConfigError(f"a sweep runs epoch or compress experiments (the {base.experiment} experiment sweeps its "
+                          "own levels)")
     if engine not in engines.ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(engines.ENGINES)} (got {engine!r})")
-    stats = tuple(stats or DEFAULT_STATS)
-    if not set(stats) <= set(STATS):
-        raise ConfigError(f"--stat must list statistics among {', '.join(STATS)} (got {','.join(stats)})")
+    allowed, default = stats_of(base)
+    stats = tuple(stats or default)
+    if not set(stats) <= set(allowed):
+        raise ConfigError(f"--stat must list statistics among {', '.join(allowed)} (got {','.join(stats)})")
     axes, zipped = list(axes), zip_fields(zipped)
     cells = cell_configs(base, axes, zipped, yes)
     configs = [config for _, config in cells]
@@ -215,7 +217,7 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
     say(f"sweep of {len(configs)} cells: {len(configs) - len(todo)} stored, {len(todo)} to train in {len(batches)} "
         f"batch(es) (one compiled program per group of cells that differ only in traced fields)")
     if todo:
-        with progress_bar(sum(c.runs * c.epochs for c in todo), progress) as bar:
+        with progress_bar(sum(map(engines.run_epochs, todo)), progress) as bar:
             engines.run_pieces(batches, out, force, engine, workers, scheduler, bar.update, say)
     results = [store.load(store.result_dir(out, c)) for c in configs]
     result = SweepResult.from_results(base, axes, zipped, [cell for cell, _ in cells], results, stats, facet)

@@ -1,5 +1,5 @@
 """Command line: one command per experiment kind (``l2rebound epoch``, ``l2rebound noise``) runs it;
-``reproduce`` re-creates a published figure, ``sweep`` runs a grid of epoch experiments; ``plot``,
+``reproduce`` re-creates a published figure, ``sweep`` runs a grid of epoch or compress experiments; ``plot``,
 ``analyze``, ``check`` and ``align`` work on stored results.
 
 Every experiment option is generated from a ``Config`` field (its help text, choices and default), so the
@@ -25,7 +25,10 @@ from l2rebound.config import PRESETS, Config, ConfigError, build, flag, parse_di
 from l2rebound.grid import MAX_CELLS
 from l2rebound.results import KINDS
 from l2rebound.store import StoreError
-from l2rebound.sweeps import DEFAULT_STATS, STATS
+from l2rebound.sweeps import COMPRESSION_SUMMARY, DEFAULT_COMPRESSION_STATS, DEFAULT_STATS, STATS
+
+SWEPT = ("epoch", "compress")
+"""The experiments a sweep can run per cell."""
 
 EXIT_USAGE = 2
 PUBLISHED = sorted(name.removeprefix("seed-") for name in PRESETS if name.startswith("seed-"))
@@ -39,15 +42,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _config_options(parser: argparse.ArgumentParser, experiment: str | None,
+def _config_options(parser: argparse.ArgumentParser, experiments: tuple[str, ...] | None,
                     title: str = "experiment options (defaults: the table of the ℓ₂-Experiments README)") -> None:
-    """One option per config field that ``experiment`` uses (None: every field)."""
+    """One option per config field that one of ``experiments`` uses (None: every field)."""
     defaults = Config()
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
         meta = f.metadata
-        if meta.get("cli") is False or experiment not in meta.get("experiments", (experiment,)) and experiment:
-            continue  # not an option, or one that this experiment does not use
+        used = meta.get("experiments")
+        if meta.get("cli") is False or experiments and used and not set(used) & set(experiments):
+            continue  # not an option, or one that these experiments do not use
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         if f.name == "student_dims":
@@ -85,7 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
         if named:
             command.add_argument("--preset", choices=named, default=None,
                                  help="a named set-up (README, 'Presets'); explicit options override it")
-        _config_options(command, kind.kind)
+        _config_options(command, (kind.kind,))
         _output_options(command)
         command.add_argument("--squared", action="store_true",
                              help="plot ℓ₂² (the quantity of the ℓ₂-Experiments figures) instead of ℓ₂; the noise "
@@ -112,24 +116,29 @@ def _build_parser() -> argparse.ArgumentParser:
                                 "spread of their mean curves [default: 1]")
 
     sweep = commands.add_parser(
-        "sweep", help="one epoch experiment per cell of a grid over any config fields, with phase diagrams",
-        description="Train an epoch experiment for every cell of a grid over config fields and store each as an "
+        "sweep", help="one epoch (or compress) experiment per cell of a grid over any config fields, with phase diagrams",
+        description="Train an epoch experiment (a compress experiment with --experiment compress or --preset D) for "
+                    "every cell of a grid over config fields and store each as an "
                     "ordinary result (reused when stored; plot, analyze and check work on it), then "
                     "OUT/sweep-<hash>/ with sweep.json, summary.csv and summary.parquet (one row per cell and run) and "
                     "figures: each statistic against one swept field, or heatmaps over two. Cells that differ only "
                     "in traced fields (step size, σ, α, β, ρ, seed, initial perturbation, runs) train as one batch of "
                     "one compiled program.",
     )
-    sweep.add_argument("--preset", choices=sorted(n for n, f in PRESETS.items() if f.get("experiment") == "epoch"),
+    sweep.add_argument("--preset", choices=sorted(n for n, f in PRESETS.items() if f.get("experiment") in SWEPT),
                        default=None, help="the base set-up (README, 'Presets'); explicit options override it")
+    sweep.add_argument("--experiment", choices=SWEPT, default=None, dest="cell_experiment",
+                       help="the experiment of every cell [default: the preset's, else epoch]")
     sweep.add_argument("--grid", action="append", required=True, metavar="FIELD=VALUES",
                        help="a swept field in option spelling and its values: V1,V2,... or START:STOP:COUNT (log-spaced "
                             "for floats, linear for integers); values holding commas (dims) separated by '/'. Several "
                             "--grid make the product")
     sweep.add_argument("--zip", action="append", default=[], metavar="FIELD1,FIELD2",
                        help="two --grid fields whose lists (of equal length) vary together instead of as a product")
-    sweep.add_argument("--stat", default=",".join(DEFAULT_STATS), metavar="S1,S2,...",
-                       help=f"statistics drawn, among {', '.join(STATS)} [default: {','.join(DEFAULT_STATS)}]")
+    sweep.add_argument("--stat", default=None, metavar="S1,S2,...",
+                       help=f"statistics drawn, among {', '.join(STATS)} (the last {len(COMPRESSION_SUMMARY)} for "
+                            f"compress sweeps only) [default: {','.join(DEFAULT_STATS)}; compress: "
+                            f"{','.join(DEFAULT_COMPRESSION_STATS)}]")
     sweep.add_argument("--facet", action="append", default=[], metavar="FIELD",
                        help="draw one panel per value of this swept field (needed beyond two swept fields)")
     sweep.add_argument("--engine", choices=("local", "dask"), default="local",
@@ -141,7 +150,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="--engine dask: an existing cluster's scheduler instead of a local cluster (workers must "
                             "see --out at the same path)")
     sweep.add_argument("--yes", action="store_true", help=f"allow more than {MAX_CELLS} cells")
-    _config_options(sweep, "epoch")
+    _config_options(sweep, SWEPT)
     _output_options(sweep)
 
     align = commands.add_parser(
@@ -254,15 +263,18 @@ def _run_sweep(args) -> int:
     from l2rebound.api import execute_sweep
     from l2rebound.grid import parse_axis
 
-    base = config_from_args(args, "epoch")
+    preset = PRESETS.get(args.preset, {}).get("experiment")
+    if args.cell_experiment and preset and args.cell_experiment != preset:
+        return _fail(f"--preset {args.preset} is a {preset} experiment, not {args.cell_experiment}")
+    base = config_from_args(args, args.cell_experiment or "epoch")
     axes = [parse_axis(spec) for spec in args.grid]
     zipped = [tuple(part for part in pair.split(",") if part.strip()) for pair in args.zip]
     if args.workers is not None and (args.engine != "dask" or args.scheduler or args.workers < 1):
         return _fail("--workers N (N >= 1) sizes the local cluster of --engine dask (without --scheduler)")
     if args.scheduler and args.engine != "dask":
         return _fail("--scheduler needs --engine dask")
-    stats = [s.strip() for s in args.stat.split(",") if s.strip()]
-    if not stats:
+    stats = None if args.stat is None else [s.strip() for s in args.stat.split(",") if s.strip()]
+    if stats == []:
         return _fail(f"--stat must list statistics among {', '.join(STATS)} (got {args.stat!r})")
     configure_process()
     folder, result = execute_sweep(base, axes, zipped, out=args.out, engine=args.engine, workers=args.workers,

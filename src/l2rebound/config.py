@@ -90,7 +90,7 @@ class Config:
     learning_rate: float = field(default=1e-2, metadata=_opt("step size eta (> 0)", parse=float))
     noise_sigma: float = field(
         default=1e-3,
-        metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float, experiments=("epoch",)),
+        metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float, experiments=("epoch", "compress")),
     )
     noise_levels: tuple[float, ...] = field(
         default=SEED_NOISE_LEVELS,
@@ -136,7 +136,7 @@ class Config:
         default=10,
         metadata=_opt("record the symmetry-aligned and normal-form distances (and keep theta) every k epochs and at "
                       "the last; 0 never (>= 0). Each record costs host time per run (README, 'Three distances')",
-                      parse=int, experiments=("epoch",)),
+                      parse=int, experiments=("epoch", "compress")),
     )
     align_budget: int = field(
         default=4,
@@ -144,6 +144,16 @@ class Config:
                       "l2_aligned is the best relabelling found, l2_aligned_lower a certified lower bound, equal when "
                       "the search ends within the budget; 0: the root's bound only (>= 0). A node count, not a time: the numbers "
                       "are reproducible (README, 'Three distances')", parse=int),
+    )
+    prune_threshold: float = field(
+        default=1e-3,
+        metadata=_opt("compress: after training, every parameter with |theta| < T is set to 0 (global magnitude "
+                      "pruning; 0: none; >= 0)", parse=float, experiments=("compress",)),
+    )
+    finetune_epochs: int = field(
+        default=0,
+        metadata=_opt("compress: epochs of training after pruning with the pruned entries held at 0 (>= 0; needs "
+                      "--prune-threshold > 0)", parse=int, experiments=("compress",)),
     )
     seed: int = field(default=42, metadata=_opt(
         "base seed; run r draws everything from seed + r (0 <= seed, seed + runs <= 2^53)", parse=int))
@@ -207,10 +217,12 @@ class Config:
         if self.projection != "margin" and self.margin != Config.margin:
             raise ConfigError("--margin is only used with --projection margin")
         positive = {"learning_rate": self.learning_rate, "beta": self.beta, "margin": self.margin}
-        nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha, "rho": self.rho}
+        nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha,
+                       "rho": self.rho, "prune_threshold": self.prune_threshold}
         at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1), "test_set_size": (self.test_set_size, 1),
                     "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0),
-                    "align_every": (self.align_every, 0), "align_budget": (self.align_budget, 0)}
+                    "align_every": (self.align_every, 0), "align_budget": (self.align_budget, 0),
+                    "finetune_epochs": (self.finetune_epochs, 0)}
         for name, value in positive.items():
             if not value > 0 or value != value or value == float("inf"):
                 raise ConfigError(f"{flag(name)} must be a finite number > 0 (got {value})")
@@ -220,6 +232,10 @@ class Config:
         for name, (value, low) in at_least.items():
             if value < low:
                 raise ConfigError(f"{flag(name)} must be an integer >= {low} (got {value})")
+        if self.finetune_epochs and not self.prune_threshold:
+            raise ConfigError("--finetune-epochs trains a pruned student: it needs --prune-threshold > 0")
+        if self.experiment == "compress" and not self.align_every:
+            raise ConfigError("the compress experiment aligns its students with the teacher: --align-every must be >= 1")
 
     def replace(self, **fields) -> Config:
         """A copy with ``fields`` changed (validated like a new config), e.g. ``presets["A"].replace(runs=3)``.
@@ -331,6 +347,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed-B": {"experiment": "epoch", "initial_permut": 0.0, "noise_sigma": 1e-3, "train": "vanilla", "optimizer": "gd",
                "runs": 20, "dtype": "float32"},
     "seed-C": {"experiment": "noise", "learning_rate": 1e-5, "epochs": 100, "runs": 20, "dtype": "float32"},
+    # The compression experiment of the Julia original: a narrow teacher padded into a wide fresh student, trained
+    # under DRR with Adam (the teacher projected onto F, the student never), then pruned at |theta| < 1e-3.
+    "D": {"experiment": "compress", "teacher_dims": (2, 10, 5, 1), "student_dims": (2, 25, 25, 1),
+          "student_init": "random", "optimizer": "adam", "learning_rate": 1e-2, "train": "drr", "alpha": 0.1,
+          "beta": 10.0, "rho": 0.0, "noise_sigma": 1e-3, "epochs": 5000, "projection_frequency": 0,
+          "align_every": 500, "prune_threshold": 1e-3},
 }
 """Named set-ups as the fields they set (``--preset NAME`` on the command of their experiment); explicit
 options override them."""

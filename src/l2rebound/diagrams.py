@@ -8,15 +8,10 @@ share one scale over all panels, so that the panels can be compared by eye.
 
 θ (P,) is laid out as in ``l2rebound.layout``: ``W1`` (d1, d0) row-major, ``b1``, ``W2``, ``b2``, ...
 
->>> theta = np.zeros(num_params((2, 3, 1)))
->>> theta[[0, 10]] = 1.0  # W1[0, 0] and W2[0, 1]: hidden unit 0 has only an input, unit 1 only an output
->>> alive_units(theta, (2, 3, 1))
-(0,)
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,7 +22,8 @@ from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from l2rebound.layout import num_params
+from l2rebound.layout import layers, num_params
+from l2rebound.pruning import alive_mask, alive_units
 
 DPI = 150
 CMAP = colormaps["RdBu_r"]
@@ -45,47 +41,25 @@ NODE_SIZE = 7.0  # points, the nodes' diameter when units are UNIT_HEIGHT apart
 
 
 def weights_and_biases(theta, dims: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """θ (P,) -> ``[(W1, b1), ..., (WL, bL)]``, ``W_l`` (d_l, d_{l-1}) and ``b_l`` (d_l,), float arrays.
-    Raises ``ValueError`` unless dims has two or more positive sizes and θ is finite with shape
-    (num_params(dims),)."""
-    if len(dims) < 2 or any(int(d) != d or d < 1 for d in dims):
-        raise ValueError(f"dims must be two or more positive layer sizes, got {dims}.")
-    theta = np.asarray(theta, dtype=float)
-    if theta.shape != (num_params(dims),):
-        raise ValueError(f"theta has shape {theta.shape} but dims {tuple(dims)} need ({num_params(dims)},).")
-    if not np.all(np.isfinite(theta)):
-        raise ValueError(f"theta has {np.sum(~np.isfinite(theta))} non-finite entries; only a finite θ can be drawn.")
-    layers, start = [], 0
-    for d_in, d_out in itertools.pairwise(dims):
-        w_end = start + d_out * d_in
-        layers.append((theta[start:w_end].reshape(d_out, d_in), theta[w_end : w_end + d_out]))
-        start = w_end + d_out
-    return layers
+    """``layout.layers`` of θ as float arrays (the same ``ValueError``s: only a finite θ that fits its dims
+    can be drawn)."""
+    return layers(np.asarray(theta, dtype=float), dims)
 
 
-def alive_mask(theta, dims: tuple[int, ...]) -> list[np.ndarray]:
-    """Per hidden layer l = 1..L-1, a bool array (d_l,): True for the units with at least one non-zero
-    incoming weight (row of ``W_l``) and at least one non-zero outgoing weight (column of ``W_{l+1}``).
-    Biases do not count: a unit missing either side adds at most a constant to the next layer."""
-    return [np.any(w_in != 0, axis=1) & np.any(w_out != 0, axis=0)
-            for (w_in, _), (w_out, _) in itertools.pairwise(weights_and_biases(theta, dims))]
+def node_positions(dims: tuple[int, ...], tallest: int | None = None) -> list[np.ndarray]:
+    """Per layer l = 0..L, the (d_l, 2) positions of its units: x = l, y one apart, unit 0 on top. Inputs and
+    outputs are centred on 0; hidden layers start at the top of a ``tallest``-unit layer (default: the
+    widest here), so that unit i of a narrow teacher sits level with unit i of a wide student aligned to it."""
+    tallest = max(dims) if tallest is None else tallest
+    return [np.column_stack([np.full(d, float(l)),
+                             (d - 1 if l in (0, len(dims) - 1) else tallest - 1) / 2 - np.arange(d)])
+            for l, d in enumerate(dims)]
 
 
-def alive_units(theta, dims: tuple[int, ...]) -> tuple[int, ...]:
-    """Per hidden layer, the number of alive units (``alive_mask``'s count); () without hidden layers."""
-    return tuple(int(mask.sum()) for mask in alive_mask(theta, dims))
-
-
-def node_positions(dims: tuple[int, ...]) -> list[np.ndarray]:
-    """Per layer l = 0..L, the (d_l, 2) positions of its units: x = l, and y one apart and centred on 0,
-    unit 0 on top."""
-    return [np.column_stack([np.full(d, float(l)), (d - 1) / 2 - np.arange(d)]) for l, d in enumerate(dims)]
-
-
-def edges(theta, dims: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The non-zero weights as segments (E, 2, 2), from the input unit's position to the output unit's,
-    and their values (E,), ordered by increasing |w| so that drawing them in order puts the large ones on top."""
-    positions = node_positions(dims)
+def edges(theta, dims: tuple[int, ...], tallest: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero weights as segments (E, 2, 2) between the units' ``node_positions``, and their values
+    (E,), ordered by increasing |w| so that drawing them in order puts the large ones on top."""
+    positions = node_positions(dims, tallest)
     segments, values = [], []
     for l, (w, _) in enumerate(weights_and_biases(theta, dims)):
         out, inp = np.nonzero(w)
@@ -133,12 +107,12 @@ def draw_panel(ax, label: str, theta, dims: tuple[int, ...], largest: float, nor
     gets ``MAX_WIDTH``), then on top its inputs as squares ("inputs") and its other units as circles
     coloured by ``node_colours`` ("units"), ``node_size`` points wide, with the y range of a
     ``tallest``-unit layer."""
-    segments, values = edges(theta, dims)
+    segments, values = edges(theta, dims, tallest)
     colours = np.where(values[:, None] > 0, POSITIVE, NEGATIVE)
     colours[:, 3] = EDGE_ALPHA
     ax.add_collection(LineCollection(segments, colors=colours, linewidths=line_widths(values, largest),
                                      capstyle="round", zorder=1, label="weights"))
-    positions = node_positions(dims)
+    positions = node_positions(dims, tallest)
     ax.scatter(*positions[0].T, s=node_size**2, marker="s", c=[INPUT], edgecolors="black", linewidths=0.6,
                zorder=2, label="inputs")
     units = np.concatenate(positions[1:])

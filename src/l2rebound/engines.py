@@ -19,10 +19,16 @@ from pathlib import Path
 
 from l2rebound import store
 from l2rebound.config import Config, ConfigError, pack_key
+from l2rebound.results import kind_of
 
 ENGINES = ("local", "dask")
 WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 """Environment of the workers of a ``LocalCluster`` (module docstring)."""
+
+
+def run_epochs(config: Config) -> int:
+    """Run-epochs of the experiment of ``config``: what its progress counts."""
+    return kind_of(config).run_epochs(config)
 
 
 def pieces(configs: list[Config], parts: int = 1,
@@ -37,14 +43,14 @@ def pieces(configs: list[Config], parts: int = 1,
     out = []
     for group in groups.values():
         limit = max_runs(group[0]) if max_runs else None
-        share = sum(c.runs * c.epochs for c in group) / parts
+        share = sum(map(run_epochs, group)) / parts
         piece, done, cut = [], 0, 1
         for config in group:
             if piece and limit and sum(c.runs for c in piece) + config.runs > limit:
                 out.append(piece)
                 piece = []
             piece.append(config)
-            done += config.runs * config.epochs
+            done += run_epochs(config)
             if done >= share * cut:
                 out.append(piece)
                 piece, cut = [], cut + 1
@@ -57,10 +63,10 @@ def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
                   on_progress: Callable[[int], None] | None = None,
                   say: Callable[[str], None] = lambda line: None) -> None:
     """Train the cells of one piece (one ``pack_key``) that ``out`` does not hold yet (all with ``force``)
-    with one compiled program and store each as an ordinary result. Holds every cell's lock throughout (``say``
+    with one compiled program (compression cells one after the other) and store each as an ordinary result. Holds every cell's lock throughout (``say``
     hears when it waits for one); each cell resumes from its own kept chunks, the ones ``l2rebound epoch``
     keeps too. ``on_progress(n)``: run-epochs done, stored cells included."""
-    from l2rebound.experiments import run_epoch_cells  # the engine, in the process that trains
+    from l2rebound.experiments import run_epoch_cells, run_experiment  # the engine, in the process that trains
 
     out = Path(out)
     with ExitStack() as held:
@@ -68,12 +74,16 @@ def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
             held.enter_context(store.lock(out, config, on_wait=lambda c=config: say(store.waiting_line(out, c))))
         todo = [c for c in configs if force or not store.is_finished(store.result_dir(out, c))]
         if on_progress:
-            on_progress(sum(c.runs * c.epochs for c in configs if c not in todo))
+            on_progress(sum(run_epochs(c) for c in configs if c not in todo))
         if todo:
             checkpoints = [store.Checkpoint(out, c) for c in todo]
             for checkpoint in checkpoints if force else ():
                 checkpoint.clear()
-            for result, checkpoint in zip(run_epoch_cells(todo, on_progress, checkpoints), checkpoints):
+            if todo[0].experiment == "epoch":
+                results = run_epoch_cells(todo, on_progress, checkpoints)
+            else:  # computed lazily: each is stored before the next trains
+                results = (run_experiment(c, on_progress, k) for c, k in zip(todo, checkpoints))
+            for result, checkpoint in zip(results, checkpoints):
                 store.save(out, result)
                 checkpoint.clear()
 
@@ -109,4 +119,4 @@ def run_pieces(todo: list[list[Config]], out: Path, force: bool, engine: str = "
         for future in as_completed(futures):
             future.result()  # a piece's own error ends the sweep here, with what it said
             if on_progress:
-                on_progress(sum(c.runs * c.epochs for c in futures[future]))
+                on_progress(sum(map(run_epochs, futures[future])))

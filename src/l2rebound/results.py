@@ -107,6 +107,11 @@ class Result:
         return 0
 
     @classmethod
+    def run_epochs(cls, config: Config) -> int:
+        """Run-epochs the engine reports through its ``on_progress`` (a progress bar's total)."""
+        return cls.trainings(config) * config.epochs
+
+    @classmethod
     def stored_values(cls, config: Config) -> tuple[int, int]:
         """(values in the CSV tables, values in the ``.npz`` arrays) of the stored result of ``config``: what
         the store checks there is room for before it trains."""
@@ -153,12 +158,11 @@ class Result:
     # ---- the same for every kind --------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first array whose shape or type does not fit the config."""
-        arrays = {name: getattr(self, name) for name in self.shapes() if not name.startswith("metrics.")}
-        arrays.update({f"metrics.{k}": v for k, v in self.metrics.items()})
         for name, shape in self.shapes().items():
-            array = np.asarray(arrays.get(name))
-            if array.shape != shape or array.dtype.kind not in ("fi" if name.endswith(("epochs", "diverged_at"))
-                                                                 else "f"):
+            group, _, key = name.partition(".")  # "metrics.l2": the entry l2 of the dict self.metrics
+            array = np.asarray(getattr(self, group).get(key) if key else getattr(self, group))
+            kinds = "fib" if group == "compression" else "fi" if name.endswith(("epochs", "diverged_at")) else "f"
+            if array.shape != shape or array.dtype.kind not in kinds:
                 raise ValueError(f"{name} has shape {array.shape} and type {array.dtype}; the config needs {shape}")
 
     def frame(self) -> pandas.DataFrame:
@@ -407,6 +411,141 @@ class NoiseResult(Result):
                              "rounded away can have moved the students by as much as their distance; these levels "
                              "are marked and left out of the fit (use --dtype float64)")
         return lines
+
+
+def compression_columns(config: Config) -> tuple[str, ...]:
+    """The columns of ``compression.csv`` (one row per run), for a config with H hidden layers. ``before``: the
+    trained student at epoch E; ``after``: pruned at ``prune_threshold`` and fine-tuned ``finetune_epochs``;
+    ``vanilla``: the student trained without regulariser or pruning for E + F epochs from the same start on the
+    same data. ``alive_units_h``: hidden units of layer h with a non-zero incoming and a non-zero outgoing
+    weight after pruning; ``teacher_units_h``: the teacher's width. ``support_recovered`` (0/1), ``l1_after``
+    and ``l0_after`` compare the aligned pruned student with the padded teacher (``pruning.recovery``; -1: a
+    diverged run)."""
+    layers = range(1, len(config.student_dims) - 1)
+    return ("run", "threshold", "nonzero_before", "nonzero_after", *(f"alive_units_{h}" for h in layers),
+            *(f"teacher_units_{h}" for h in layers), "train_loss_before", "train_loss_after",
+            "clean_test_loss_before", "clean_test_loss_after", "l2_before", "l2_after", "l2_aligned_before",
+            "l2_aligned_after", "l2_aligned_lower_before", "l2_aligned_lower_after", "support_recovered",
+            "l1_after", "l0_after", "clean_test_loss_vanilla", "l2_aligned_vanilla", "l2_aligned_lower_vanilla")
+
+
+def integer_column(name: str) -> bool:
+    """Whether the column ``name`` of ``compression.csv`` holds integers (counts, run numbers, 0/1 flags)."""
+    return name in ("run", "nonzero_before", "nonzero_after", "support_recovered", "l0_after") or \
+        name.startswith(("alive_units", "teacher_units"))
+STUDENTS = ("before", "after", "aligned_before", "aligned_after", "vanilla")
+"""The compression experiment's students per run (``students.npz``): θ_E, the pruned (and fine-tuned) θ, both
+also relabelled onto the padded teacher by their certified alignment, and the final vanilla θ."""
+
+
+@register_kind
+@dataclass(frozen=True, repr=False, eq=False)
+class CompressionResult(EpochResult):
+    """The compression experiment: R students, wider than their teachers, trained for E epochs under the
+    config's rule, pruned (every |θ| < ``prune_threshold`` set to 0), fine-tuned F = ``finetune_epochs`` epochs
+    with the pruned entries held at 0, and compared with a vanilla student trained E + F epochs from the
+    same start on the same data.
+
+    metrics, teacher, student_init, diverged_at, kept_epochs, kept_theta: the training phase, as in
+        ``EpochResult``.
+    finetune: name -> (R, F + 1), the ``METRICS`` of the pruned student (epoch 0: just pruned).
+    vanilla: name -> (R, E + F + 1), the ``METRICS`` of the vanilla student.
+    compression: column -> (R,), ``compression_columns``.
+    students: name -> (R, P), ``STUDENTS``.
+    """
+
+    kind: ClassVar[str] = "compress"
+    help: ClassVar[str] = "prune a wide student after training: does it recover its teacher (the compression experiment)?"
+    description: ClassVar[str] = (
+        "Train R students wider than their teachers, prune every parameter with |θ| below --prune-threshold, "
+        "fine-tune with the pruned entries held at 0 (--finetune-epochs), and compare them, aligned, with the "
+        "teacher and with a vanilla student trained as long from the same start: surviving units, whether the "
+        "teacher's sparsity pattern is recovered, distances and test losses.")
+    engine: ClassVar[str] = "l2rebound.experiments:run_compress_experiment"
+    views: ClassVar[tuple[str, ...]] = ("networks", "comparison", "absolute", "normalised")
+    stored_tables: ClassVar[tuple[str, ...]] = ("metrics", "runs", "finetune", "vanilla", "compression")
+    stored_arrays: ClassVar[tuple[str, ...]] = ("params", "trajectory", "students")
+
+    finetune: dict[str, np.ndarray]
+    vanilla: dict[str, np.ndarray]
+    compression: dict[str, np.ndarray]
+    students: dict[str, np.ndarray]
+
+    @classmethod
+    def run_epochs(cls, config):
+        return config.runs * 2 * (config.epochs + config.finetune_epochs)
+
+    @classmethod
+    def stored_values(cls, config):
+        tables, arrays = super().stored_values(config)
+        runs, span = config.runs, config.epochs + config.finetune_epochs
+        tables += runs * (config.finetune_epochs + 1 + span + 1) * (len(METRICS) + 2)
+        tables += runs * len(compression_columns(config))
+        return tables, arrays + runs * len(STUDENTS) * num_params(config.student_dims)
+
+    def shapes(self):
+        c = self.config
+        runs, students = c.runs, num_params(c.student_dims)
+        return {**super().shapes(),
+                **{f"finetune.{name}": (runs, c.finetune_epochs + 1) for name in METRICS},
+                **{f"vanilla.{name}": (runs, c.epochs + c.finetune_epochs + 1) for name in METRICS},
+                **{f"compression.{name}": (runs,) for name in compression_columns(c)},
+                **{f"students.{name}": (runs, students) for name in STUDENTS}}
+
+    def tables(self):
+        def phase(metrics, first):
+            runs, epochs = metrics["l2"].shape
+            return {"run": np.repeat(np.arange(1, runs + 1), epochs), "epoch": np.tile(first + np.arange(epochs), runs),
+                    **{name: metrics[name].reshape(-1) for name in METRICS}}
+
+        return {**super().tables(), "finetune": phase(self.finetune, self.config.epochs), "vanilla": phase(self.vanilla, 0),
+                "compression": {name: _int(self.compression[name]) if integer_column(name) else self.compression[name]
+                                for name in compression_columns(self.config)}}
+
+    def arrays(self):
+        return {**super().arrays(), "students": dict(self.students)}
+
+    @classmethod
+    def from_files(cls, config, tables, arrays, manifest):
+        epoch = EpochResult.from_files(config, tables, arrays, manifest)
+
+        def phase(table, epochs):
+            return {name: _float(table[name], config).reshape(config.runs, epochs) for name in METRICS}
+
+        span = config.epochs + config.finetune_epochs + 1
+        compression = {name: _int(values) if integer_column(name) else values
+                       for name, values in tables["compression"].items()}
+        return cls(config, epoch.metrics, epoch.teacher, epoch.student_init, epoch.diverged_at, epoch.kept_epochs,
+                   epoch.kept_theta, phase(tables["finetune"], config.finetune_epochs + 1),
+                   phase(tables["vanilla"], span), compression, dict(arrays["students"]), manifest=manifest)
+
+    def frame(self) -> pandas.DataFrame:
+        """Every epoch of the three phases as one tidy table: ``phase`` is ``train`` (epochs 0..E; the distances
+        at the kept epochs), ``finetune`` (E..E + F: the pruned student) or ``vanilla`` (0..E + F)."""
+        import pandas
+
+        tables = self.tables()
+        parts = [pandas.DataFrame(tables[name]).assign(phase=name if name != "metrics" else "train")
+                 for name in ("metrics", "finetune", "vanilla")]
+        frame = pandas.concat(parts, ignore_index=True)
+        return frame[["phase", *[c for c in frame.columns if c != "phase"]]]
+
+    def compression_frame(self) -> pandas.DataFrame:
+        """``compression.csv`` as a pandas DataFrame: one row per run."""
+        import pandas
+
+        return pandas.DataFrame(self.tables()["compression"])
+
+    def figures(self, squared=False):
+        from l2rebound.compression import comparison_figure, networks_figure
+
+        return {"networks": networks_figure(self), "comparison": comparison_figure(self),
+                **super().figures(squared)}
+
+    def summary(self, squared=False):
+        from l2rebound.compression import compression_summary
+
+        return compression_summary(self) + "\n\ntraining phase:\n" + super().summary(squared)
 
 
 def kind_of(config: Config) -> type[Result]:

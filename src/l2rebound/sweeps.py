@@ -25,7 +25,7 @@ import numpy as np
 from l2rebound import store
 from l2rebound.config import Config, ConfigError, option
 from l2rebound.grid import Axis, coordinates, label, python_name
-from l2rebound.results import EpochResult
+from l2rebound.results import CompressionResult, EpochResult
 
 if TYPE_CHECKING:
     import pandas
@@ -37,15 +37,28 @@ SUMMARY = ("run", "run_seed", "l2_start", "l2_min", "l2_min_epoch", "l2_final", 
 + r; a swept ``seed`` is the config's); ``rebound`` = l2_final / l2_min (NaN where l2_min is 0: a start at the
 teacher has no rebound to measure); ``l2_aligned_final`` is NaN
 where the cell records no aligned distance (``align_every`` 0)."""
-STATS = tuple(name for name in SUMMARY if name not in ("run", "run_seed", "diverged_at"))
-"""The statistics a figure can show (``--stat``)."""
+COMPRESSION_SUMMARY = ("support_recovered", "l2_aligned_after", "l2_aligned_lower_after", "clean_test_loss_after",
+                       "clean_test_loss_vanilla", "nonzero_after", "l0_after")
+"""Further columns of a sweep of compression experiments, from each cell's ``compression.csv``: the mean of
+``support_recovered`` over runs is the fraction of runs that recovered the teacher's sparsity pattern."""
+STATS = tuple(name for name in SUMMARY + COMPRESSION_SUMMARY if name not in ("run", "run_seed", "diverged_at"))
+"""The statistics a figure can show (``--stat``); those of ``COMPRESSION_SUMMARY`` in compression sweeps only."""
 DEFAULT_STATS = ("rebound", "l2_min_epoch")
+DEFAULT_COMPRESSION_STATS = ("support_recovered", "l2_aligned_after")
+
+
+def stats_of(base: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the statistics a sweep of ``base``'s experiment can draw, its default ones)."""
+    if base.experiment == "compress":
+        return STATS, DEFAULT_COMPRESSION_STATS
+    return tuple(s for s in STATS if s not in COMPRESSION_SUMMARY), DEFAULT_STATS
 SCHEMA = 1
 
 
 def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
-    """The ``SUMMARY`` columns of one epoch result, (R,) each. A diverged run's final values are NaN; its
-    minimum is over the epochs before it diverged."""
+    """The ``SUMMARY`` columns of one epoch result (of a compression result: of its training phase, then the
+    ``COMPRESSION_SUMMARY``), (R,) each. A diverged run's final values are NaN; its minimum is over the epochs
+    before it diverged."""
     l2 = np.asarray(result.metrics["l2"], float)
     finite = np.where(np.isfinite(l2), l2, np.inf)
     runs = np.arange(1, result.config.runs + 1)
@@ -58,7 +71,9 @@ def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
             "l2_min_epoch": finite.argmin(axis=1), "l2_final": final["l2"], "rebound": rebound,
             "train_loss_final": final["train_loss"], "test_loss_final": final["test_loss"],
             "clean_test_loss_final": final["clean_test_loss"], "diverged_at": np.asarray(result.diverged_at),
-            "l2_aligned_final": final["l2_aligned"]}
+            "l2_aligned_final": final["l2_aligned"],
+            **{name: np.asarray(result.compression[name], float) for name in COMPRESSION_SUMMARY
+               if isinstance(result, CompressionResult)}}
 
 
 def sweep_hash(base: Config, axes: list[Axis], zipped: list[tuple[str, str]]) -> str:
@@ -183,7 +198,11 @@ def is_sweep(folder: str | Path) -> bool:
 STAT_LABELS = {"rebound": "rebound ℓ₂(E) / min ℓ₂", "l2_min_epoch": "epoch of min ℓ₂", "l2_start": "ℓ₂ at epoch 0",
                "l2_min": "min ℓ₂", "l2_final": "ℓ₂ at epoch E", "train_loss_final": "train loss at E",
                "test_loss_final": "test loss at E", "clean_test_loss_final": "clean test loss at E",
-               "l2_aligned_final": "aligned ℓ₂ at E"}
+               "l2_aligned_final": "aligned ℓ₂ at E", "support_recovered": "fraction of runs recovering the support",
+               "l2_aligned_after": "aligned ℓ₂ after pruning", "l2_aligned_lower_after": "its certified lower bound",
+               "clean_test_loss_after": "clean test loss after pruning",
+               "clean_test_loss_vanilla": "clean test loss, vanilla student", "nonzero_after": "non-zero parameters",
+               "l0_after": "support entries differing from the teacher's"}
 
 
 def plotted_axes(result: SweepResult, facet) -> tuple[list[Axis], list[Axis]]:
@@ -218,8 +237,9 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
     written in the cells and a colour bar; one panel per combination of the ``facet`` fields' values."""
     from matplotlib.figure import Figure
 
-    if stat not in STATS:
-        raise ConfigError(f"--stat must be among {', '.join(STATS)} (got {stat!r})")
+    allowed, _ = stats_of(result.base)
+    if stat not in allowed:
+        raise ConfigError(f"--stat must be among {', '.join(allowed)} (got {stat!r})")
     inner, facets = plotted_axes(result, facet)
     everything = result.frame()
     frame = everything[everything.diverged_at < 0]

@@ -1,0 +1,153 @@
+"""The compression experiment: pruning, masked fine-tuning, recovery of the teacher's sparsity pattern (a case
+that must recover it and one that must not), its store, CLI, bad input and sweeps over the threshold."""
+
+import jax
+import numpy as np
+import pytest
+
+import l2rebound
+from conftest import run_cli
+from l2rebound import store
+from l2rebound.config import Config, ConfigError, presets
+from l2rebound.layout import draw_glorot, num_params
+from l2rebound.nets import pad
+from l2rebound.pruning import alive_units, prune, recovery, teacher_support
+
+NEAR = Config(experiment="compress", teacher_dims=(2, 3, 2, 1), student_dims=(2, 5, 4, 1), initial_permut=1e-4,
+              train="l1", alpha=1e-3, noise_sigma=0.0, epochs=20, finetune_epochs=10, prune_threshold=1e-2,
+              projection_frequency=0, dataset_size=500, test_set_size=100, runs=2, align_every=10)
+"""Students at their padded teachers plus 1e-4 noise under ℓ₁ pressure, pruned at 1e-2: the noise is pruned, the
+teacher's weights above 1e-2 survive; every run must recover the teacher's pattern."""
+FAR = NEAR.replace(student_init="random", train="vanilla", prune_threshold=1e-3, finetune_epochs=0)
+"""Fresh wide students, no pressure, hardly pruned: dense, and certifiably not a relabelled teacher."""
+CLI_NEAR = ("--teacher-dims", "2,3,2,1", "--student-dims", "2,5,4,1", "--initial-permut", "1e-4", "--train", "l1",
+            "--alpha", "1e-3", "--noise-sigma", "0", "--epochs", "20", "--finetune-epochs", "10",
+            "--projection-frequency", "0", "--dataset-size", "500", "--test-set-size", "100", "--runs", "2",
+            "--align-every", "10")
+
+
+@pytest.fixture(scope="module")
+def near():
+    return l2rebound.run(NEAR, progress=False)
+
+
+def test_pruning_and_the_recovery_metrics_by_hand():
+    theta = np.array([0.5, -1e-3, 2e-3, 0.0, np.nan, -0.2])
+    pruned, mask = prune(theta, 2e-3)
+    np.testing.assert_array_equal(pruned[[0, 1, 2, 3, 5]], [0.5, 0.0, 2e-3, 0.0, -0.2])
+    assert np.isnan(pruned[4]) and mask.tolist() == [1, 0, 1, 0, 1, 1]
+    teacher = np.array([0.4, 1e-9, 0.3, 0.0, 0.1, -0.25])  # the 1e-9 (a projected zero bias) is below any threshold
+    assert teacher_support(teacher, 1e-3).tolist() == [True, False, True, False, True, True]
+    student = np.array([0.5, 0.0, 2e-3, 0.0, 0.1, -0.2])
+    found = recovery(student, teacher, 1e-3)
+    assert found["support_recovered"] and found["l0"] == 0
+    assert found["l1"] == pytest.approx(0.1 + 1e-9 + 0.298 + 0.05)
+    wrong = recovery(np.array([0.5, 0.0, 0.0, 0.0, 0.1, -0.2]), teacher, 1e-3)
+    assert not wrong["support_recovered"] and wrong["l0"] == 1
+    diverged = recovery(np.full(6, np.nan), teacher, 1e-3)
+    assert not diverged["support_recovered"] and diverged["l0"] == -1
+
+
+def padded(teachers, dims, wide) -> np.ndarray:
+    """Teachers (R, P) padded to the student's widths (R, P_wide), in float64."""
+    with jax.enable_x64(True):
+        return np.stack([np.asarray(pad(t, dims, wide)) for t in teachers])
+
+
+def test_alive_units_of_a_padded_network():
+    dims, wide = (2, 3, 2, 1), (2, 5, 4, 1)
+    theta = draw_glorot(np.random.default_rng(0), dims, 1e-3)
+    assert alive_units(padded([theta], dims, wide)[0], wide) == (3, 2)
+
+
+def test_a_student_at_its_teacher_under_pressure_recovers_its_pattern(near):
+    table = near.compression
+    assert table["support_recovered"].tolist() == [1, 1]
+    assert table["l0_after"].tolist() == [0, 0]
+    for h, width in ((1, 3), (2, 2)):
+        assert table[f"alive_units_{h}"].tolist() == [width, width]
+        assert table[f"teacher_units_{h}"].tolist() == [width, width]
+    # the distance left is the ℓ₁ shrinkage and the teacher's own entries below the threshold: small, and proven
+    assert (table["l2_aligned_after"] < 0.05).all()
+    assert (table["l2_aligned_lower_after"] >= table["l2_aligned_after"] * (1 - 1e-9)).all()
+    assert (table["nonzero_after"] < table["nonzero_before"]).all()
+    after = near.students["after"]
+    assert (after[near.students["before"] == 0] == 0).all()  # fine-tuning never revives a pruned entry
+    pruned, _ = prune(near.students["before"], NEAR.prune_threshold)
+    assert ((after == 0) == (pruned == 0)).all()
+    # the aligned student is a relabelling of the pruned one: same entries up to order and sign
+    np.testing.assert_allclose(np.sort(np.abs(near.students["aligned_after"]), axis=1), np.sort(np.abs(after), axis=1))
+    # fine-tuning started from the pruned student: its epoch 0 is the pruned student's
+    teachers = padded(near.teacher, NEAR.teacher_dims, NEAR.student_dims)
+    np.testing.assert_allclose(near.finetune["l2"][:, 0], np.linalg.norm(pruned - teachers, axis=1), rtol=1e-12)
+
+
+def test_a_fresh_wide_student_does_not_recover_its_teacher():
+    result = l2rebound.run(FAR, progress=False)
+    table = result.compression
+    assert table["support_recovered"].tolist() == [0, 0]
+    assert (table["l0_after"] > 0).all()
+    assert (table["alive_units_1"] > 3).all()
+    # certified: no relabelling of the pruned student comes close to the teacher
+    assert (table["l2_aligned_lower_after"] > 0.3).all()
+    # the vanilla student is the same rule here, trained as long: its final numbers are the training phase's
+    np.testing.assert_array_equal(result.vanilla["l2"][:, : FAR.epochs + 1], result.metrics["l2"])
+
+
+def test_the_result_round_trips_through_the_store(near, tmp_path):
+    folder = near.save(tmp_path)
+    back = store.load(folder)
+    assert type(back).__name__ == "CompressionResult"
+    for name, values in near.compression.items():
+        np.testing.assert_array_equal(back.compression[name], values, err_msg=name)
+    for name in near.students:
+        np.testing.assert_array_equal(back.students[name], near.students[name])
+    frame = back.frame()
+    runs, epochs, tune = NEAR.runs, NEAR.epochs, NEAR.finetune_epochs
+    assert frame.groupby("phase").size().to_dict() == {"train": runs * (epochs + 1), "finetune": runs * (tune + 1),
+                                                       "vanilla": runs * (epochs + tune + 1)}
+    assert frame[frame.phase == "finetune"].epoch.min() == epochs
+    assert (folder / "compression.csv").read_text().splitlines()[0].startswith("run,threshold,nonzero_before")
+
+
+def test_the_command_writes_the_table_and_the_figures(tmp_path):
+    code, out, err = run_cli("compress", *CLI_NEAR, "--prune-threshold", "1e-2", "--out", tmp_path)
+    assert code == 0, err
+    folder = next(tmp_path.glob("compress-*"))
+    assert (folder / "compression.csv").is_file()
+    for view in ("networks", "comparison", "absolute"):
+        assert list(folder.glob(f"*_{view}.png")), view
+    assert "support" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--prune-threshold", "-1"), "--prune-threshold must be a finite number >= 0"),
+    (("--prune-threshold", "inf"), "--prune-threshold must be a finite number >= 0"),
+    (("--prune-threshold", "0", "--finetune-epochs", "5"), "--finetune-epochs trains a pruned student"),
+    (("--teacher-dims", "2,10,5,1", "--student-dims", "2,8,25,1"), "at least as wide"),
+    (("--align-every", "0"), "--align-every must be >= 1"),
+])
+def test_bad_input_fails_in_one_line_and_writes_nothing(argv, message, tmp_path):
+    code, out, err = run_cli("compress", "--preset", "D", *argv, "--out", tmp_path / "out")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_pruning_fields_belong_to_the_compress_experiment():
+    with pytest.raises(ConfigError, match="--prune-threshold is not used by the epoch experiment"):
+        Config(prune_threshold=0.1)
+    assert presets["D"].teacher_dims == (2, 10, 5, 1) and presets["D"].student_dims == (2, 25, 25, 1)
+    assert presets["D"].prune_threshold == 1e-3 and presets["D"].projection_frequency == 0
+    assert num_params(presets["D"].student_dims) == 751
+
+
+def test_a_sweep_over_the_threshold_draws_the_recovery(tmp_path):
+    code, out, err = run_cli("sweep", "--experiment", "compress", *CLI_NEAR, "--grid", "prune-threshold=1e-6,1e-2",
+                             "--out", tmp_path)
+    assert code == 0, err
+    result = l2rebound.sweeps.load(next(tmp_path.glob("sweep-*")))
+    frame = result.frame()
+    recovered = frame.groupby("prune_threshold").support_recovered.mean().to_dict()
+    assert recovered == {1e-6: 0.0, 1e-2: 1.0}  # at 1e-6 the start's noise survives pruning
+    assert set(result.stats) == {"support_recovered", "l2_aligned_after"}
+    assert list(next(tmp_path.glob("sweep-*")).glob("*support_recovered*.png"))
