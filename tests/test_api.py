@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY, TINY_COMPRESS, TINY_NOISE
 from matplotlib.figure import Figure
 
 import l2rebound
-from conftest import TINY, TINY_COMPRESS, TINY_NOISE
 from l2rebound.config import ConfigError, presets
 from l2rebound.results import COLUMNS, KINDS, EpochResult
 

@@ -4,9 +4,9 @@ that must recover it and one that must not), its store, CLI, bad input and sweep
 import jax
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import l2rebound
-from conftest import run_cli
 from l2rebound import store
 from l2rebound.config import Config, ConfigError, presets
 from l2rebound.layout import draw_glorot, num_params
@@ -36,7 +36,7 @@ def test_pruning_and_the_recovery_metrics_by_hand():
     pruned, mask = prune(theta, 2e-3)
     np.testing.assert_array_equal(pruned[[0, 1, 2, 3, 5]], [0.5, 0.0, 2e-3, 0.0, -0.2])
     assert np.isnan(pruned[4]) and mask.tolist() == [1, 0, 1, 0, 1, 1]
-    teacher = np.array([0.4, 1e-9, 0.3, 0.0, 0.1, -0.25])  # the 1e-9 (a projected zero bias) is below any threshold
+    teacher = np.array([0.4, 1e-9, 0.3, 0.0, 0.1, -0.25])  # 1e-9: a zero bias moved off 0 by the projection
     assert teacher_support(teacher, 1e-3).tolist() == [True, False, True, False, True, True]
     student = np.array([0.5, 0.0, 2e-3, 0.0, 0.1, -0.2])
     found = recovery(student, teacher, 1e-3)
@@ -72,7 +72,6 @@ def test_a_student_at_its_teacher_under_pressure_recovers_its_pattern(near):
     assert (table["l2_aligned_lower_after"] >= table["l2_aligned_after"] * (1 - 1e-9)).all()
     assert (table["nonzero_after"] < table["nonzero_before"]).all()
     after = near.students["after"]
-    assert (after[near.students["before"] == 0] == 0).all()  # fine-tuning never revives a pruned entry
     pruned, _ = prune(near.students["before"], NEAR.prune_threshold)
     assert ((after == 0) == (pruned == 0)).all()
     # the aligned student is a relabelling of the pruned one: same entries up to order and sign

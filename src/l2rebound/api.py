@@ -181,7 +181,7 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
                   say: Callable[[str], None] | None = None) -> tuple[Path, SweepResult]:
     """Run the sweep of ``base`` over ``axes`` (``grid.Axis``; ``zipped`` pairs of their fields vary together)
     and store it: every cell as an ordinary result under ``out`` (a stored cell is reused unless ``force``),
-    cells that differ only in traced fields trained by one compiled program, on ``engine``
+    epoch cells that differ only in traced fields trained by one compiled program, on ``engine``
     (``engines.run_pieces``); then the sweep's folder with the figures of ``stats`` split by the ``facet``
     fields. Returns the folder and the ``SweepResult``. Bad input raises ``ConfigError`` before anything is
     written."""

@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from l2rebound.layout import num_params
+from l2rebound.layout import layers
 
 if TYPE_CHECKING:  # symmetry imports JAX: only at the first call (see ``certified_align``)
     from l2rebound.symmetry import Symmetry
@@ -100,8 +100,8 @@ class Budget(NamedTuple):
     """Limits of one ``certified_align`` call; ``None`` means unlimited. ``seconds``: wall time of the
     whole call (the initial heuristic included, and in a process's first call the import of JAX, which
     ``symmetry`` needs; checked between nodes, so a call overruns by at most one node's evaluation).
-    ``nodes``: nodes the search evaluates beyond the root, which is always evaluated (0: the root's bound
-    only). With ``nodes`` alone the result is deterministic."""
+    ``nodes``: nodes the search evaluates beyond the root, which is evaluated unless ``seconds`` is spent
+    before it (0: the root's bound only). With ``nodes`` alone the result is deterministic."""
 
     seconds: float | None = None
     nodes: int | None = None
@@ -148,16 +148,8 @@ class _Problem(NamedTuple):
 
 def _layers(theta, dims: tuple[int, ...]):
     """θ (P,) -> (weights, biases), float64 copies: W_l (d_l, d_{l-1}), b_l (d_l,)."""
-    theta = np.asarray(theta, dtype=np.float64)
-    if theta.shape != (num_params(dims),):
-        raise ValueError(f"θ has shape {theta.shape}, dims {dims} need ({num_params(dims)},)")
-    weights, biases, start = [], [], 0
-    for d_in, d_out in itertools.pairwise(dims):
-        weights.append(theta[start:start + d_out * d_in].reshape(d_out, d_in))
-        start += d_out * d_in
-        biases.append(theta[start:start + d_out])
-        start += d_out
-    return tuple(weights), tuple(biases)
+    weights, biases = zip(*layers(np.array(theta, dtype=np.float64), dims))
+    return weights, biases
 
 
 def _kappa(dims) -> float:

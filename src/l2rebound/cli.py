@@ -23,7 +23,7 @@ import numpy as np
 from l2rebound import store
 from l2rebound.config import PRESETS, Config, ConfigError, build, flag, parse_dims, parse_noise_levels
 from l2rebound.grid import MAX_CELLS
-from l2rebound.results import KINDS
+from l2rebound.results import KINDS, EpochResult
 from l2rebound.store import StoreError
 from l2rebound.sweeps import COMPRESSION_SUMMARY, DEFAULT_COMPRESSION_STATS, DEFAULT_STATS, STATS
 
@@ -399,9 +399,9 @@ def _kept_pair(folder: Path, run: int, epoch: int | None):
     the last); ``ValueError`` saying why not."""
     store.require_finished(folder)
     config = store.load_config(folder)
-    if config.experiment != "epoch":
+    if not issubclass(KINDS[config.experiment], EpochResult):
         raise ValueError(f"{folder} is a {config.experiment} result, which keeps no students: align works on epoch "
-                         "results (or on two network files)")
+                         "and compress results (or on two network files)")
     result = store.load(folder)
     if not len(result.kept_epochs):
         raise ValueError(f"{folder} kept no students (--align-every 0)")

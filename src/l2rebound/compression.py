@@ -111,6 +111,13 @@ def _finite_run(result: CompressionResult, run: int) -> bool:
                 and all(np.all(np.isfinite(result.students[name][run])) for name in ("aligned_before", "aligned_after")))
 
 
+def _note(text: str) -> Figure:
+    """A figure that holds one line of text: what a view shows when there is nothing to draw."""
+    fig = Figure(figsize=(6, 1.5), dpi=DPI)
+    fig.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
 def networks_figure(result: CompressionResult, run: int | None = None) -> Figure:
     """Run ``run`` (1..R; default the first whose students are finite) as three node-link diagrams side by
     side: its teacher, its trained student and its pruned (and fine-tuned) student, both students relabelled
@@ -118,13 +125,14 @@ def networks_figure(result: CompressionResult, run: int | None = None) -> Figure
     teacher's and the units past the teacher's widths (drawn below) are the extra ones, grey once dead. The title names the run, the pruning
     threshold, whether the teacher's support was recovered and the aligned ℓ₂ after pruning (with its
     certified lower bound where the search did not prove it the minimum). Raises ``ValueError`` for a run
-    out of range or a diverged one."""
+    out of range or a diverged one; without ``run``, a result whose every run diverged gets a figure that
+    says so."""
     config = result.config
     runs = config.runs
     if run is None:
         found = [r for r in range(runs) if _finite_run(result, r)]
         if not found:
-            raise ValueError(f"every one of the {runs} runs diverged: there is no student to draw.")
+            return _note(f"every one of the {runs} runs diverged: there is no student to draw")
         index = found[0]
     else:
         if isinstance(run, bool) or int(run) != run or not 1 <= run <= runs:
@@ -203,18 +211,22 @@ def units_table(result: CompressionResult) -> list[str]:
     return lines
 
 
-def verdicts(result: CompressionResult) -> list[str]:
-    """In how many runs (of those where both are finite) the pruned student beats the vanilla one: in clean
-    test loss, and in aligned ℓ₂ (by its upper bound, and by the certified bounds: the pruned student's upper
-    bound below the vanilla one's lower bound)."""
+def beats_vanilla(result: CompressionResult) -> tuple[int, int, int, int]:
+    """Of the runs where the pruned and the vanilla student are both finite (their count first), in how many
+    the pruned one has the lower clean test loss, the smaller aligned ℓ₂ (upper bounds), and the certainly
+    smaller one (its upper bound below the vanilla one's certified lower bound)."""
     both = finished(result, "after") & finished(result, "vanilla")
-    n = int(both.sum())
-    loss = _column(result, "clean_test_loss_after")[both] < _column(result, "clean_test_loss_vanilla")[both]
     upper = _column(result, "l2_aligned_after")[both]
-    closer = upper < _column(result, "l2_aligned_vanilla")[both]
-    certain = upper < _column(result, "l2_aligned_lower_vanilla")[both]
-    return [f"pruned beats vanilla, of {n} runs:", f"  clean test loss lower: {int(loss.sum())}",
-            f"  aligned {L2} smaller:   {int(closer.sum())} ({int(certain.sum())} certified)"]
+    counts = (_column(result, "clean_test_loss_after")[both] < _column(result, "clean_test_loss_vanilla")[both],
+              upper < _column(result, "l2_aligned_vanilla")[both], upper < _column(result, "l2_aligned_lower_vanilla")[both])
+    return int(both.sum()), *(int(c.sum()) for c in counts)
+
+
+def verdicts(result: CompressionResult) -> list[str]:
+    """``beats_vanilla`` as lines of text."""
+    n, loss, closer, certain = beats_vanilla(result)
+    return [f"pruned beats vanilla, of {n} runs:", f"  clean test loss lower: {loss}",
+            f"  aligned {L2} smaller:   {closer} ({certain} certified)"]
 
 
 def comparison_figure(result: CompressionResult) -> Figure:
@@ -224,10 +236,10 @@ def comparison_figure(result: CompressionResult) -> Figure:
     lower bound of each distance that the search did not prove the minimum, and a dashed line ‖θ_teacher‖ (the
     distance of θ = 0, median over runs). Beside them: alive units per layer against the teacher's widths, how
     many runs recovered the teacher's support, the non-zero entries, and a note naming the runs left out
-    (diverged). Raises ``ValueError`` if no student of any run is finite."""
+    (diverged). Where no student of any run is finite, a figure that says so."""
     config = result.config
     if not any(finished(result, phase).any() for phase in PHASES):
-        raise ValueError(f"every one of the {config.runs} runs diverged: there is nothing to compare.")
+        return _note(f"every one of the {config.runs} runs diverged: there is nothing to compare")
     fig = Figure(figsize=(12.5, 6), dpi=DPI, layout="constrained")
     loss_ax, l2_ax, text_ax = fig.subplots(1, 3, width_ratios=[1, 1, 0.7])
     loss = np.column_stack([_column(result, f"clean_test_loss_{phase}") for phase in PHASES])
@@ -317,14 +329,10 @@ def compression_summary(result: CompressionResult) -> str:
         ok = finished(result, phase)
         row(f"clean test loss, {NAMES[phase]}", _mean_std(_column(result, f"clean_test_loss_{phase}")[ok]),
             str(int(ok.sum())))
-    both = finished(result, "after") & finished(result, "vanilla")
-    below = _column(result, "clean_test_loss_after")[both] < _column(result, "clean_test_loss_vanilla")[both]
-    lines.append(f"pruned student's clean test loss below the vanilla one's in {int(below.sum())} of {int(both.sum())} runs")
-    upper = _column(result, "l2_aligned_after")[both]
-    closer = upper < _column(result, "l2_aligned_vanilla")[both]
-    certain = upper < _column(result, "l2_aligned_lower_vanilla")[both]
-    lines.append(f"pruned student's aligned {L2} below the vanilla one's in {int(closer.sum())} of {int(both.sum())} runs "
-                 f"({int(certain.sum())} certified: below the vanilla one's lower bound)")
+    n, below, closer, certain = beats_vanilla(result)
+    lines.append(f"pruned student's clean test loss below the vanilla one's in {below} of {n} runs")
+    lines.append(f"pruned student's aligned {L2} below the vanilla one's in {closer} of {n} runs "
+                 f"({certain} certified: below the vanilla one's lower bound)")
     sizes = {phase: np.linalg.norm(np.asarray(result.students[phase], dtype=float), axis=1) for phase in PHASES}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # every run of a student diverged: NaN

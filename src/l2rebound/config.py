@@ -34,10 +34,11 @@ STEM_BYTES = 160
 """Longest figure-file stem in bytes; a longer one is cut and ends in a hash of the config, so every file
 name stays under the file systems' 255-byte limit."""
 
-NUMERICS_VERSION = 2
+NUMERICS_VERSION = 3
 """Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store
 does not reuse results computed by older code for the same config. 2: ``l2_aligned`` is the certified
-search's upper bound (never above, sometimes below, the heuristic alignment of version 1)."""
+search's upper bound (never above, sometimes below, the heuristic alignment of version 1). 3: its node budget
+counts the nodes beyond the root (version 2 counted the root)."""
 
 
 def parse_dims(text: str) -> tuple[int, ...]:

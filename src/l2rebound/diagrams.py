@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from l2rebound.layout import layers, num_params
+from l2rebound.plots import DPI
 from l2rebound.pruning import alive_mask, alive_units
 
-DPI = 150
 CMAP = colormaps["RdBu_r"]
 POSITIVE, NEGATIVE = CMAP(0.9), CMAP(0.1)  # the bias colormap's ends, so that red means + for edges and nodes
 EDGE_ALPHA = 0.75  # crossing edges stay visible through each other

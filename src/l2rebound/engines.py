@@ -1,7 +1,8 @@
 """Where a sweep's cells train: in this process, or on the workers of a Dask cluster.
 
 The unit of work is a piece: cells that share a ``config.pack_key`` (they differ only in traced fields), which
-``compute_cells`` trains as one batch of one compiled program and stores as ordinary results. A piece holds
+``compute_cells`` trains as one batch of one compiled program (compress cells: one after the other) and stores
+as ordinary results. A piece holds
 its cells' locks while it works and skips the cells stored already, so that a piece retried after a worker
 died, or run twice by two sweeps, costs nothing more and changes no number.
 
@@ -63,7 +64,7 @@ def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
                   on_progress: Callable[[int], None] | None = None,
                   say: Callable[[str], None] = lambda line: None) -> None:
     """Train the cells of one piece (one ``pack_key``) that ``out`` does not hold yet (all with ``force``)
-    with one compiled program (compression cells one after the other) and store each as an ordinary result. Holds every cell's lock throughout (``say``
+    with one compiled program (compress cells one after the other) and store each as an ordinary result. Holds every cell's lock throughout (``say``
     hears when it waits for one); each cell resumes from its own kept chunks, the ones ``l2rebound epoch``
     keeps too. ``on_progress(n)``: run-epochs done, stored cells included."""
     from l2rebound.experiments import run_epoch_cells, run_experiment  # the engine, in the process that trains

@@ -33,7 +33,7 @@ from l2rebound import kernel, provenance
 from l2rebound.certify import Budget, certified_align
 from l2rebound.config import Config, ConfigError, pack_key
 from l2rebound.data import draw_split
-from l2rebound.genericity import project_jitter, project_margin
+from l2rebound.genericity import ZERO_JITTER, project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
 from l2rebound.precision import float64
 from l2rebound.pruning import alive_units, prune, recovery
@@ -117,24 +117,30 @@ def spread(tree):
     return jax.device_put(tree, NamedSharding(runs_mesh(batch), PartitionSpec("runs")))
 
 
+def alignments(students, teachers, dims: tuple[int, ...], align_budget: int | None):
+    """For each finite student of θ (..., P), relabelled onto its teacher (..., P) (broadcast): (its index,
+    ``certified_align``'s ``Alignment``), searching at most ``align_budget`` nodes beyond the root (``None``:
+    to the end). A node budget, never a time: the same students give the same numbers."""
+    students, teachers = np.broadcast_arrays(np.asarray(students), np.asarray(teachers))
+    budget = Budget(nodes=align_budget)
+    for index in np.ndindex(*students.shape[:-1]):
+        if np.all(np.isfinite(students[index])):
+            yield index, certified_align(students[index], teachers[index], dims, budget)
+
+
 def distances(theta, teacher, dims: tuple[int, ...], align_budget: int | None = None) -> dict[str, np.ndarray]:
     """The ``DISTANCES`` of students θ (..., P) from their teachers (..., P) (broadcast), NaN where θ is
-    not finite: one ``certified_align`` per pair, searching at most ``align_budget`` nodes (``None``: to
-    the end), gives ``l2_aligned`` (its upper bound) and ``l2_aligned_lower``. A node budget, never a
-    time: the same students give the same numbers. The alignment dominates the cost (README, 'Three
-    distances')."""
+    not finite: ``l2_aligned`` and ``l2_aligned_lower`` are the bounds of ``alignments``. The alignment
+    dominates the cost (README, 'Three distances')."""
     theta, teacher = np.broadcast_arrays(np.asarray(theta), np.asarray(teacher))
     out = {name: np.full(theta.shape[:-1], np.nan) for name in DISTANCES}
-    budget = Budget(nodes=align_budget)
     teacher_forms = {}  # a run's teacher serves all its kept students: its normal form is computed once
-    for index in np.ndindex(*theta.shape[:-1]):
-        if np.all(np.isfinite(theta[index])):
-            aligned = certified_align(theta[index], teacher[index], dims, budget)
-            out["l2_aligned"][index], out["l2_aligned_lower"][index] = aligned.upper, aligned.lower
-            key = teacher[index].tobytes()
-            if key not in teacher_forms:
-                teacher_forms[key] = normal_form(teacher[index], dims)
-            out["l2_normal_form"][index] = np.linalg.norm(normal_form(theta[index], dims) - teacher_forms[key])
+    for index, aligned in alignments(theta, teacher, dims, align_budget):
+        out["l2_aligned"][index], out["l2_aligned_lower"][index] = aligned.upper, aligned.lower
+        key = teacher[index].tobytes()
+        if key not in teacher_forms:
+            teacher_forms[key] = normal_form(teacher[index], dims)
+        out["l2_normal_form"][index] = np.linalg.norm(normal_form(theta[index], dims) - teacher_forms[key])
     return out
 
 
@@ -521,15 +527,13 @@ class _Phase(NamedTuple):
 
 
 def aligned_students(students, teachers, dims: tuple[int, ...], align_budget: int | None) -> dict[str, np.ndarray]:
-    """Each student (R, P) relabelled onto its teacher (R, P) by ``certified_align``: ``theta`` (R, P) = g·θ,
+    """Each student (R, P) relabelled onto its teacher (R, P) (``alignments``): ``theta`` (R, P) = g·θ,
     ``upper`` and ``lower`` (R,), the certified bounds on the distance; NaN for a student that is not finite."""
     out = {"theta": np.full(students.shape, np.nan), "upper": np.full(len(students), np.nan),
            "lower": np.full(len(students), np.nan)}
-    for r, (student, teacher) in enumerate(zip(students, teachers)):
-        if np.all(np.isfinite(student)):
-            found = certified_align(student, teacher, dims, Budget(nodes=align_budget))
-            out["theta"][r] = apply(found.symmetry, student, dims)
-            out["upper"][r], out["lower"][r] = found.upper, found.lower
+    for (r,), found in alignments(students, teachers, dims, align_budget):
+        out["theta"][r] = apply(found.symmetry, students[r], dims)
+        out["upper"][r], out["lower"][r] = found.upper, found.lower
     return out
 
 
@@ -540,6 +544,7 @@ def run_compress_experiment(config: Config, on_progress=None, checkpoint=None) -
     fine-tuned F epochs with a mask; the same runs trained E + F epochs by the vanilla rule. ``on_progress(n)``
     is called as run-epochs complete (R · 2(E + F) in total)."""
     epochs, tune_epochs = config.epochs, config.finetune_epochs
+    check_memory(config.replace(epochs=epochs + tune_epochs))  # the vanilla phase is the longest
     train = config.replace(experiment="epoch", prune_threshold=Config.prune_threshold, finetune_epochs=0)
     tune, plain = train.replace(epochs=tune_epochs), train.replace(train="vanilla", epochs=epochs + tune_epochs)
     phase = (lambda prefix: _Phase(checkpoint, prefix)) if checkpoint else (lambda prefix: None)
@@ -560,15 +565,16 @@ def run_compress_experiment(config: Config, on_progress=None, checkpoint=None) -
     expect = {**{name: (tune_epochs + 1,) for name in METRICS}, "diverged_at": (), "theta": (students,)}
     tuned = run_chunks(config.runs, tune_epochs, finetune, expect, on_progress, phase("finetune-"))
     vanilla = train_plan(epoch_plan([plain]), np.array([epochs + tune_epochs]), on_progress, [phase("vanilla-")])
-    after = tuned["theta"]
+    after = np.where((tuned["diverged_at"] >= 0)[:, None], np.nan, tuned["theta"])  # as training's kept θ
     padded = np.stack([np.asarray(pad(t, config.teacher_dims, config.student_dims)) for t in first["teacher"]])
     dims = config.student_dims
     aligned = {name: aligned_students(theta, padded, dims, config.align_budget)
                for name, theta in (("before", before), ("after", after))}
-    recovered = recovery(aligned["after"]["theta"], padded, config.prune_threshold)
+    # the genericity projection moves a teacher's zero entries to (1 to 2)·ZERO_JITTER in size
+    recovered = recovery(aligned["after"]["theta"], padded, 2 * ZERO_JITTER)
     finite = np.isfinite(after).all(axis=1)
     alive = np.array([alive_units(theta, dims) if ok else (-1,) * (len(dims) - 2) for theta, ok in zip(after, finite)])
-    nonzero = lambda theta: np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)  # noqa: E731
+    nonzero = lambda theta: np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)
     last = {name: tuned[name][:, -1] for name in METRICS}
     table = {"run": np.arange(1, config.runs + 1), "threshold": np.full(config.runs, config.prune_threshold),
              "nonzero_before": nonzero(before), "nonzero_after": nonzero(after),
@@ -580,9 +586,10 @@ def run_compress_experiment(config: Config, on_progress=None, checkpoint=None) -
              "l2_after": last["l2"], "l2_aligned_before": aligned["before"]["upper"],
              "l2_aligned_after": aligned["after"]["upper"], "l2_aligned_lower_before": aligned["before"]["lower"],
              "l2_aligned_lower_after": aligned["after"]["lower"],
-             "support_recovered": recovered["support_recovered"].astype(np.int64), "l1_after": recovered["l1"],
+             "support_recovered": np.where(finite, recovered["support_recovered"], -1), "l1_after": recovered["l1"],
              "l0_after": recovered["l0"], "clean_test_loss_vanilla": vanilla["clean_test_loss"][:, -1],
-             "l2_aligned_vanilla": vanilla["l2_aligned"][:, -1], "l2_aligned_lower_vanilla": vanilla["l2_aligned_lower"][:, -1]}
+             "l2_aligned_vanilla": vanilla["l2_aligned"][:, -1], "l2_aligned_lower_vanilla": vanilla["l2_aligned_lower"][:, -1],
+             "diverged_at_finetune": tuned["diverged_at"], "diverged_at_vanilla": vanilla["diverged_at"]}
     result = CompressionResult(
         config, {k: first[k] for k in COLUMNS}, first["teacher"], first["student_init"], first["diverged_at"], keep,
         first["kept_theta"], {name: tuned[name] for name in METRICS}, {name: vanilla[name] for name in METRICS}, table,

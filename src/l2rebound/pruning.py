@@ -21,23 +21,23 @@ def prune(theta, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     return np.where(mask > 0, theta, 0.0).astype(theta.dtype), mask
 
 
-def teacher_support(teacher, threshold: float) -> np.ndarray:
-    """The entries (..., P) a pruned student must keep to have its teacher's pattern: those of |θ_t| ≥
-    ``threshold``. The teacher is held to the student's rule, because the genericity projection leaves a
-    zero-bias teacher's biases at a few ulps, which no pruned student can match."""
-    return np.abs(np.asarray(teacher)) >= threshold
+def teacher_support(teacher, zero: float) -> np.ndarray:
+    """The teacher's non-zero pattern (..., P): its entries with |θ_t| > ``zero``. A teacher's zero entries
+    need not be exactly 0: the genericity projection moves them to a small non-zero size, which ``zero``
+    (the engine passes twice the largest such size) tells apart from the teacher's real weights."""
+    return np.abs(np.asarray(teacher)) > zero
 
 
-def recovery(aligned, teacher, threshold: float) -> dict[str, np.ndarray]:
+def recovery(aligned, teacher, zero: float) -> dict[str, np.ndarray]:
     """How a pruned student, relabelled onto its teacher (``aligned`` (..., P): g·θ for the g that aligns it),
     compares with the teacher padded to its shape (``teacher`` (..., P)).
 
-    Returns, each (...,): ``support_recovered`` (bool: the student's non-zero entries are exactly
-    ``teacher_support``), ``l0`` (how many entries are non-zero in one and not the other) and ``l1``
-    (Σ|g·θ − θ_t|). NaN students give False, -1 and NaN."""
+    Returns, each (...,): ``support_recovered`` (bool: the student is non-zero exactly on
+    ``teacher_support(teacher, zero)``), ``l0`` (how many entries are non-zero in one and not the other) and
+    ``l1`` (Σ|g·θ − θ_t|). NaN students give False, -1 and NaN."""
     aligned, teacher = np.broadcast_arrays(np.asarray(aligned, float), np.asarray(teacher, float))
     finite = np.isfinite(aligned).all(axis=-1)
-    differ = (aligned != 0) != teacher_support(teacher, threshold)
+    differ = (aligned != 0) != teacher_support(teacher, zero)
     l0 = differ.sum(axis=-1)
     return {"support_recovered": finite & (l0 == 0), "l0": np.where(finite, l0, -1),
             "l1": np.abs(aligned - teacher).sum(axis=-1)}

@@ -33,7 +33,8 @@ this epoch was non-zero but rounded away (below half an ulp of the parameter); 0
 DISTANCES = ("l2_aligned", "l2_aligned_lower", "l2_normal_form")
 """Distances modulo the symmetry group, computed on the host from kept students: the best relabelling found
 (an upper bound on the minimum over the group), a certified lower bound on that minimum (both from one
-``certify.certified_align`` call within ``Config.align_budget`` nodes), and the distance between normal forms."""
+``certify.certified_align`` call searching at most ``Config.align_budget`` nodes beyond the root), and the
+distance between normal forms."""
 ADDED_COLUMNS = ("l2_aligned_lower",)
 """Columns that results stored by earlier versions lack: read back as NaN (never computed)."""
 OPTIMAL_RTOL = 1e-6
@@ -419,20 +420,25 @@ def compression_columns(config: Config) -> tuple[str, ...]:
     ``vanilla``: the student trained without regulariser or pruning for E + F epochs from the same start on the
     same data. ``alive_units_h``: hidden units of layer h with a non-zero incoming and a non-zero outgoing
     weight after pruning; ``teacher_units_h``: the teacher's width. ``support_recovered`` (0/1), ``l1_after``
-    and ``l0_after`` compare the aligned pruned student with the padded teacher (``pruning.recovery``; -1: a
-    diverged run)."""
+    and ``l0_after`` compare the aligned pruned student with the padded teacher (``pruning.recovery``).
+    ``diverged_at_finetune``, ``diverged_at_vanilla``: the first epoch of that phase with a non-finite metric
+    (-1: finished; the training phase's is ``diverged_at``). Counts are -1, values NaN, for a pruned student
+    that is not finite."""
     layers = range(1, len(config.student_dims) - 1)
     return ("run", "threshold", "nonzero_before", "nonzero_after", *(f"alive_units_{h}" for h in layers),
             *(f"teacher_units_{h}" for h in layers), "train_loss_before", "train_loss_after",
             "clean_test_loss_before", "clean_test_loss_after", "l2_before", "l2_after", "l2_aligned_before",
             "l2_aligned_after", "l2_aligned_lower_before", "l2_aligned_lower_after", "support_recovered",
-            "l1_after", "l0_after", "clean_test_loss_vanilla", "l2_aligned_vanilla", "l2_aligned_lower_vanilla")
+            "l1_after", "l0_after", "clean_test_loss_vanilla", "l2_aligned_vanilla", "l2_aligned_lower_vanilla",
+            "diverged_at_finetune", "diverged_at_vanilla")
 
 
 def integer_column(name: str) -> bool:
     """Whether the column ``name`` of ``compression.csv`` holds integers (counts, run numbers, 0/1 flags)."""
     return name in ("run", "nonzero_before", "nonzero_after", "support_recovered", "l0_after") or \
-        name.startswith(("alive_units", "teacher_units"))
+        name.startswith(("alive_units", "teacher_units", "diverged_at"))
+
+
 STUDENTS = ("before", "after", "aligned_before", "aligned_after", "vanilla")
 """The compression experiment's students per run (``students.npz``): θ_E, the pruned (and fine-tuned) θ, both
 also relabelled onto the padded teacher by their certified alignment, and the final vanilla θ."""
@@ -541,6 +547,14 @@ class CompressionResult(EpochResult):
 
         return {"networks": networks_figure(self), "comparison": comparison_figure(self),
                 **super().figures(squared)}
+
+    def warnings(self):
+        lines = super().warnings()
+        for phase, what in (("finetune", "fine-tuning its pruned student"), ("vanilla", "training its vanilla student")):
+            for run, epoch in enumerate(self.compression[f"diverged_at_{phase}"], start=1):
+                if epoch >= 0:
+                    lines.append(f"run {run} diverged at epoch {epoch} of {what} (non-finite loss)")
+        return lines
 
     def summary(self, squared=False):
         from l2rebound.compression import compression_summary

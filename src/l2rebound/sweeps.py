@@ -39,8 +39,9 @@ teacher has no rebound to measure); ``l2_aligned_final`` is NaN
 where the cell records no aligned distance (``align_every`` 0)."""
 COMPRESSION_SUMMARY = ("support_recovered", "l2_aligned_after", "l2_aligned_lower_after", "clean_test_loss_after",
                        "clean_test_loss_vanilla", "nonzero_after", "l0_after")
-"""Further columns of a sweep of compression experiments, from each cell's ``compression.csv``: the mean of
-``support_recovered`` over runs is the fraction of runs that recovered the teacher's sparsity pattern."""
+"""Further columns of a sweep of compression experiments, from each cell's ``compression.csv``
+(``recovery_summary``): the mean of ``support_recovered`` over runs is the fraction of runs that
+recovered the teacher's sparsity pattern."""
 STATS = tuple(name for name in SUMMARY + COMPRESSION_SUMMARY if name not in ("run", "run_seed", "diverged_at"))
 """The statistics a figure can show (``--stat``); those of ``COMPRESSION_SUMMARY`` in compression sweeps only."""
 DEFAULT_STATS = ("rebound", "l2_min_epoch")
@@ -52,6 +53,8 @@ def stats_of(base: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if base.experiment == "compress":
         return STATS, DEFAULT_COMPRESSION_STATS
     return tuple(s for s in STATS if s not in COMPRESSION_SUMMARY), DEFAULT_STATS
+
+
 SCHEMA = 1
 
 
@@ -72,8 +75,18 @@ def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
             "train_loss_final": final["train_loss"], "test_loss_final": final["test_loss"],
             "clean_test_loss_final": final["clean_test_loss"], "diverged_at": np.asarray(result.diverged_at),
             "l2_aligned_final": final["l2_aligned"],
-            **{name: np.asarray(result.compression[name], float) for name in COMPRESSION_SUMMARY
-               if isinstance(result, CompressionResult)}}
+            **(recovery_summary(result) if isinstance(result, CompressionResult) else {})}
+
+
+def recovery_summary(result: CompressionResult) -> dict[str, np.ndarray]:
+    """The ``COMPRESSION_SUMMARY`` columns of one compression result, (R,) each, NaN where the pruned student
+    (or, for ``clean_test_loss_vanilla``, the vanilla one) diverged: the table's -1 counts are no numbers to
+    average. ``diverged_at`` stays the training phase's."""
+    table = result.compression
+    out = {name: np.asarray(table[name], float) for name in COMPRESSION_SUMMARY}
+    for name in ("support_recovered", "nonzero_after", "l0_after"):
+        out[name][out[name] < 0] = np.nan
+    return out
 
 
 def sweep_hash(base: Config, axes: list[Axis], zipped: list[tuple[str, str]]) -> str:
@@ -86,7 +99,7 @@ def sweep_hash(base: Config, axes: list[Axis], zipped: list[tuple[str, str]]) ->
 @dataclass(frozen=True, eq=False)
 class SweepResult:
     """A finished sweep. ``cells``: each cell's swept field values, in grid order; ``hashes``: their configs'
-    hashes (their folders ``OUT/epoch-<hash>``); ``columns``: the summary, name -> (rows,) with rows = cells ×
+    hashes (their folders ``OUT/<experiment>-<hash>``); ``columns``: the summary, name -> (rows,) with rows = cells ×
     runs, the swept fields first (tuple values as text)."""
 
     base: Config
@@ -244,7 +257,10 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
     everything = result.frame()
     frame = everything[everything.diverged_at < 0]
     finite = frame[stat][np.isfinite(frame[stat])]
-    scale = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)  # one colour scale for every panel
+    from matplotlib.colors import LogNorm, Normalize
+
+    low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    scale = (LogNorm if _spans_decades(finite) else Normalize)(low, high)  # one colour scale for every panel
     panels = [dict(zip([a.field for a in facets], values)) for values in
               itertools.product(*(a.values for a in facets))] or [{}]
     cols = min(3, len(panels))
@@ -274,6 +290,11 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
     return fig
 
 
+def _spans_decades(values) -> bool:
+    """Whether positive ``values`` span more than two decades: then they are drawn on a log scale."""
+    return len(values) > 0 and values.min() > 0 and values.max() / values.min() > 100
+
+
 def _column(axis: Axis, values):
     return [label(v) if isinstance(v, tuple) else v for v in values]
 
@@ -290,8 +311,7 @@ def _line(ax, result: SweepResult, axis: Axis, frame, stat: str, name: str) -> N
         ax.set_xscale("log")
     if not numeric or result.zipped:
         ax.set_xticks(x, [_tick(result, axis, v) for v in axis.values], rotation=30 if not numeric else 0)
-    positive = frame[stat][np.isfinite(frame[stat])]
-    if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
+    if _spans_decades(frame[stat][np.isfinite(frame[stat])]):
         ax.set_yscale("log")
     ax.set_xlabel(option(axis.field))
     ax.set_ylabel(name)
@@ -300,8 +320,8 @@ def _line(ax, result: SweepResult, axis: Axis, frame, stat: str, name: str) -> N
 
 
 def _heatmap(fig, ax, result: SweepResult, inner: list[Axis], frame, every, stat: str, name: str, scale) -> None:
-    """Heatmap of the mean of ``stat`` over the finished runs in ``frame``; a cell without a value says whether
-    all its runs (in ``every``) diverged or the statistic is undefined there."""
+    """Heatmap of the mean of ``stat`` over the finished runs in ``frame``, coloured by the norm ``scale``; a
+    cell without a value says whether all its runs (in ``every``) diverged or the statistic is undefined there."""
     across, down = inner
     table = frame.groupby([down.field, across.field])[stat].mean()
     finished = every.assign(ok=every.diverged_at < 0).groupby([down.field, across.field])["ok"].any()
@@ -310,14 +330,13 @@ def _heatmap(fig, ax, result: SweepResult, inner: list[Axis], frame, every, stat
     from matplotlib import colormaps
 
     colours = colormaps["viridis"].with_extremes(bad="lightgray")
-    image = ax.imshow(grid, origin="lower", aspect="auto", cmap=colours, vmin=scale[0], vmax=scale[1])
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap=colours, norm=scale)
     ax.set_xticks(range(len(across.values)), [_tick(result, across, v) for v in across.values], rotation=30)
     ax.set_yticks(range(len(down.values)), [_tick(result, down, v) for v in down.values])
     ax.set_xlabel(option(across.field))
     ax.set_ylabel(option(down.field))
-    middle = (scale[0] + scale[1]) / 2
     for (i, j), value in np.ndenumerate(grid):
         text = f"{value:.4g}" if np.isfinite(value) else "n/a" if finished.get(keys[i][j], False) else "diverged"
         ax.text(j, i, text, ha="center", va="center", fontsize="small",
-                color="white" if np.isfinite(value) and value < middle else "black")
+                color="white" if np.isfinite(value) and scale(value) < 0.5 else "black")
     fig.colorbar(image, ax=ax, label=name)
