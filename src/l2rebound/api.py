@@ -138,9 +138,11 @@ def execute(config: Config, out: Path, force: bool = False, progress: bool = Tru
 def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, say: Callable[[str], None]) -> Result:
     """Compute ``config`` (resuming from its kept chunks of runs unless ``force``) and store it under ``out``;
     the caller holds the result's lock."""
-    trainings = kind_of(config).trainings(config)
-    say(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs, "
-        f"{config.describe()}")
+    kind = kind_of(config)
+    trainings, total = kind.trainings(config), kind.run_epochs(config)
+    phases = "" if total == trainings * config.epochs else f" ({total} run-epochs with its other phases)"
+    say(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs"
+        f"{phases}, {config.describe()}")
     checkpoint = store.Checkpoint(out, config)
     if force:
         checkpoint.clear()
