@@ -1,17 +1,19 @@
 """The compression experiment: pruning, masked fine-tuning, recovery of the teacher's sparsity pattern (a case
 that must recover it and one that must not), its store, CLI, bad input and sweeps over the threshold."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 from conftest import run_cli
 
 import l2rebound
-from l2rebound import store
+from l2rebound import store, sweeps
 from l2rebound.config import Config, ConfigError, presets
 from l2rebound.layout import draw_glorot, num_params
 from l2rebound.nets import pad
-from l2rebound.pruning import alive_units, prune, recovery, teacher_support
+from l2rebound.pruning import alive_units, bias_mask, prune, recovery, teacher_support
 
 NEAR = Config(experiment="compress", teacher_dims=(2, 3, 2, 1), student_dims=(2, 5, 4, 1), initial_permut=1e-4,
               train="l1", alpha=1e-3, noise_sigma=0.0, epochs=20, finetune_epochs=10, prune_threshold=1e-2,
@@ -36,15 +38,19 @@ def test_pruning_and_the_recovery_metrics_by_hand():
     pruned, mask = prune(theta, 2e-3)
     np.testing.assert_array_equal(pruned[[0, 1, 2, 3, 5]], [0.5, 0.0, 2e-3, 0.0, -0.2])
     assert np.isnan(pruned[4]) and mask.tolist() == [1, 0, 1, 0, 1, 1]
-    teacher = np.array([0.4, 1e-9, 0.3, 0.0, 0.1, -0.25])  # 1e-9: a zero bias moved off 0 by the projection
-    assert teacher_support(teacher, 1e-3).tolist() == [True, False, True, False, True, True]
-    student = np.array([0.5, 0.0, 2e-3, 0.0, 0.1, -0.2])
-    found = recovery(student, teacher, 1e-3)
+    dims = (1, 2, 1)  # θ = W1 (2), b1 (2), W2 (2), b2 (1)
+    teacher = np.array([0.4, 0.0, 1e-6, 2e-3, 0.1, -0.25, 1e-6])  # a padded unit; biases moved off 0 by the projection
+    assert bias_mask(dims).tolist() == [False, False, True, True, False, False, True]
+    support = teacher_support(teacher, dims, zero_biases=True)
+    assert support.tolist() == [True, False, False, False, True, True, False]
+    assert teacher_support(teacher, dims, zero_biases=False).tolist() == [True, False, True, True, True, True, True]
+    student = np.array([0.5, 0.0, 0.0, 0.0, 0.1, -0.2, 0.0])
+    found = recovery(student, teacher, support)
     assert found["support_recovered"] and found["l0"] == 0
-    assert found["l1"] == pytest.approx(0.1 + 1e-9 + 0.298 + 0.05)
-    wrong = recovery(np.array([0.5, 0.0, 0.0, 0.0, 0.1, -0.2]), teacher, 1e-3)
+    assert found["l1"] == pytest.approx(0.1 + 1e-6 + 2e-3 + 0.05 + 1e-6)
+    wrong = recovery(np.array([0.5, 0.0, 0.0, 3e-3, 0.1, -0.2, 0.0]), teacher, support)
     assert not wrong["support_recovered"] and wrong["l0"] == 1
-    diverged = recovery(np.full(6, np.nan), teacher, 1e-3)
+    diverged = recovery(np.full(7, np.nan), teacher, support)
     assert not diverged["support_recovered"] and diverged["l0"] == -1
 
 
@@ -81,6 +87,16 @@ def test_a_student_at_its_teacher_under_pressure_recovers_its_pattern(near):
     np.testing.assert_allclose(near.finetune["l2"][:, 0], np.linalg.norm(pruned - teachers, axis=1), rtol=1e-12)
 
 
+@pytest.mark.parametrize(("fields", "recovered"), [
+    ({"projection": "margin"}, [1, 1]),  # the teacher's zero biases at multiples of ε count as zero
+    ({"prune_threshold": 0.0, "finetune_epochs": 0}, [0, 0]),  # nothing pruned: the start's noise stays
+    ({"prune_threshold": 1e300}, [0, 0]),  # everything pruned
+])
+def test_recovery_needs_the_teachers_pattern_whatever_the_threshold(fields, recovered):
+    result = l2rebound.run(NEAR.replace(**fields), progress=False)
+    assert result.compression["support_recovered"].tolist() == recovered
+
+
 def test_a_fresh_wide_student_does_not_recover_its_teacher():
     result = l2rebound.run(FAR, progress=False)
     table = result.compression
@@ -107,6 +123,10 @@ def test_the_result_round_trips_through_the_store(near, tmp_path):
                                                        "vanilla": runs * (epochs + tune + 1)}
     assert frame[frame.phase == "finetune"].epoch.min() == epochs
     assert (folder / "compression.csv").read_text().splitlines()[0].startswith("run,threshold,nonzero_before")
+    code, out, err = run_cli("align", folder, "--run", "2")  # the last kept student of run 2, before pruning
+    assert code == 0, err
+    upper = float(next(line for line in out.splitlines() if line.startswith("upper")).split()[1])
+    assert upper == pytest.approx(near.compression["l2_aligned_before"][1], rel=1e-12)
 
 
 def test_the_command_writes_the_table_and_the_figures(tmp_path):
@@ -141,7 +161,7 @@ def test_the_pruning_fields_belong_to_the_compress_experiment():
 
 
 def test_a_sweep_over_the_threshold_draws_the_recovery(tmp_path):
-    code, out, err = run_cli("sweep", "--experiment", "compress", *CLI_NEAR, "--grid", "prune-threshold=1e-6,1e-2",
+    code, _, err = run_cli("sweep", "--experiment", "compress", *CLI_NEAR, "--grid", "prune-threshold=1e-6,1e-2",
                              "--out", tmp_path)
     assert code == 0, err
     result = l2rebound.sweeps.load(next(tmp_path.glob("sweep-*")))
@@ -150,3 +170,15 @@ def test_a_sweep_over_the_threshold_draws_the_recovery(tmp_path):
     assert recovered == {1e-6: 0.0, 1e-2: 1.0}  # at 1e-6 the start's noise survives pruning
     assert set(result.stats) == {"support_recovered", "l2_aligned_after"}
     assert list(next(tmp_path.glob("sweep-*")).glob("*support_recovered*.png"))
+
+
+def test_a_compress_sweep_leaves_out_runs_whose_pruned_student_diverged(near):
+    table = {name: values.copy() for name, values in near.compression.items()}
+    for name in ("nonzero_after", "l0_after", "support_recovered"):
+        table[name][0] = -1  # as the engine writes a pruned student that diverged
+    table["diverged_at_finetune"][0] = 3
+    summary = sweeps.recovery_summary(dataclasses.replace(near, compression=table))
+    assert np.isnan(summary["support_recovered"][0]) and np.isnan(summary["nonzero_after"][0])
+    assert summary["support_recovered"][1] == 1
+    assert summary["diverged_at"].tolist() == [NEAR.epochs + 3, -1]
+    assert (near.compression["nonzero_after"] >= 0).all()  # the result itself is left as it was

@@ -120,7 +120,7 @@ def test_the_networks_figure_refuses_a_diverged_run_and_skips_it_by_default(resu
         C.networks_figure(broken, run=1)
     assert C.networks_figure(broken)._suptitle.get_text().startswith("Run 2 of 2")
     nothing = C.networks_figure(diverge(broken, 2))  # every run diverged: a figure that says so
-    assert "every one of the 2 runs diverged" in nothing.texts[0].get_text()
+    assert "no run of the 2 has finite students" in nothing.texts[0].get_text()
 
 
 @slow
@@ -233,7 +233,7 @@ def test_every_run_diverged_gives_figures_that_say_so(result):
     # every pruned student diverged, every training finished: all four views are drawn, none raises
     pruned_lost = diverge(diverge(result, 1, ("after",)), 2, ("after",))
     figures = pruned_lost.figures()
-    assert "every one of the 2 runs diverged" in figures["networks"].texts[0].get_text()
+    assert "no run of the 2 has finite students" in figures["networks"].texts[0].get_text()
     assert set(figures) == set(result.views)
 
 

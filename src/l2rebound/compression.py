@@ -57,7 +57,7 @@ def finished(result: CompressionResult, phase: str) -> np.ndarray:
 
 def pruned_counted(result: CompressionResult) -> np.ndarray:
     """Bool (R,): the runs whose pruned student is finite, so that its counts (non-zero entries, alive units,
-    support) mean something (the engine writes -1 and 0 for the others)."""
+    support) mean something (the engine writes -1 for the others)."""
     return finished(result, "after") & (_column(result, "nonzero_after") >= 0)
 
 
@@ -132,7 +132,7 @@ def networks_figure(result: CompressionResult, run: int | None = None) -> Figure
     if run is None:
         found = [r for r in range(runs) if _finite_run(result, r)]
         if not found:
-            return _note(f"every one of the {runs} runs diverged: there is no student to draw")
+            return _note(f"no run of the {runs} has finite students to draw (they diverged)")
         index = found[0]
     else:
         if isinstance(run, bool) or int(run) != run or not 1 <= run <= runs:

@@ -33,10 +33,10 @@ from l2rebound import kernel, provenance
 from l2rebound.certify import Budget, certified_align
 from l2rebound.config import Config, ConfigError, pack_key
 from l2rebound.data import draw_split
-from l2rebound.genericity import ZERO_JITTER, project_jitter, project_margin
+from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
 from l2rebound.precision import float64
-from l2rebound.pruning import alive_units, prune, recovery
+from l2rebound.pruning import alive_units, prune, recovery, teacher_support
 from l2rebound.results import (COLUMNS, DISTANCES, METRICS, CompressionResult, EpochResult, NoiseResult, Result,
                                compute, kept_epochs, kind_of, with_manifest)
 from l2rebound.symmetry import apply, normal_form
@@ -570,8 +570,8 @@ def run_compress_experiment(config: Config, on_progress=None, checkpoint=None) -
     dims = config.student_dims
     aligned = {name: aligned_students(theta, padded, dims, config.align_budget)
                for name, theta in (("before", before), ("after", after))}
-    # the genericity projection moves a teacher's zero entries to (1 to 2)·ZERO_JITTER in size
-    recovered = recovery(aligned["after"]["theta"], padded, 2 * ZERO_JITTER)
+    support = teacher_support(padded, dims, zero_biases=config.bias_init == "zero")
+    recovered = recovery(aligned["after"]["theta"], padded, support)
     finite = np.isfinite(after).all(axis=1)
     alive = np.array([alive_units(theta, dims) if ok else (-1,) * (len(dims) - 2) for theta, ok in zip(after, finite)])
     nonzero = lambda theta: np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)

@@ -21,23 +21,30 @@ def prune(theta, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     return np.where(mask > 0, theta, 0.0).astype(theta.dtype), mask
 
 
-def teacher_support(teacher, zero: float) -> np.ndarray:
-    """The teacher's non-zero pattern (..., P): its entries with |θ_t| > ``zero``. A teacher's zero entries
-    need not be exactly 0: the genericity projection moves them to a small non-zero size, which ``zero``
-    (the engine passes twice the largest such size) tells apart from the teacher's real weights."""
-    return np.abs(np.asarray(teacher)) > zero
+def teacher_support(teacher, dims: tuple[int, ...], zero_biases: bool) -> np.ndarray:
+    """The teacher's non-zero pattern (..., P) as its construction makes it: every non-zero entry, less its
+    biases when they were drawn as zeros (``zero_biases``). Such biases need not be 0 any more: the genericity
+    projection moves them off zero (to about 1e-6 by the jitter, to multiples of ε by the margin)."""
+    support = np.asarray(teacher) != 0
+    return support & ~bias_mask(dims) if zero_biases else support
 
 
-def recovery(aligned, teacher, zero: float) -> dict[str, np.ndarray]:
+def bias_mask(dims: tuple[int, ...]) -> np.ndarray:
+    """(P,) bool: True at the biases of a network of widths ``dims``."""
+    return np.concatenate([np.repeat([False, True], [d_out * d_in, d_out]) for d_in, d_out in itertools.pairwise(dims)])
+
+
+def recovery(aligned, teacher, support) -> dict[str, np.ndarray]:
     """How a pruned student, relabelled onto its teacher (``aligned`` (..., P): g·θ for the g that aligns it),
-    compares with the teacher padded to its shape (``teacher`` (..., P)).
+    compares with the teacher padded to its shape (``teacher`` (..., P)) and its non-zero pattern ``support``
+    (..., P) bool (``teacher_support``).
 
-    Returns, each (...,): ``support_recovered`` (bool: the student is non-zero exactly on
-    ``teacher_support(teacher, zero)``), ``l0`` (how many entries are non-zero in one and not the other) and
-    ``l1`` (Σ|g·θ − θ_t|). NaN students give False, -1 and NaN."""
+    Returns, each (...,): ``support_recovered`` (bool: the student is non-zero exactly on ``support``), ``l0``
+    (how many entries are non-zero in one and not the other) and ``l1`` (Σ|g·θ − θ_t|). NaN students give
+    False, -1 and NaN."""
     aligned, teacher = np.broadcast_arrays(np.asarray(aligned, float), np.asarray(teacher, float))
     finite = np.isfinite(aligned).all(axis=-1)
-    differ = (aligned != 0) != teacher_support(teacher, zero)
+    differ = (aligned != 0) != support
     l0 = differ.sum(axis=-1)
     return {"support_recovered": finite & (l0 == 0), "l0": np.where(finite, l0, -1),
             "l1": np.abs(aligned - teacher).sum(axis=-1)}

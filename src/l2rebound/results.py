@@ -421,8 +421,8 @@ def compression_columns(config: Config) -> tuple[str, ...]:
     same data. ``alive_units_h``: hidden units of layer h with a non-zero incoming and a non-zero outgoing
     weight after pruning; ``teacher_units_h``: the teacher's width. ``support_recovered`` (0/1), ``l1_after``
     and ``l0_after`` compare the aligned pruned student with the padded teacher (``pruning.recovery``).
-    ``diverged_at_finetune``, ``diverged_at_vanilla``: the first epoch of that phase with a non-finite metric
-    (-1: finished; the training phase's is ``diverged_at``). Counts are -1, values NaN, for a pruned student
+    ``diverged_at_finetune``, ``diverged_at_vanilla``: the first epoch of that phase with a non-finite metric,
+    counted from the phase's start (-1: finished; the training phase's is ``diverged_at``). Counts are -1, values NaN, for a pruned student
     that is not finite."""
     layers = range(1, len(config.student_dims) - 1)
     return ("run", "threshold", "nonzero_before", "nonzero_after", *(f"alive_units_{h}" for h in layers),
@@ -552,7 +552,7 @@ class CompressionResult(EpochResult):
         lines = super().warnings()
         for phase, what in (("finetune", "fine-tuning its pruned student"), ("vanilla", "training its vanilla student")):
             for run, epoch in enumerate(self.compression[f"diverged_at_{phase}"], start=1):
-                if epoch >= 0:
+                if epoch >= 0 and not (phase == "finetune" and self.diverged_at[run - 1] >= 0):  # said above
                     lines.append(f"run {run} diverged at epoch {epoch} of {what} (non-finite loss)")
         return lines
 

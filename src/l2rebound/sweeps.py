@@ -81,11 +81,15 @@ def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
 def recovery_summary(result: CompressionResult) -> dict[str, np.ndarray]:
     """The ``COMPRESSION_SUMMARY`` columns of one compression result, (R,) each, NaN where the pruned student
     (or, for ``clean_test_loss_vanilla``, the vanilla one) diverged: the table's -1 counts are no numbers to
-    average. ``diverged_at`` stays the training phase's."""
+    average. ``diverged_at`` counts the fine-tuning after the training (E + its epoch), so that a run whose
+    pruned student diverged is left out of the figures like one whose training did."""
     table = result.compression
-    out = {name: np.asarray(table[name], float) for name in COMPRESSION_SUMMARY}
+    out = {name: np.array(table[name], float) for name in COMPRESSION_SUMMARY}
     for name in ("support_recovered", "nonzero_after", "l0_after"):
         out[name][out[name] < 0] = np.nan
+    tuned = np.asarray(table["diverged_at_finetune"])
+    trained = np.asarray(result.diverged_at)
+    out["diverged_at"] = np.where(trained >= 0, trained, np.where(tuned >= 0, result.config.epochs + tuned, -1))
     return out
 
 
