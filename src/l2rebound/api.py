@@ -148,7 +148,7 @@ def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, s
         checkpoint.clear()
     elif checkpoint.count():
         say(f"resuming: {checkpoint.count()} finished chunk(s) of runs found in {checkpoint.folder}")
-    with progress_bar(kind_of(config).run_epochs(config), progress) as bar:
+    with progress_bar(total, progress) as bar:
         result = compute(config, on_progress=bar.update, checkpoint=checkpoint)
     try:
         folder = store.save(out, result)

@@ -599,6 +599,6 @@ def run_compress_experiment(config: Config, on_progress=None, checkpoint=None) -
 
 
 def run_experiment(config: Config, on_progress=None, checkpoint=None) -> Result:
-    """The experiment of ``config``'s kind: the one pure entry point from a config to its result. ``on_progress(n)`` is called as run-epochs complete; ``checkpoint`` as in
-    ``run_chunks``."""
+    """The experiment of ``config``'s kind: the one pure entry point from a config to its result.
+    ``on_progress(n)`` is called as run-epochs complete; ``checkpoint`` as in ``run_chunks``."""
     return compute(config, on_progress, checkpoint)

@@ -209,6 +209,14 @@ def _column(table: dict[str, np.ndarray], name: str, config: Config) -> np.ndarr
     return _float(table[name], config)
 
 
+def _per_epoch(metrics: dict[str, np.ndarray], names, first: int = 0) -> dict[str, np.ndarray]:
+    """The tidy table of per-run, per-epoch ``metrics`` (R, T) each: columns run (1..R), epoch (``first`` ..
+    ``first`` + T − 1) and ``names``, one row per run and epoch."""
+    runs, epochs = metrics["l2"].shape
+    return {"run": np.repeat(np.arange(1, runs + 1), epochs), "epoch": np.tile(first + np.arange(epochs), runs),
+            **{name: metrics[name].reshape(-1) for name in names}}
+
+
 def proven_optimal(upper, lower) -> np.ndarray:
     """Where the aligned distance ``upper`` is proven to be the minimum over the group: its certified lower
     bound ``lower`` (same shape) is within ``OPTIMAL_RTOL`` of it. False where either is NaN."""
@@ -267,11 +275,9 @@ class EpochResult(Result):
                 "diverged_at": (runs,), "kept_epochs": (kept,), "kept_theta": (runs, kept, students)}
 
     def tables(self):
-        runs, epochs = self.metrics["l2"].shape
-        run = np.arange(1, runs + 1)
+        run = np.arange(1, len(self.metrics["l2"]) + 1)
         return {
-            "metrics": {"run": np.repeat(run, epochs), "epoch": np.tile(np.arange(epochs), runs),
-                        **{name: self.metrics[name].reshape(-1) for name in COLUMNS}},
+            "metrics": _per_epoch(self.metrics, COLUMNS),
             "runs": {"run": run, "seed": self.config.seed + run, "diverged_at": _int(self.diverged_at)},
         }
 
@@ -422,8 +428,8 @@ def compression_columns(config: Config) -> tuple[str, ...]:
     weight after pruning; ``teacher_units_h``: the teacher's width. ``support_recovered`` (0/1), ``l1_after``
     and ``l0_after`` compare the aligned pruned student with the padded teacher (``pruning.recovery``).
     ``diverged_at_finetune``, ``diverged_at_vanilla``: the first epoch of that phase with a non-finite metric,
-    counted from the phase's start (-1: finished; the training phase's is ``diverged_at``). Counts are -1, values NaN, for a pruned student
-    that is not finite."""
+    counted from the phase's start (-1: finished; the training phase's is ``diverged_at``). Counts are -1,
+    values NaN, for a pruned student that is not finite."""
     layers = range(1, len(config.student_dims) - 1)
     return ("run", "threshold", "nonzero_before", "nonzero_after", *(f"alive_units_{h}" for h in layers),
             *(f"teacher_units_{h}" for h in layers), "train_loss_before", "train_loss_after",
@@ -499,12 +505,8 @@ class CompressionResult(EpochResult):
                 **{f"students.{name}": (runs, students) for name in STUDENTS}}
 
     def tables(self):
-        def phase(metrics, first):
-            runs, epochs = metrics["l2"].shape
-            return {"run": np.repeat(np.arange(1, runs + 1), epochs), "epoch": np.tile(first + np.arange(epochs), runs),
-                    **{name: metrics[name].reshape(-1) for name in METRICS}}
-
-        return {**super().tables(), "finetune": phase(self.finetune, self.config.epochs), "vanilla": phase(self.vanilla, 0),
+        return {**super().tables(), "finetune": _per_epoch(self.finetune, METRICS, first=self.config.epochs),
+                "vanilla": _per_epoch(self.vanilla, METRICS),
                 "compression": {name: _int(self.compression[name]) if integer_column(name) else self.compression[name]
                                 for name in compression_columns(self.config)}}
 
