@@ -9,13 +9,17 @@ How far a student's parameters are from its teacher's while it trains (the â„“â‚
 
 Importing the package changes nothing global: JAX's settings (64-bit types, devices, lowerings) stay as
 the caller left them; the engine switches float64 on for its own calls only, and is imported at the first
-run.
+run. The experiment kinds are ``kinds()`` (``registry.KindSpec`` each); another package adds its own through
+the entry point group ``l2rebound.kinds``, a notebook with ``register_kind``.
 """
 
 from l2rebound.api import load, run, sweep
 from l2rebound.config import Config, ConfigError, presets
-from l2rebound.results import KINDS, EpochResult, NoiseResult, Result
+from l2rebound.registry import KindSpec, kinds, register_kind
+from l2rebound.results import Result
 from l2rebound.store import StoreError
 
-__all__ = ["KINDS", "Config", "ConfigError", "EpochResult", "NoiseResult", "Result", "StoreError", "load", "presets",
-           "run", "sweep"]
+__version__ = "0.1.0"
+
+__all__ = ["Config", "ConfigError", "KindSpec", "Result", "StoreError", "__version__", "kinds", "load", "presets",
+           "register_kind", "run", "sweep"]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from l2rebound import store
+from l2rebound import registry, store
 from l2rebound.config import Config, ConfigError, build
 from l2rebound.results import Result, compute, kind_of
 
@@ -193,9 +193,10 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
 
     say = say or (lambda line: None)
     out = Path(out)
-    if base.experiment not in ("epoch", "compress"):
-        raise ConfigError(f"a sweep runs epoch or compress experiments (the {base.experiment} experiment sweeps its "
-                          "own levels)")
+    if not registry.kind(base.experiment).sweepable:
+        swept = ", ".join(name for name, spec in registry.kinds().items() if spec.sweepable)
+        raise ConfigError(f"a sweep runs experiments with curves over epochs ({swept}), not the {base.experiment} "
+                          "experiment")
     if engine not in engines.ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(engines.ENGINES)} (got {engine!r})")
     allowed, default = stats_of(base)

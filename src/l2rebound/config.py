@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from l2rebound.rules import OPTIMIZERS, RULES
+from l2rebound import registry
+from l2rebound.rules import all_optimizers, all_rules
 
 
 class ConfigError(ValueError):
@@ -71,15 +72,25 @@ SEED_NOISE_LEVELS = tuple(1e-5 * 1.615**i for i in range(25))
 """The original Experiment C grid: 25 levels 1e-5·1.615^i, i = 0…24 (1e-5 to 0.99)."""
 
 
-def _opt(help: str, choices: tuple[str, ...] | None = None, parse=None, **extra) -> dict:
+def _opt(help: str, choices=None, parse=None, **extra) -> dict:
+    """A field's metadata: its CLI help; its ``choices`` (a tuple, or a function giving the names of a registry,
+    asked when needed: ``choices_of``); how its option's text is parsed; ``per_kind``: a field that only the
+    kinds naming it in ``KindSpec.fields`` use; ``cli=False``: no option."""
     return {"help": help, "choices": choices, "parse": parse, **extra}
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """The values a config field accepts, if it takes a fixed set (rules and optimisers: every registered one)."""
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything that determines an experiment's numbers (and nothing that does not)."""
 
-    experiment: str = field(default="epoch", metadata=_opt("experiment kind (``results.KINDS``)", cli=False))
+    experiment: str = field(default=next(iter(registry.BUILTIN_KINDS)),
+                            metadata=_opt("experiment kind (``registry.kind_names()``)", cli=False))
     teacher_dims: tuple[int, ...] = field(
         default=(2, 25, 25, 1),
         metadata=_opt("teacher layer widths d0,d1,...,dL (tanh hidden layers, linear output)", parse=parse_dims),
@@ -91,12 +102,12 @@ class Config:
     learning_rate: float = field(default=1e-2, metadata=_opt("step size eta (> 0)", parse=float))
     noise_sigma: float = field(
         default=1e-3,
-        metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float, experiments=("epoch", "compress")),
+        metadata=_opt("label noise sigma: y = f_teacher(x) + sigma*z (>= 0)", parse=float, per_kind=True),
     )
     noise_levels: tuple[float, ...] = field(
         default=SEED_NOISE_LEVELS,
         metadata=_opt("noise experiment: the levels sigma, a list 1e-5,1e-4,... or START:STOP:COUNT log-spaced "
-                      "[default: the original 25 levels 1e-5*1.615^i]", parse=parse_noise_levels, experiments=("noise",)),
+                      "[default: the original 25 levels 1e-5*1.615^i]", parse=parse_noise_levels, per_kind=True),
     )
     initial_permut: float = field(
         default=0.0, metadata=_opt("student start: teacher + p*xi, p >= 0 (initial_permut of the Julia original)", parse=float)
@@ -113,13 +124,13 @@ class Config:
         metadata=_opt("initial biases: zero (as the Julia original; teacher sits at the edge of F) or uniform U(-1,1)", ("zero", "uniform")),
     )
     train: str = field(
-        default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", tuple(RULES))
+        default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", all_rules)
     )
     alpha: float = field(default=1e-4, metadata=_opt("regulariser strength alpha for l1 and drr (>= 0)", parse=float))
     beta: float = field(default=10.0, metadata=_opt("drr sharpness beta (> 0)", parse=float))
     rho: float = field(default=0.0, metadata=_opt("drr weight-decay strength rho (>= 0)", parse=float))
     optimizer: str = field(
-        default="gd", metadata=_opt("optimiser: plain gradient descent or Adam(0.9, 0.999, 1e-8)", tuple(OPTIMIZERS))
+        default="gd", metadata=_opt("optimiser: plain gradient descent or Adam(0.9, 0.999, 1e-8)", all_optimizers)
     )
     projection: str = field(
         default="jitter",
@@ -137,7 +148,7 @@ class Config:
         default=10,
         metadata=_opt("record the symmetry-aligned and normal-form distances (and keep theta) every k epochs and at "
                       "the last; 0 never (>= 0). Each record costs host time per run (README, 'Three distances')",
-                      parse=int, experiments=("epoch", "compress")),
+                      parse=int, per_kind=True),
     )
     align_budget: int = field(
         default=4,
@@ -149,12 +160,12 @@ class Config:
     prune_threshold: float = field(
         default=1e-3,
         metadata=_opt("compress: after training, every parameter with |theta| < T is set to 0 (global magnitude "
-                      "pruning; 0: none; >= 0)", parse=float, experiments=("compress",)),
+                      "pruning; 0: none; >= 0)", parse=float, per_kind=True),
     )
     finetune_epochs: int = field(
         default=0,
         metadata=_opt("compress: epochs of training after pruning with the pruned entries held at 0 (>= 0; needs "
-                      "--prune-threshold > 0)", parse=int, experiments=("compress",)),
+                      "--prune-threshold > 0)", parse=int, per_kind=True),
     )
     seed: int = field(default=42, metadata=_opt(
         "base seed; run r draws everything from seed + r (0 <= seed, seed + runs <= 2^53)", parse=int))
@@ -182,15 +193,14 @@ class Config:
         self._validate()
 
     def _validate(self) -> None:
-        from l2rebound.results import KINDS  # the kinds' module imports this one
-
-        if self.experiment not in KINDS:
-            raise ConfigError(f"experiment must be one of {', '.join(KINDS)} (got {self.experiment!r})")
+        names = registry.kind_names()
+        if self.experiment not in names:
+            raise ConfigError(f"experiment must be one of {', '.join(names)} (got {self.experiment!r})")
+        spec = registry.kind(self.experiment)
         for f in dataclasses.fields(self):
-            if self.experiment not in f.metadata.get("experiments", (self.experiment,)) and \
-                    getattr(self, f.name) != f.default:
+            if f.metadata.get("per_kind") and f.name not in spec.fields and getattr(self, f.name) != f.default:
                 raise ConfigError(f"{flag(f.name)} is not used by the {self.experiment} experiment")
-            choices = f.metadata.get("choices")
+            choices = choices_of(f)
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)} (got {value!r})")
@@ -235,8 +245,9 @@ class Config:
                 raise ConfigError(f"{flag(name)} must be an integer >= {low} (got {value})")
         if self.finetune_epochs and not self.prune_threshold:
             raise ConfigError("--finetune-epochs trains a pruned student: it needs --prune-threshold > 0")
-        if self.experiment == "compress" and not self.align_every:
-            raise ConfigError("the compress experiment aligns its students with the teacher: --align-every must be >= 1")
+        for name in spec.required:
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"the {self.experiment} experiment needs {flag(name)} >= 1 (got {getattr(self, name)})")
 
     def replace(self, **fields) -> Config:
         """A copy with ``fields`` changed (validated like a new config), e.g. ``presets["A"].replace(runs=3)``.
@@ -310,6 +321,9 @@ class Config:
         return "_".join(parts) + tail
 
 
+KIND_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("per_kind"))
+"""Fields that only some experiment kinds use (``KindSpec.fields``); the others keep their defaults."""
+
 TRACED = ("learning_rate", "noise_sigma", "alpha", "beta", "rho", "seed", "initial_permut", "runs")
 """Fields that the training program takes as values, not as part of its shape: configs that differ only in
 these train as one batch of one compiled program."""
@@ -360,6 +374,11 @@ options override them."""
 
 presets: MappingProxyType[str, Config] = MappingProxyType({name: Config(**fields) for name, fields in PRESETS.items()})
 """The named set-ups as configs: ``presets["A"].replace(runs=3)``."""
+
+
+def example(kind: str) -> Config:
+    """The small example config of the experiment kind ``kind`` (``KindSpec.example``): runs in seconds."""
+    return Config(experiment=kind, **registry.kind(kind).example)
 
 
 def build(config: Config | None = None, preset: str | None = None, **fields) -> Config:

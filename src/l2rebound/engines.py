@@ -1,7 +1,8 @@
 """Where a sweep's cells train: in this process, or on the workers of a Dask cluster.
 
 The unit of work is a piece: cells that share a ``config.pack_key`` (they differ only in traced fields), which
-``compute_cells`` trains as one batch of one compiled program (compress cells: one after the other) and stores
+``compute_cells`` trains as one batch of one compiled program where the kind is ``packable`` (else one after
+the other) and stores
 as ordinary results. A piece holds
 its cells' locks while it works and skips the cells stored already, so that a piece retried after a worker
 died, or run twice by two sweeps, costs nothing more and changes no number.
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from l2rebound import store
+from l2rebound import registry, store
 from l2rebound.config import Config, ConfigError, pack_key
 from l2rebound.results import kind_of
 
@@ -64,10 +65,11 @@ def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
                   on_progress: Callable[[int], None] | None = None,
                   say: Callable[[str], None] = lambda line: None) -> None:
     """Train the cells of one piece (one ``pack_key``) that ``out`` does not hold yet (all with ``force``)
-    with one compiled program (compress cells one after the other) and store each as an ordinary result. Holds every cell's lock throughout (``say``
+    with one compiled program (cells of a kind that is not ``packable`` one after the other) and store each as an
+    ordinary result. Holds every cell's lock throughout (``say``
     hears when it waits for one); each cell resumes from its own kept chunks, the ones ``l2rebound epoch``
     keeps too. ``on_progress(n)``: run-epochs done, stored cells included."""
-    from l2rebound.experiments import run_epoch_cells, run_experiment  # the engine, in the process that trains
+    from l2rebound.experiments import run_experiment  # the engine, in the process that trains
 
     out = Path(out)
     with ExitStack() as held:
@@ -80,8 +82,9 @@ def compute_cells(configs: list[Config], out: str | Path, force: bool = False,
             checkpoints = [store.Checkpoint(out, c) for c in todo]
             for checkpoint in checkpoints if force else ():
                 checkpoint.clear()
-            if todo[0].experiment == "epoch":
-                results = run_epoch_cells(todo, on_progress, checkpoints)
+            packed = registry.kind(todo[0].experiment).packable
+            if packed:
+                results = registry.resolve(packed)(todo, on_progress, checkpoints)
             else:  # computed lazily: each is stored before the next trains
                 results = (run_experiment(c, on_progress, k) for c, k in zip(todo, checkpoints))
             for result, checkpoint in zip(results, checkpoints):

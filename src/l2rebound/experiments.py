@@ -1,11 +1,11 @@
-"""Experiments as pure functions from a ``Config`` to a result.
+"""The engine machinery that every experiment kind shares, and the one pure function from a config to its
+result (``run_experiment``).
 
-``run_epoch_experiment(config)`` is the epoch experiment (experiments A and B of the Julia original): for
-run r = 1..R the key ``seed + r`` draws teacher, train set, test set and student; every epoch 0..E records
-the ``METRICS``. ``run_noise_experiment(config)`` is the noise experiment (its experiment C): one teacher
-from ``seed``; run r draws inputs and unit noise z from ``seed + r`` and trains at every noise level σ on
-labels f(x) + σz (common random numbers); the metrics after the last epoch are kept. Levels × runs form one batch.
-Runs are processed in chunks of ``chunk_runs()`` (on CPU ``CHUNK_RUNS``, cache-sized; on an accelerator
+A kind's engine entry (``l2rebound.kinds.<name>.engine``) draws its runs (``setup_runs``: run r of a config
+draws teacher, data and student from ``seed + r``), trains them as a ``Plan`` (``train_plan``) or as a batch
+(``train_runs``), measures the distances modulo the symmetry group of kept students (``distances``,
+``alignments``) and attaches the provenance (``attach_provenance``); ``check_memory`` refuses what does not
+fit. Runs are processed in chunks of ``chunk_runs()`` (on CPU ``CHUNK_RUNS``, cache-sized; on an accelerator
 ``ACCELERATOR_CHUNK_RUNS``, enough to fill it; the last chunk is padded so that one compiled program
 serves them all) and epochs in blocks of at most ``BLOCK_EPOCHS`` (progress between
 blocks, no host round-trip inside one).
@@ -31,15 +31,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
 from l2rebound.certify import Budget, certified_align
-from l2rebound.config import Config, ConfigError, pack_key
+from l2rebound.config import Config, ConfigError
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
 from l2rebound.precision import float64
-from l2rebound.pruning import alive_units, prune, recovery, teacher_support
-from l2rebound.results import (COLUMNS, DISTANCES, METRICS, CompressionResult, EpochResult, NoiseResult, Result,
-                               compute, kept_epochs, kind_of, with_manifest)
-from l2rebound.symmetry import apply, normal_form
+from l2rebound.results import COLUMNS, DISTANCES, METRICS, Result, compute, kind_of, with_manifest
+from l2rebound.symmetry import normal_form
 from l2rebound.train import SAMPLE_BLOCK, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
@@ -48,7 +46,8 @@ BLOCK_EPOCHS = 50
 
 
 
-def _provenance(result: Result) -> Result:
+def attach_provenance(result: Result) -> Result:
+    """``result``, checked against its config, carrying where and how it was computed (``provenance``)."""
     result.validate()  # chunks kept by an interrupted run are part of it
     return with_manifest(result, provenance.manifest(result.config, kernel.fast_path(result.config.dtype)))
 
@@ -454,148 +453,6 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
         for name, values in part.items():
             out.setdefault(name, np.empty((trainings, *values.shape[1:]), values.dtype))[rows] = values
     return out
-
-
-def epoch_plan(configs: list[Config]) -> Plan:
-    """The plan of epoch experiments with one ``pack_key``: run r of each config draws from its seed + r."""
-    if len({pack_key(c) for c in configs}) != 1:
-        raise ValueError("configs that differ in more than traced fields cannot train as one batch")
-    cell = np.repeat(np.arange(len(configs)), [c.runs for c in configs])
-    seeds = np.concatenate([c.seed + np.arange(1, c.runs + 1) for c in configs])
-    return Plan(tuple(configs), cell, seeds, seeds, np.array([configs[c].noise_sigma for c in cell]))
-
-
-@float64
-def run_epoch_cells(configs: list[Config], on_progress=None, checkpoints=None) -> list[EpochResult]:
-    """The epoch experiments of ``configs`` (one ``pack_key``) trained by one compiled program: each result
-    is, number for number, what ``run_epoch_experiment`` gives for its config alone. ``on_progress(n)`` is
-    called as run-epochs complete (Σ R · E in total); ``checkpoints``: None or one per config, as in
-    ``run_chunks`` (a config's checkpoint serves it alone or packed)."""
-    plan, keep = epoch_plan(configs), kept_epochs(configs[0])
-    check_memory(configs[0].replace(runs=len(plan.cell), seed=0))  # every cell's result is held until the end
-    out = train_plan(plan, keep, on_progress, checkpoints)
-    results = []
-    for c, config in enumerate(configs):
-        mine = {k: v[plan.cell == c] for k, v in out.items()}
-        results.append(_provenance(EpochResult(config, {k: mine[k] for k in COLUMNS}, mine["teacher"],
-                                               mine["student_init"], mine["diverged_at"], keep, mine["kept_theta"])))
-    return results
-
-
-def run_epoch_experiment(config: Config, on_progress=None, checkpoint=None) -> EpochResult:
-    """The epoch experiment for ``config`` (pure: same config, same numbers, bit for bit on one machine).
-    ``on_progress(n)`` is called as run-epochs complete (R · E in total); ``checkpoint`` as in
-    ``run_chunks``."""
-    return run_epoch_cells([config], on_progress, [checkpoint] if checkpoint else None)[0]
-
-
-@float64
-def noise_sweep(config: Config, levels, on_progress=None, checkpoint=None) -> NoiseResult:
-    """The noise experiment at the given levels (S,) (``run_noise_experiment`` uses
-    ``config.noise_levels``; σ = 0 is allowed here): a plan of S·R trainings, one batch, in which run r
-    trains from the one teacher (seed) on the inputs and unit noise of seed + r at every level."""
-    levels = np.asarray(levels, dtype=float)
-    runs = config.seed + np.arange(1, config.runs + 1)
-    trainings = len(levels) * config.runs
-    plan = Plan((config,), np.zeros(trainings, int), np.full(trainings, config.seed), np.tile(runs, len(levels)),
-                np.repeat(levels, config.runs))
-    check_memory(config)
-    out = train_plan(plan, np.array([config.epochs]), on_progress, [checkpoint] if checkpoint else None,
-                     final_only=True)  # the distances at the last epoch only
-    shape = (len(levels), config.runs)
-    return _provenance(NoiseResult(config, levels, {k: out[k].reshape(shape) for k in COLUMNS}, out["teacher"][0],
-                                   out["student_init"][: config.runs], out["diverged_at"].reshape(shape)))
-
-
-def run_noise_experiment(config: Config, on_progress=None, checkpoint=None) -> NoiseResult:
-    """The noise experiment for ``config`` over ``config.noise_levels`` (pure, like the epoch experiment).
-    ``on_progress(n)`` is called as run-epochs complete (S · R · E in total)."""
-    return noise_sweep(config, config.noise_levels, on_progress, checkpoint)
-
-
-class _Phase(NamedTuple):
-    """The chunks of one phase of an experiment in its checkpoint, under keys that start with ``prefix``."""
-
-    checkpoint: object
-    prefix: str
-
-    def load(self, key: str):
-        return self.checkpoint.load(self.prefix + key)
-
-    def save(self, key: str, arrays: dict) -> None:
-        self.checkpoint.save(self.prefix + key, arrays)
-
-
-def aligned_students(students, teachers, dims: tuple[int, ...], align_budget: int | None) -> dict[str, np.ndarray]:
-    """Each student (R, P) relabelled onto its teacher (R, P) (``alignments``): ``theta`` (R, P) = g·θ,
-    ``upper`` and ``lower`` (R,), the certified bounds on the distance; NaN for a student that is not finite."""
-    out = {"theta": np.full(students.shape, np.nan), "upper": np.full(len(students), np.nan),
-           "lower": np.full(len(students), np.nan)}
-    for (r,), found in alignments(students, teachers, dims, align_budget):
-        out["theta"][r] = apply(found.symmetry, students[r], dims)
-        out["upper"][r], out["lower"][r] = found.upper, found.lower
-    return out
-
-
-@float64
-def run_compress_experiment(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
-    """The compression experiment for ``config`` (pure, like the epoch experiment). Three phases, each resumable
-    from ``checkpoint``: the epoch experiment of the config (E epochs); its students at epoch E pruned and
-    fine-tuned F epochs with a mask; the same runs trained E + F epochs by the vanilla rule. ``on_progress(n)``
-    is called as run-epochs complete (R · 2(E + F) in total)."""
-    epochs, tune_epochs = config.epochs, config.finetune_epochs
-    check_memory(config.replace(epochs=epochs + tune_epochs))  # the vanilla phase is the longest
-    train = config.replace(experiment="epoch", prune_threshold=Config.prune_threshold, finetune_epochs=0)
-    tune, plain = train.replace(epochs=tune_epochs), train.replace(train="vanilla", epochs=epochs + tune_epochs)
-    phase = (lambda prefix: _Phase(checkpoint, prefix)) if checkpoint else (lambda prefix: None)
-    keep = kept_epochs(train)  # ends at E
-    first = train_plan(epoch_plan([train]), keep, on_progress, [phase("train-")])
-    before = first["kept_theta"][:, -1]
-    pruned, mask = prune(before, config.prune_threshold)
-    seeds = config.seed + np.arange(1, config.runs + 1)
-
-    def finetune(index, progress):
-        rows = index - 1
-        _, problem, _, keys = setup_runs(train, seeds[rows], seeds[rows])
-        metrics, diverged, theta, _ = train_runs(tune, hyper_of(tune, len(rows)), problem._replace(mask=mask[rows]),
-                                                 pruned[rows], keys, progress)
-        return {**metrics, "diverged_at": diverged, "theta": theta}
-
-    students = num_params(config.student_dims)
-    expect = {**{name: (tune_epochs + 1,) for name in METRICS}, "diverged_at": (), "theta": (students,)}
-    tuned = run_chunks(config.runs, tune_epochs, finetune, expect, on_progress, phase("finetune-"))
-    vanilla = train_plan(epoch_plan([plain]), np.array([epochs + tune_epochs]), on_progress, [phase("vanilla-")])
-    after = np.where((tuned["diverged_at"] >= 0)[:, None], np.nan, tuned["theta"])  # as training's kept θ
-    padded = np.stack([np.asarray(pad(t, config.teacher_dims, config.student_dims)) for t in first["teacher"]])
-    dims = config.student_dims
-    aligned = {name: aligned_students(theta, padded, dims, config.align_budget)
-               for name, theta in (("before", before), ("after", after))}
-    support = teacher_support(padded, dims, zero_biases=config.bias_init == "zero")
-    recovered = recovery(aligned["after"]["theta"], padded, support)
-    finite = np.isfinite(after).all(axis=1)
-    alive = np.array([alive_units(theta, dims) if ok else (-1,) * (len(dims) - 2) for theta, ok in zip(after, finite)])
-    nonzero = lambda theta: np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)
-    last = {name: tuned[name][:, -1] for name in METRICS}
-    table = {"run": np.arange(1, config.runs + 1), "threshold": np.full(config.runs, config.prune_threshold),
-             "nonzero_before": nonzero(before), "nonzero_after": nonzero(after),
-             **{f"alive_units_{h}": alive[:, h - 1] for h in range(1, len(dims) - 1)},
-             **{f"teacher_units_{h}": np.full(config.runs, config.teacher_dims[h]) for h in range(1, len(dims) - 1)},
-             "train_loss_before": first["train_loss"][:, epochs], "train_loss_after": last["train_loss"],
-             "clean_test_loss_before": first["clean_test_loss"][:, epochs],
-             "clean_test_loss_after": last["clean_test_loss"], "l2_before": first["l2"][:, epochs],
-             "l2_after": last["l2"], "l2_aligned_before": aligned["before"]["upper"],
-             "l2_aligned_after": aligned["after"]["upper"], "l2_aligned_lower_before": aligned["before"]["lower"],
-             "l2_aligned_lower_after": aligned["after"]["lower"],
-             "support_recovered": np.where(finite, recovered["support_recovered"], -1), "l1_after": recovered["l1"],
-             "l0_after": recovered["l0"], "clean_test_loss_vanilla": vanilla["clean_test_loss"][:, -1],
-             "l2_aligned_vanilla": vanilla["l2_aligned"][:, -1], "l2_aligned_lower_vanilla": vanilla["l2_aligned_lower"][:, -1],
-             "diverged_at_finetune": tuned["diverged_at"], "diverged_at_vanilla": vanilla["diverged_at"]}
-    result = CompressionResult(
-        config, {k: first[k] for k in COLUMNS}, first["teacher"], first["student_init"], first["diverged_at"], keep,
-        first["kept_theta"], {name: tuned[name] for name in METRICS}, {name: vanilla[name] for name in METRICS}, table,
-        {"before": before, "after": after, "aligned_before": aligned["before"]["theta"],
-         "aligned_after": aligned["after"]["theta"], "vanilla": vanilla["kept_theta"][:, -1]})
-    return _provenance(result)
 
 
 def run_experiment(config: Config, on_progress=None, checkpoint=None) -> Result:

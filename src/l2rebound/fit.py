@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from l2rebound.results import NoiseResult
+if TYPE_CHECKING:
+    from l2rebound.kinds.noise.result import NoiseResult
 
 STALLED_LIMIT = 0.01
 """A level can be at the precision floor only when more than this fraction of its parameter steps were rounded
@@ -84,3 +85,18 @@ def fit_power_law(result: NoiseResult, squared: bool = False) -> PowerLaw:
     half = special.stdtrit(dof, 0.975) * np.sqrt(resid @ resid / dof / (xc @ xc)) if dof > 0 else np.inf
     log_c = np.mean([ym.mean() - k * xm.mean() for xm, ym in zip(xs, ys)])
     return PowerLaw(k, k - half, k + half, float(np.exp(log_c)), used & ok.any(axis=1))
+
+
+def fit_or_none(result: NoiseResult, squared: bool = False) -> PowerLaw | None:
+    """``fit_power_law``, or None where too few levels lie above the precision floor."""
+    try:
+        return fit_power_law(result, squared)
+    except ValueError:
+        return None
+
+
+def exponent(fit: PowerLaw) -> str:
+    """``k ± half-width (95% CI [low, high])`` with as many digits as the interval needs."""
+    half = (fit.k_high - fit.k_low) / 2
+    digits = max(2, min(8, 1 - int(np.floor(np.log10(half))) if half > 0 else 8))
+    return f"{fit.k:.{digits}f} ± {half:.1g} (95% CI [{fit.k_low:.{digits}f}, {fit.k_high:.{digits}f}])"

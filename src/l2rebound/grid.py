@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from l2rebound.config import Config, ConfigError, flag, option
-from l2rebound.rules import RULES
+from l2rebound.rules import all_rules, rule
 
 MAX_CELLS = 10_000
 """More cells than this need an explicit yes (``--yes``): a typo in a range should not start a week of work."""
@@ -201,9 +201,9 @@ def cell_configs(base: Config, axes: list[Axis], zipped: list[tuple[str, str]] =
         except ConfigError as error:
             where = ", ".join(f"{option(k)}={label(v)}" for k, v in cell.items())
             raise ConfigError(f"cell {where}: {error}") from None
-        unused = [f for f in cell if f in ("alpha", "beta", "rho") and f not in RULES[config.train].uses]
+        unused = [f for f in cell if f in ("alpha", "beta", "rho") and f not in rule(config.train).uses]
         if unused:
             raise ConfigError(f"--grid {option(unused[0])}: the {config.train} rule does not use it (choose --train "
-                              f"{' or '.join(name for name, rule in RULES.items() if unused[0] in rule.uses)})")
+                              f"{' or '.join(name for name, member in all_rules().items() if unused[0] in member.uses)})")
         out.append((cell, config))
     return out

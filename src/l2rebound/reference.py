@@ -2,8 +2,10 @@
 
 Deliberately plain: one full-batch training step (loss, hand-written backprop, regulariser
 gradient, GD / Adam update) and the metrics. Not used by the engine; tests compare against it.
-Each training rule and optimiser of the engine (``rules.RULES``, ``rules.OPTIMIZERS``) has its oracle
-here under the same name, written independently: ``REFERENCE_RULES``, ``REFERENCE_OPTIMIZERS``.
+Each built-in training rule and optimiser of the engine (``rules.RULES``, ``rules.OPTIMIZERS``) has its
+oracle here under the same name, written independently: ``REFERENCE_RULES``, ``REFERENCE_OPTIMIZERS``; a
+member added by another package carries its own (``Rule.oracle``, ``Optimizer.oracle``): ``rule_oracle``,
+``optimizer_oracle``.
 
 Conventions
 -----------
@@ -175,35 +177,53 @@ REFERENCE_OPTIMIZERS = {
 
 
 def _lookup(registry, name, kind):
-    """``registry[name]``, or a ``ValueError`` naming what the reference knows."""
-    if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r}: the reference knows {', '.join(registry)}")
-    return registry[name]
+    """The oracle of the member ``name``: ``registry[name]``, else the one the registered member carries; a
+    ``ValueError`` when there is none."""
+    if name in registry:
+        return registry[name]
+    from l2rebound import rules
+
+    members = rules.all_rules() if kind == "rule" else rules.all_optimizers()
+    oracle = getattr(members.get(name), "oracle", None)
+    if oracle is None:
+        raise ValueError(f"unknown {kind} {name!r}, or one without a NumPy oracle: the reference knows "
+                         f"{', '.join(registry)} and the oracles that registered members carry")
+    return oracle
+
+
+def rule_oracle(name):
+    """The ``ReferenceRule`` of the training rule ``name`` (``ValueError`` when it has none)."""
+    return _lookup(REFERENCE_RULES, name, "rule")
+
+
+def optimizer_oracle(name):
+    """The ``ReferenceOptimizer`` of the optimiser ``name`` (``ValueError`` when it has none)."""
+    return _lookup(REFERENCE_OPTIMIZERS, name, "optimizer")
 
 
 def penalty(theta, dims, rule, alpha, beta, rho):
     """Regulariser value R(theta) of the training rule named ``rule`` (a float); see ``REFERENCE_RULES``."""
     theta = _float(theta)
     fac = layer_factors(dims).astype(theta.dtype)
-    return _lookup(REFERENCE_RULES, rule, "rule").penalty(theta, fac, alpha, beta, rho)
+    return rule_oracle(rule).penalty(theta, fac, alpha, beta, rho)
 
 
 def regulariser_grad(theta, dims, rule, alpha, beta, rho):
     """Gradient of :func:`penalty`, shape ``(P,)``; ``sign(0) = 0`` (subgradient 0 at the kink)."""
     theta = _float(theta)
     fac = layer_factors(dims).astype(theta.dtype)
-    return _lookup(REFERENCE_RULES, rule, "rule").grad(theta, fac, alpha, beta, rho)
+    return rule_oracle(rule).grad(theta, fac, alpha, beta, rho)
 
 
 def init_opt_state(optimizer, P, dtype=np.float64):
     """Optimiser state: ``{}`` for 'gd'; ``{'m': (P,), 'v': (P,), 't': 0}`` (zeros) for 'adam'."""
-    return _lookup(REFERENCE_OPTIMIZERS, optimizer, "optimizer").init(P, dtype)
+    return optimizer_oracle(optimizer).init(P, dtype)
 
 
 def apply_update(theta, grad, state, optimizer, lr):
     """One optimiser step; returns ``(theta_new (P,), state_new)`` without mutating the inputs."""
     theta, grad = _float(theta), np.asarray(grad, dtype=_float(theta).dtype)
-    return _lookup(REFERENCE_OPTIMIZERS, optimizer, "optimizer").step(theta, grad, state, lr)
+    return optimizer_oracle(optimizer).step(theta, grad, state, lr)
 
 
 def train_step(theta, state, dims, x, y, *, rule, alpha, beta, rho, optimizer, lr):

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from l2rebound import published
 from l2rebound.plots import against_noise, normalise
-from l2rebound.results import EpochResult, NoiseResult, Result
+from l2rebound.results import Result
 
 L2SQ = "ℓ₂²"
 
@@ -99,24 +99,24 @@ def normalised_mean(values: np.ndarray) -> np.ndarray:
 
 
 def seed_view(result: Result) -> dict[str, np.ndarray]:
-    """The published figures' view of ``result``'s finished runs. Epoch results: ``l2`` (ℓ₂²),
-    ``train_loss`` and ``test_loss``, each run min–max scaled over epochs 1..E, averaged: (E,) each. Noise
-    results: ``l2``, the mean over runs of ℓ₂² after training, (S,). Raises ``ValueError`` when no run
-    finished."""
+    """The published figures' view of ``result``'s finished runs. A result with curves over epochs (the epoch
+    experiment): ``l2`` (ℓ₂²), ``train_loss`` and ``test_loss``, each run min–max scaled over epochs 1..E,
+    averaged: (E,) each. A result over noise levels (the noise experiment): ``l2``, the mean over runs of ℓ₂²
+    after training, (S,). Raises ``ValueError`` when no run finished."""
     ok = np.asarray(result.diverged_at) < 0
     if not ok.any():
         raise ValueError("every run diverged: nothing to compare with the published figure")
-    if isinstance(result, NoiseResult):
+    if not result.spec.curves:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a level whose runs all diverged stays NaN
             return {"l2": np.nanmean(np.where(ok, np.asarray(result.metrics["l2"], float) ** 2, np.nan), axis=1)}
-    if not isinstance(result, EpochResult) or result.config.epochs < 2:
-        raise ValueError("the published view needs an epoch result of 2 epochs or more, or a noise result")
+    if result.config.epochs < 2:
+        raise ValueError("the published view needs a result of 2 epochs or more, or a noise result")
     power = {"l2": 2, "train_loss": 1, "test_loss": 1}
     return {name: normalised_mean(np.asarray(result.metrics[name], float)[ok, 1:] ** p) for name, p in power.items()}
 
 
-def rebound_explained(result: EpochResult, analysis: dict) -> np.ndarray:
+def rebound_explained(result: Result, analysis: dict) -> np.ndarray:
     """(R_ok,) For each finished run, the rise of the predicted ℓ₂² from its minimum to the last epoch over
     the measured rise (1: the linear-response theory accounts for the whole rebound, 0: for none of it); NaN
     for a run whose measured ℓ₂² ends at its minimum. ``analysis``: ``theory.analyze`` of ``result``."""
@@ -155,7 +155,7 @@ def compare(figure: str, result: Result, analysis: dict | None = None) -> Compar
     theirs = published.load(figure)
     ours = seed_view(result)
     if figure == "C":
-        if not isinstance(result, NoiseResult):
+        if result.spec.curves:
             raise ValueError("published figure C is a noise experiment: compare it with a noise result")
         levels, floor = np.asarray(result.levels, float), precision_floor(result)
         x_theirs, y_theirs = theirs["l2"].x, theirs["l2"].y
@@ -165,7 +165,7 @@ def compare(figure: str, result: Result, analysis: dict | None = None) -> Compar
         rms = {"l2": float(np.sqrt(np.mean((log_ours - np.log10(y_theirs[inside])) ** 2)))} if inside.any() else {}
         shapes = {"ours": power_shape(levels, ours["l2"], ~floor), "published": power_shape(x_theirs, y_theirs)}
         return Comparison(figure, levels, ours, x_theirs, {"l2": y_theirs}, rms, shapes, floor)
-    if not isinstance(result, EpochResult):
+    if not result.spec.curves:
         raise ValueError(f"published figure {figure} is an epoch experiment: compare it with an epoch result")
     explained = None
     if analysis is not None:

@@ -8,17 +8,22 @@ Units: θ and its gradient are per run, shape (P,). The penalty is in the loss's
 outputs); its gradient in loss units per unit of θ. α is in loss units, β in inverse units of θ, ρ in loss
 units per unit of θ squared.
 
-Adding a member takes two entries and nothing else: a ``register_rule`` (or ``register_optimizer``) call
-here, and its independent NumPy oracle under the same name in ``reference.REFERENCE_RULES`` (or
-``reference.REFERENCE_OPTIMIZERS``). The config's choices, the CLI options and the test battery
-(``tests/test_rules.py``) follow the registries.
+Adding a member takes one ``Rule`` (or ``Optimizer``) carrying its independent NumPy oracle (``oracle``):
+registered here with ``register_rule`` (the built-in members' oracles are ``reference.REFERENCE_RULES`` and
+``reference.REFERENCE_OPTIMIZERS``), or by another installed package under the entry-point group
+``l2rebound.rules`` (``l2rebound.optimizers``), found the first time a name is looked up (``rule``,
+``rule_names``). The config's choices, the CLI options and the test battery (``tests/test_rules.py``) follow
+the registries.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from l2rebound.registry import OPTIMIZER_GROUP, RULE_GROUP, plugin_members
 
 if TYPE_CHECKING:
     import jax
@@ -46,6 +51,7 @@ class Rule:
     penalty: Callable[..., jax.Array]
     grad: Callable[..., jax.Array]
     uses: tuple[str, ...] = ()  # the config's strengths it reads (alpha, beta, rho): a sweep over another is refused
+    oracle: Any = None  # its NumPy oracle, a ``reference.ReferenceRule`` (built-in rules: in ``reference``)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class Optimizer:
     name: str
     help: str  # one line, for the CLI
     transform: Callable[[], optax.GradientTransformation]
+    oracle: Any = None  # its NumPy oracle, a ``reference.ReferenceOptimizer`` (built-in ones: in ``reference``)
 
 
 RULES: dict[str, Rule] = {}
@@ -79,6 +86,46 @@ def register_rule(rule: Rule) -> Rule:
 def register_optimizer(optimizer: Optimizer) -> Optimizer:
     """Add ``optimizer`` to ``OPTIMIZERS`` under its name; a taken name is refused (``ValueError``)."""
     return _register(OPTIMIZERS, optimizer)
+
+
+@functools.cache
+def _plugins(group: str, kind: type) -> dict[str, Any]:
+    """The members of another package's entry points in ``group``, each checked to be a ``kind`` named as its
+    entry point; loaded once per process."""
+    members = plugin_members(group)
+    for name, member in members.items():
+        if not isinstance(member, kind) or member.name != name:
+            raise TypeError(f"the entry point {name!r} of {group} must be a {kind.__name__} named {name!r}")
+    return members
+
+
+def _merged(registry: dict, group: str, kind: type) -> dict[str, Any]:
+    """``registry`` with the plugins of ``group`` added; a plugin may not take a registered name."""
+    plugins = _plugins(group, kind)
+    taken = set(plugins) & set(registry)
+    if taken:
+        raise ValueError(f"the {group} entry point {min(taken)!r} takes a name registered already")
+    return {**registry, **plugins}
+
+
+def all_rules() -> dict[str, Rule]:
+    """Every training rule by name: those registered here, then those of installed packages."""
+    return _merged(RULES, RULE_GROUP, Rule)
+
+
+def all_optimizers() -> dict[str, Optimizer]:
+    """Every optimiser by name: those registered here, then those of installed packages."""
+    return _merged(OPTIMIZERS, OPTIMIZER_GROUP, Optimizer)
+
+
+def rule(name: str) -> Rule:
+    """The training rule ``name`` (``KeyError`` when there is none)."""
+    return RULES[name] if name in RULES else all_rules()[name]
+
+
+def optimizer(name: str) -> Optimizer:
+    """The optimiser ``name`` (``KeyError`` when there is none)."""
+    return OPTIMIZERS[name] if name in OPTIMIZERS else all_optimizers()[name]
 
 
 def _vanilla_penalty(theta, factor, hyper):

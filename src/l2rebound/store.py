@@ -19,7 +19,8 @@ Layout of ``OUT/<experiment>-<config hash>/``::
     theory.npz     written by ``l2rebound analyze``: the linear-response analysis (``theory.analyze``)
     *.svg, *.png   figures, named by ``Config.figure_stem()``
 
-Which tables and arrays a kind writes is the kind's (``results``); this module writes and reads them for
+Which tables and arrays a kind writes is the kind's (its result type's ``table_specs`` and ``array_shapes``,
+found through ``registry``); this module writes and reads them for
 every kind alike. CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64
 exactly, and every tool reads it without another dependency. A result is built in a hidden temp folder
 beside its final place and renamed into place in one step, so a folder that exists is complete; an
@@ -46,12 +47,17 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from l2rebound import registry
 from l2rebound.config import Config
+from l2rebound.layout import num_params
 from l2rebound.provenance import SCHEMA_VERSION
-from l2rebound.results import Result, kind_of
+
+if TYPE_CHECKING:
+    from l2rebound.results import Result
 
 
 class StoreError(ValueError):
@@ -100,7 +106,7 @@ def stored_size(config: Config) -> int:
     """Bytes that computing and storing ``config``'s result takes on disk at its peak, estimated from above:
     the tables as CSV text, the arrays as float64 and the figures, plus the finished chunks of runs (the same
     values as float64) that are kept until the result is stored."""
-    tables, arrays = kind_of(config).stored_values(config)
+    tables, arrays = registry.kind(config.experiment).result_type().stored_values(config)
     return tables * CSV_BYTES_PER_VALUE + arrays * 8 + FIGURE_BYTES + (tables + arrays) * 8
 
 
@@ -429,6 +435,27 @@ def load_config(folder: Path) -> Config:
                          "again with --force") from None
 
 
+def load_networks(folder: Path) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """(name, dims, θ (P,)) of every teacher and initial student stored in a result folder's ``params.npz``,
+    each in its stored dtype; ``StoreError`` naming the file when it cannot be read or does not fit the config
+    beside it."""
+    path = Path(folder) / "params.npz"
+    config = load_config(folder)
+    networks = []
+    try:
+        with np.load(path) as params:
+            for name, dims in (("teacher", config.teacher_dims), ("student_init", config.student_dims)):
+                thetas = np.atleast_2d(params[name])
+                if thetas.ndim != 2 or thetas.shape[1] != num_params(dims) or thetas.dtype.kind != "f":
+                    raise ValueError(f"{name} has shape {params[name].shape} and dtype {thetas.dtype}, where dims "
+                                     f"{dims} need float rows of {num_params(dims)} parameters")
+                networks += [(f"{name}, run {run}", dims, theta) for run, theta in enumerate(thetas, start=1)]
+    except READ_ERRORS as error:
+        raise StoreError(f"{path} cannot be read as the parameters of {Path(folder)} ({error}): run the experiment "
+                         "again with --force") from None
+    return networks
+
+
 def load_manifest(folder: Path) -> dict | None:
     """The result's provenance, or None for a folder written before results carried one (schema 1);
     ``StoreError`` naming the file when it is damaged."""
@@ -451,9 +478,9 @@ def load(folder: Path) -> Result:
         raise StoreError(f"{folder} was written with result schema {schema!r}; this version of l2rebound reads "
                          f"schemas 1 to {SCHEMA_VERSION}: upgrade l2rebound to read it")
     config = load_config(folder)
-    kind = kind_of(config)
-    tables = {stem: _read(folder / f"{stem}.csv", _read_table) for stem in kind.stored_tables}
-    arrays = {stem: _read(folder / f"{stem}.npz", _read_npz) for stem in kind.stored_arrays}
+    kind = registry.kind(config.experiment).result_type()
+    tables = {stem: _read(folder / f"{stem}.csv", _read_table) for stem in kind.table_specs(config)}
+    arrays = {stem: _read(folder / f"{stem}.npz", _read_npz) for stem in kind.array_shapes(config)}
     try:
         result = kind.from_files(config, tables, arrays, manifest)
         result.validate()

@@ -1,6 +1,7 @@
 """A sweep's result: one tidy table over its cells and runs, its phase diagrams, and its folder.
 
-A sweep varies config fields over a grid (``grid``); each cell is an ordinary epoch result in the store. The
+A sweep varies config fields over a grid (``grid``); each cell is an ordinary result in the store, of a kind
+that records curves over epochs (``KindSpec.sweepable``). The
 sweep's own folder ``OUT/sweep-<hash>/`` holds ``sweep.json`` (the grid, the base config and the cells'
 config hashes), ``summary.csv`` and ``summary.parquet`` (``SUMMARY``: one row per cell and run, the swept
 fields first) and the figures: one swept field gives each statistic against it (mean and spread over runs),
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from l2rebound import store
+from l2rebound import registry, store
 from l2rebound.config import Config, ConfigError, option
 from l2rebound.grid import Axis, coordinates, label, python_name
-from l2rebound.results import CompressionResult, EpochResult
+from l2rebound.results import Result
 
 if TYPE_CHECKING:
     import pandas
@@ -37,30 +38,36 @@ SUMMARY = ("run", "run_seed", "l2_start", "l2_min", "l2_min_epoch", "l2_final", 
 + r; a swept ``seed`` is the config's); ``rebound`` = l2_final / l2_min (NaN where l2_min is 0: a start at the
 teacher has no rebound to measure); ``l2_aligned_final`` is NaN
 where the cell records no aligned distance (``align_every`` 0)."""
-COMPRESSION_SUMMARY = ("support_recovered", "l2_aligned_after", "l2_aligned_lower_after", "clean_test_loss_after",
-                       "clean_test_loss_vanilla", "nonzero_after", "l0_after")
-"""Further columns of a sweep of compression experiments, from each cell's ``compression.csv``
-(``recovery_summary``): the mean of ``support_recovered`` over runs is the fraction of runs that
-recovered the teacher's sparsity pattern."""
-STATS = tuple(name for name in SUMMARY + COMPRESSION_SUMMARY if name not in ("run", "run_seed", "diverged_at"))
-"""The statistics a figure can show (``--stat``); those of ``COMPRESSION_SUMMARY`` in compression sweeps only."""
-DEFAULT_STATS = ("rebound", "l2_min_epoch")
-DEFAULT_COMPRESSION_STATS = ("support_recovered", "l2_aligned_after")
+DEFAULT_STATS = Result.sweep_stats
+BASE_STATS = tuple(name for name in SUMMARY if name not in ("run", "run_seed", "diverged_at"))
+"""The statistics a figure of any sweep can show (``--stat``); a kind adds the ``summary`` columns of its
+tables (``stats_of``)."""
+
+
+def kind_columns(config: Config) -> list:
+    """The ``results.Column``s that the kind of ``config`` adds to a sweep's summary: its tables' ``summary``
+    columns."""
+    kind = registry.kind(config.experiment).result_type()
+    return [column for table in kind.table_specs(config).values() for column in table.columns if column.summary]
 
 
 def stats_of(base: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the statistics a sweep of ``base``'s experiment can draw, its default ones)."""
-    if base.experiment == "compress":
-        return STATS, DEFAULT_COMPRESSION_STATS
-    return tuple(s for s in STATS if s not in COMPRESSION_SUMMARY), DEFAULT_STATS
+    own = tuple(column.name for column in kind_columns(base))
+    return BASE_STATS + own, registry.kind(base.experiment).result_type().sweep_stats
+
+
+def stat_labels(base: Config) -> dict[str, str]:
+    """Each statistic's axis label: ``STAT_LABELS``, and the labels of the kind's own columns."""
+    return {**STAT_LABELS, **{column.name: column.label for column in kind_columns(base)}}
 
 
 SCHEMA = 1
 
 
-def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
-    """The ``SUMMARY`` columns of one epoch result (of a compression result: of its training phase, then the
-    ``COMPRESSION_SUMMARY``), (R,) each. A diverged run's final values are NaN; its minimum is over the epochs
+def run_summary(result: Result) -> dict[str, np.ndarray]:
+    """The ``SUMMARY`` columns of one result with curves over epochs, then the kind's own
+    (``Result.sweep_columns``), (R,) each. A diverged run's final values are NaN; its minimum is over the epochs
     before it diverged."""
     l2 = np.asarray(result.metrics["l2"], float)
     finite = np.where(np.isfinite(l2), l2, np.inf)
@@ -75,22 +82,7 @@ def run_summary(result: EpochResult) -> dict[str, np.ndarray]:
             "train_loss_final": final["train_loss"], "test_loss_final": final["test_loss"],
             "clean_test_loss_final": final["clean_test_loss"], "diverged_at": np.asarray(result.diverged_at),
             "l2_aligned_final": final["l2_aligned"],
-            **(recovery_summary(result) if isinstance(result, CompressionResult) else {})}
-
-
-def recovery_summary(result: CompressionResult) -> dict[str, np.ndarray]:
-    """The ``COMPRESSION_SUMMARY`` columns of one compression result, (R,) each, NaN where the pruned student
-    (or, for ``clean_test_loss_vanilla``, the vanilla one) diverged: the table's -1 counts are no numbers to
-    average. ``diverged_at`` counts the fine-tuning after the training (E + its epoch), so that a run whose
-    pruned student diverged is left out of the figures like one whose training did."""
-    table = result.compression
-    out = {name: np.array(table[name], float) for name in COMPRESSION_SUMMARY}
-    for name in ("support_recovered", "nonzero_after", "l0_after"):
-        out[name][out[name] < 0] = np.nan
-    tuned = np.asarray(table["diverged_at_finetune"])
-    trained = np.asarray(result.diverged_at)
-    out["diverged_at"] = np.where(trained >= 0, trained, np.where(tuned >= 0, result.config.epochs + tuned, -1))
-    return out
+            **result.sweep_columns()}
 
 
 def sweep_hash(base: Config, axes: list[Axis], zipped: list[tuple[str, str]]) -> str:
@@ -116,7 +108,7 @@ class SweepResult:
     facet: tuple[str, ...] = ()
 
     @classmethod
-    def from_results(cls, base: Config, axes, zipped, cells, results: list[EpochResult], stats=DEFAULT_STATS,
+    def from_results(cls, base: Config, axes, zipped, cells, results: list[Result], stats=DEFAULT_STATS,
                      facet=()) -> SweepResult:
         parts = []
         for cell, result in zip(cells, results, strict=True):
@@ -202,7 +194,7 @@ def load(folder: str | Path) -> SweepResult:
         raise store.StoreError(f"{folder / 'sweep.json'} lists {len(description['cells'])} cells where its grid has "
                                f"{len(cells)}: run the sweep again")
     results = [store.load(folder.parent / f"{base.experiment}-{h}") for h in description["cells"]]
-    return SweepResult.from_results(base, axes, zipped, cells, results, description.get("stats", DEFAULT_STATS),
+    return SweepResult.from_results(base, axes, zipped, cells, results, description.get("stats", stats_of(base)[1]),
                                     description.get("facet", ()))
 
 
@@ -215,11 +207,7 @@ def is_sweep(folder: str | Path) -> bool:
 STAT_LABELS = {"rebound": "rebound ℓ₂(E) / min ℓ₂", "l2_min_epoch": "epoch of min ℓ₂", "l2_start": "ℓ₂ at epoch 0",
                "l2_min": "min ℓ₂", "l2_final": "ℓ₂ at epoch E", "train_loss_final": "train loss at E",
                "test_loss_final": "test loss at E", "clean_test_loss_final": "clean test loss at E",
-               "l2_aligned_final": "aligned ℓ₂ at E", "support_recovered": "fraction of runs recovering the support",
-               "l2_aligned_after": "aligned ℓ₂ after pruning", "l2_aligned_lower_after": "its certified lower bound",
-               "clean_test_loss_after": "clean test loss after pruning",
-               "clean_test_loss_vanilla": "clean test loss, vanilla student", "nonzero_after": "non-zero parameters",
-               "l0_after": "support entries differing from the teacher's"}
+               "l2_aligned_final": "aligned ℓ₂ at E"}
 
 
 def plotted_axes(result: SweepResult, facet) -> tuple[list[Axis], list[Axis]]:
@@ -275,7 +263,7 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    name = STAT_LABELS.get(stat, stat)
+    name = stat_labels(result.base).get(stat, stat)
     for ax, panel in zip(axes, panels):
         mine, every = frame, everything
         for field, value in panel.items():

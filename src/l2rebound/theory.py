@@ -33,7 +33,6 @@ import numpy as np
 from l2rebound.data import Split
 from l2rebound.nets import forward
 from l2rebound.precision import float64
-from l2rebound.results import NoiseResult
 from l2rebound.train import loss_and_grad
 
 TANGENT_BLOCK = 32
@@ -229,9 +228,11 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
     """
     from l2rebound.experiments import setup_runs  # experiments imports the engine; keep theory light
 
+    if not result.spec.theory:
+        raise ValueError(f"the linear-response theory does not model the {result.kind} experiment")
     config = result.config
     runs = np.arange(1, config.runs + 1)
-    noise = isinstance(result, NoiseResult)
+    noise = not result.spec.curves  # final values over noise levels, else curves over epochs
     teacher_seeds = np.full(config.runs, config.seed) if noise else config.seed + runs
     _, problem, student, _ = setup_runs(config, teacher_seeds, config.seed + runs)
     if not np.array_equal(np.asarray(student), result.student_init):

@@ -19,11 +19,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from l2rebound import kernel
+from l2rebound import kernel, rules
 from l2rebound.data import Split
 from l2rebound.genericity import jitter_round, project_margin
 from l2rebound.nets import forward, layer_factors
-from l2rebound.rules import OPTIMIZERS, RULES
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,8 @@ class Spec:
     """Static description of the training program (hashable: a jit cache key)."""
 
     dims: tuple[int, ...]
-    rule: str  # a name in rules.RULES
-    optimizer: str  # a name in rules.OPTIMIZERS
+    rule: str  # a name of rules.all_rules()
+    optimizer: str  # a name of rules.all_optimizers()
     projection: str  # "jitter" | "margin" | "off"
     projection_frequency: int  # 0: never; n: after epochs n, 2n, ...
 
@@ -71,8 +70,8 @@ class State(NamedTuple):
 
 
 def _transform(optimizer: str) -> optax.GradientTransformation:
-    """Direction of a step before scaling by -η: the registered optimiser ``rules.OPTIMIZERS[optimizer]``."""
-    return OPTIMIZERS[optimizer].transform()
+    """Direction of a step before scaling by -η: the registered optimiser ``rules.optimizer(optimizer)``."""
+    return rules.optimizer(optimizer).transform()
 
 
 def init_state(spec: Spec, theta, key) -> State:
@@ -119,10 +118,10 @@ def step_loss_and_grad(theta, dims, x, y):
 
 
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
-    """Gradient (P,) of the penalty of the registered rule ``rules.RULES[spec.rule]`` at θ (P,), added to the
+    """Gradient (P,) of the penalty of the registered rule ``rules.rule(spec.rule)`` at θ (P,), added to the
     loss gradient."""
     factor = jnp.asarray(layer_factors(spec.dims), theta.dtype)
-    return RULES[spec.rule].grad(theta, factor, hyper)
+    return rules.rule(spec.rule).grad(theta, factor, hyper)
 
 
 def evaluate(spec: Spec, hyper: Hyper, problem: Problem, theta, train_loss):

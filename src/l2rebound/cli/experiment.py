@@ -1,0 +1,37 @@
+"""``l2rebound <kind>``: one command per registered experiment kind, which runs it (or reuses the stored result)
+and writes its figures and summary."""
+
+from __future__ import annotations
+
+from l2rebound import registry, store
+from l2rebound.cli.common import config_from_args, config_options, output_options, report, stored, warn
+from l2rebound.config import PRESETS
+
+
+def add(commands) -> None:
+    """A command for every registered kind, with its presets and the options of the fields it uses."""
+    for spec in registry.kinds().values():
+        command = commands.add_parser(spec.name, help=spec.help, description=spec.description)
+        named = sorted(name for name, fields in PRESETS.items() if fields.get("experiment") == spec.name)
+        if named:
+            command.add_argument("--preset", choices=named, default=None,
+                                 help="a named set-up (README, 'Presets'); explicit options override it")
+        config_options(command, (spec.name,))
+        output_options(command)
+        command.add_argument("--squared", action="store_true",
+                             help="plot ℓ₂² (the quantity of the ℓ₂-Experiments figures) instead of ℓ₂; the noise "
+                                  "experiment also fits it")
+        command.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    config = config_from_args(args, args.command)
+    try:
+        folder, result = stored(config, args)
+    except KeyboardInterrupt:
+        checkpoint = store.Checkpoint(args.out, config)
+        warn(f"interrupted: {checkpoint.count()} finished chunk(s) of runs are kept in {checkpoint.folder}; "
+              "the same command resumes from there")
+        return 130
+    with store.lock(args.out, config):  # no --force elsewhere replaces the folder while its figures are written
+        return report(folder, result, args.squared)
