@@ -120,6 +120,7 @@ def reference_jobs(config):
     """One closure per training that calls ``reference.train`` from the engine's own start."""
     import jax
     import numpy as np
+
     from l2rebound import reference
     from l2rebound.experiments import setup_runs
 
@@ -187,9 +188,8 @@ def run_worker(args) -> None:
 def gemm_peak(n: int = 2000, tries: int = 3) -> float:
     """Best-of-``tries`` float64 GEMM rate in GFLOP/s (2 n^3 FLOPs per product): numpy's on a CPU-only
     machine; on an accelerator, JAX's on that device with n = 8192 (the engine runs there)."""
-    import numpy as np
-
     import jax
+    import numpy as np
 
     if jax.default_backend() != "cpu":
         n = 8192
@@ -213,9 +213,8 @@ def _timed(fn) -> float:
 
 
 def machine() -> dict:
-    import numpy as np
-
     import jax
+    import numpy as np
 
     from l2rebound.cli import configure_process
 

@@ -1,24 +1,54 @@
-"""Shared fixtures: tiny configs that compile fast, float64 for tests of the engine's internals, and JAX's
-compilation cache kept in a temporary folder (tests never write into the user's cache)."""
+"""Shared fixtures: tiny configs that compile fast, float64 for tests of the engine's internals, JAX's
+compilation cache kept in a temporary folder (tests never write into the user's cache), and the example plugin
+(``tests/example_plugin``) registered for the whole session, so that every registry-driven battery covers its
+kind and rule too."""
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
 
 import jax
 import pytest
 
-from l2rebound.config import Config
+EXAMPLE_PLUGIN = Path(__file__).resolve().parent / "example_plugin"
+
+
+def register_example_plugin() -> None:
+    """Make the example plugin's entry points visible as ``pip install tests/example_plugin`` would, without
+    installing it: a ``.dist-info`` folder holding the entry points of its ``pyproject.toml``, in a temporary
+    folder put on ``sys.path`` (and on ``PYTHONPATH``, for the subprocesses of the CLI, Dask and notebook
+    tests) together with the plugin's source."""
+    project = tomllib.loads((EXAMPLE_PLUGIN / "pyproject.toml").read_text())["project"]
+    root = Path(tempfile.mkdtemp(prefix="l2rebound-example-plugin-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    info = root / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items()) + "\n"
+        for group, points in project["entry-points"].items()))
+    paths = [str(root), str(EXAMPLE_PLUGIN / "src")]
+    sys.path[:0] = paths
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+
+
+register_example_plugin()
+
+from l2rebound.config import Config, example  # noqa: E402 (after the plugin's registration, which the registry reads)
 
 TINY = Config(teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5, runs=2, initial_permut=1e-2)
 """The smallest epoch experiment that exercises every code path; JAX compiles once per shape, so tests that
 share it share the compiles."""
-TINY_NOISE = Config(experiment="noise", teacher_dims=(2, 4, 1), dataset_size=64, test_set_size=16, epochs=5,
-                    runs=2, noise_levels=(1e-3, 1e-2, 1e-1))
-"""The noise experiment's counterpart of ``TINY``."""
-TINY_COMPRESS = Config(experiment="compress", teacher_dims=(2, 3, 1), student_dims=(2, 4, 1), dataset_size=64,
-                       test_set_size=16, epochs=5, runs=2, initial_permut=1e-2, finetune_epochs=2)
-"""The compression experiment's counterpart of ``TINY``."""
+TINY_NOISE = example("noise")
+"""The noise experiment's counterpart of ``TINY``: its example config."""
+TINY_COMPRESS = example("compress")
+"""The compression experiment's counterpart of ``TINY``: its example config."""
 
 
 def pytest_configure(config):

@@ -12,9 +12,12 @@ from conftest import TINY, TINY_NOISE, run_cli
 from l2rebound import store
 from l2rebound import symmetry as S
 from l2rebound.config import Config, ConfigError
-from l2rebound.experiments import distances, run_epoch_experiment, run_noise_experiment
+from l2rebound.experiments import distances
+from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
+from l2rebound.kinds.epoch.figures import figures as epoch_figures
+from l2rebound.kinds.epoch.result import summary_table
+from l2rebound.kinds.noise.engine import run as run_noise_experiment
 from l2rebound.layout import num_params
-from l2rebound.plots import epoch_figures, summary_table
 from l2rebound.results import proven_optimal
 
 DEEP = TINY.replace(teacher_dims=(2, 4, 3, 1))

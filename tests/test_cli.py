@@ -8,12 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import TINY as TINY_CONFIG
 from conftest import run_cli
-from l2rebound import cli, experiments, store, theory
-from l2rebound.config import PRESETS, Config, flag
-from l2rebound.results import COLUMNS, EpochResult
+
+from l2rebound import cli, store, theory
+from l2rebound.config import PRESETS, Config, choices_of, flag
+from l2rebound.kinds import epoch
+from l2rebound.kinds.epoch import engine as epoch_engine
+from l2rebound.kinds.epoch.result import EpochResult
+from l2rebound.results import COLUMNS
 
 # The options of conftest.TINY: JAX compiles once per shape.
 TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",
@@ -21,18 +24,18 @@ TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "1
 SUMMARY = ("min ℓ₂", "epoch of min ℓ₂", "final ℓ₂", "final/min ratio", "final train loss", "final test loss",
            "final clean test loss", "final aligned ℓ₂", "final normal-form ℓ₂")
 CLI_FIELDS = [f for f in dataclasses.fields(Config)  # the options of ``epoch``: fields it uses that are options
-              if f.metadata.get("cli") is not False and "epoch" in f.metadata.get("experiments", ("epoch",))]
+              if f.metadata.get("cli") is not False and (not f.metadata.get("per_kind") or f.name in epoch.SPEC.fields)]
 
 
 def parse(*argv) -> Config:
-    return cli.config_from_args(cli._build_parser().parse_args(["epoch", *argv]), "epoch")
+    return cli.config_from_args(cli.build_parser().parse_args(["epoch", *argv]), "epoch")
 
 
 def forbid_training(monkeypatch):
     def trained(*args, **kwargs):
         raise AssertionError("the experiment was run")
 
-    monkeypatch.setattr(experiments, "run_epoch_experiment", trained)
+    monkeypatch.setattr(epoch_engine, "run", trained)
 
 
 def summary_values(stdout: str) -> dict[str, float]:
@@ -111,8 +114,8 @@ def test_no_options_give_the_default_config():
 @pytest.mark.parametrize("field", CLI_FIELDS, ids=lambda f: f.name)
 def test_every_config_field_is_an_option(field):
     default = getattr(Config(), field.name)
-    if field.metadata["choices"]:
-        value = next(c for c in field.metadata["choices"] if c != default)
+    if choices_of(field):
+        value = next(c for c in choices_of(field) if c != default)
         text = value
     elif field.name.endswith("_dims"):
         value = (2, 30, 30, 1)
@@ -205,13 +208,13 @@ def test_rerun_reuses_the_stored_result_and_force_retrains(copy, capsys, monkeyp
     assert_summary(text, store.load(folder))
 
     monkeypatch.undo()
-    real, calls = experiments.run_epoch_experiment, []
+    real, calls = epoch_engine.run, []
 
     def counted(config, on_progress=None, checkpoint=None):
         calls.append(config)
         return real(config, on_progress, checkpoint)
 
-    monkeypatch.setattr(experiments, "run_epoch_experiment", counted)
+    monkeypatch.setattr(epoch_engine, "run", counted)
     code, text, err = run_cli("epoch", *TINY, "--out", out, "--force")
     assert code == 0, err
     assert calls == [TINY_CONFIG] and "reusing" not in text and f"stored in {folder}" in text

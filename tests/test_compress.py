@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 
 import l2rebound
-from l2rebound import store, sweeps
+from l2rebound import store
 from l2rebound.config import Config, ConfigError, presets
 from l2rebound.layout import draw_glorot, num_params
 from l2rebound.nets import pad
@@ -144,7 +144,7 @@ def test_the_command_writes_the_table_and_the_figures(tmp_path):
     (("--prune-threshold", "inf"), "--prune-threshold must be a finite number >= 0"),
     (("--prune-threshold", "0", "--finetune-epochs", "5"), "--finetune-epochs trains a pruned student"),
     (("--teacher-dims", "2,10,5,1", "--student-dims", "2,8,25,1"), "at least as wide"),
-    (("--align-every", "0"), "--align-every must be >= 1"),
+    (("--align-every", "0"), "needs --align-every >= 1"),
 ])
 def test_bad_input_fails_in_one_line_and_writes_nothing(argv, message, tmp_path):
     code, out, err = run_cli("compress", "--preset", "D", *argv, "--out", tmp_path / "out")
@@ -177,7 +177,7 @@ def test_a_compress_sweep_leaves_out_runs_whose_pruned_student_diverged(near):
     for name in ("nonzero_after", "l0_after", "support_recovered"):
         table[name][0] = -1  # as the engine writes a pruned student that diverged
     table["diverged_at_finetune"][0] = 3
-    summary = sweeps.recovery_summary(dataclasses.replace(near, compression=table))
+    summary = dataclasses.replace(near, compression=table).sweep_columns()
     assert np.isnan(summary["support_recovered"][0]) and np.isnan(summary["nonzero_after"][0])
     assert summary["support_recovered"][1] == 1
     assert summary["diverged_at"].tolist() == [NEAR.epochs + 3, -1]

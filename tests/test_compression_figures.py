@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from matplotlib.collections import LineCollection
 
-from l2rebound import compression as C
 from l2rebound.config import presets
 from l2rebound.diagrams import edges
+from l2rebound.kinds.compress import figures as C
+from l2rebound.kinds.compress.result import compression_summary, compression_table
 from l2rebound.layout import layers
-from l2rebound.results import integer_column, proven_optimal
+from l2rebound.results import proven_optimal
 
 PHASES = ("vanilla", "before", "after")  # the order the comparison figure draws them in
 slow = pytest.mark.slow  # the tests that use ``result``: computing it compiles three trainings
@@ -25,7 +26,7 @@ slow = pytest.mark.slow  # the tests that use ``result``: computing it compiles 
 
 @pytest.fixture(scope="module")
 def result():
-    from l2rebound.experiments import run_compress_experiment
+    from l2rebound.kinds.compress.engine import run as run_compress_experiment
 
     config = presets["D"].replace(epochs=60, runs=2, dataset_size=300, test_set_size=60, finetune_epochs=10,
                                   align_every=30)
@@ -40,13 +41,14 @@ def diverge(result, run, phases=("before", "after", "vanilla")):
     r = run - 1
     students = {name: values.copy() for name, values in result.students.items()}
     table = {name: values.copy() for name, values in result.compression.items()}
+    integer = {c.name for c in compression_table(result.config).columns if c.integer}
     names = {"before": ("before", "aligned_before"), "after": ("after", "aligned_after"), "vanilla": ("vanilla",)}
     for phase in phases:
         for name in names[phase]:
             students[name][r] = np.nan
         for column, values in table.items():
             if column.endswith("_" + phase) and not column.startswith("diverged_at"):
-                values[r] = -1 if integer_column(column) else np.nan
+                values[r] = -1 if column in integer else np.nan
     changes = {"students": students, "compression": table}
     if "after" in phases:
         for column in ("nonzero_after", *(c for c in table if c.startswith("alive_units"))):
@@ -165,7 +167,7 @@ def median_range(values):
 
 @slow
 def test_the_summary_counts_match_the_table(result):
-    summary = C.compression_summary(result)
+    summary = compression_summary(result)
     table = result.compression
     recovered = int(table["support_recovered"].sum())
     assert re.search(rf"^support recovered\s+{recovered} of 2 runs$", summary, re.MULTILINE)
@@ -237,6 +239,7 @@ def test_every_run_diverged_gives_figures_that_say_so(result):
     assert set(figures) == set(result.views)
 
 
-def test_the_module_does_not_import_jax():
-    code = "import sys, l2rebound.compression; assert 'jax' not in sys.modules, 'jax was imported'"
+def test_the_modules_do_not_import_jax():
+    code = ("import sys, l2rebound.kinds.compress.figures, l2rebound.kinds.compress.result; "
+            "assert 'jax' not in sys.modules, 'jax was imported'")
     subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import TINY
+
 from l2rebound import store
 
 OPTIONS = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",

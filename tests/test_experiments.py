@@ -9,8 +9,8 @@ import pytest
 from l2rebound import store
 from l2rebound.certify import Budget, certified_align
 from l2rebound.config import PRESETS, Config
-from l2rebound.experiments import run_epoch_experiment
 from l2rebound.genericity import RATIO_BOUND, format_report, genericity_report, report_generic
+from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
 from l2rebound.nets import pad
 from l2rebound.symmetry import l2_aligned, normal_form_distance
 

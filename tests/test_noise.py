@@ -7,8 +7,9 @@ import pytest
 
 from l2rebound import cli, store
 from l2rebound.config import Config
-from l2rebound.experiments import noise_sweep, run_noise_experiment
 from l2rebound.fit import DRIFT_LIMIT, STALLED_LIMIT, fit_power_law, precision_floor, rounding_drift
+from l2rebound.kinds.noise.engine import run as run_noise_experiment
+from l2rebound.kinds.noise.engine import sweep as noise_sweep
 from l2rebound.train import train_block
 
 pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals

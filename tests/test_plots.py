@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from l2rebound.config import Config
-from l2rebound.plots import normalise, summary_table, write_figures
-from l2rebound.results import EpochResult
+from l2rebound.kinds.epoch.result import EpochResult, summary_table
+from l2rebound.plots import normalise, write_figures
 
 RUNS, EPOCHS, DIP = 3, 20, 7
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import l2rebound
-from conftest import TINY, run_cli
 from l2rebound import cli, store
 from l2rebound.config import SEED_LIMIT, STEM_BYTES, Config, ConfigError
 
@@ -151,7 +151,7 @@ VALUES = ["0", "1", "2", "3", "-1", "0.5", "1e-3", "1e-400", "1e400", "nan", "in
           "2,0,1", "3,2,2,1", "1", "2,3", "1e-3,1e-2", "1e-3,1e-3", "1e-5:1:3", "1:1e-5:3", "2**64",
           "18446744073709551616", "9007199254740993", "uniform", "normal", "drr", "adam", "float32", "margin", "off"]
 OPTIONS = sorted({action.option_strings[0] for command in ("epoch", "noise")
-                  for action in cli._build_parser()._subparsers._group_actions[0].choices[command]._actions
+                  for action in cli.build_parser()._subparsers._group_actions[0].choices[command]._actions
                   if action.option_strings and action.option_strings[0] not in ("-h", "--out", "--no-progress")}
                  | {"--bogus"})
 

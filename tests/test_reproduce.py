@@ -5,11 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from l2rebound import published, reproduce
 from l2rebound.config import presets
-from l2rebound.results import COLUMNS, EpochResult, NoiseResult
+from l2rebound.kinds.epoch.result import EpochResult
+from l2rebound.kinds.noise.result import NoiseResult
+from l2rebound.results import COLUMNS
 
 # What the published figures' embedded titles record (``published`` module docstring), by preset field.
 TITLES = {

@@ -1,6 +1,8 @@
-"""One battery for every registered training rule and optimiser (``rules.RULES``, ``rules.OPTIMIZERS``),
+"""One battery for every registered training rule and optimiser (``rules.all_rules()``,
+``rules.all_optimizers()``: the built-in ones and those of installed packages, the example plugin's included),
 generated from the registries: a new member is tested here with no new test code, against finite
-differences, autodiff and its NumPy oracle in ``reference``, alone and in training."""
+differences, autodiff and its NumPy oracle (``reference``, or the one the member carries), alone and in
+training."""
 
 import dataclasses
 from functools import partial
@@ -11,10 +13,11 @@ import numpy as np
 import pytest
 
 from l2rebound import Config, reference
+from l2rebound.config import choices_of
 from l2rebound.experiments import hyper_of, setup_runs, train_runs
 from l2rebound.nets import layer_factors, num_params
 from l2rebound.results import METRICS
-from l2rebound.rules import OPTIMIZERS, RULES, register_optimizer, register_rule
+from l2rebound.rules import OPTIMIZERS, RULES, all_optimizers, all_rules, register_optimizer, register_rule
 from l2rebound.train import Hyper, Spec, regulariser_grad
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -33,16 +36,19 @@ times the 5e-8 measured; a wrong factor or a dropped term is off by far more."""
 
 def rule_oracle(name: str) -> reference.ReferenceRule:
     """The NumPy oracle of rule ``name``; a member without one fails here, by name."""
-    if name not in reference.REFERENCE_RULES:
-        pytest.fail(f"rule {name!r} has no NumPy oracle: add one to reference.REFERENCE_RULES")
-    return reference.REFERENCE_RULES[name]
+    try:
+        return reference.rule_oracle(name)
+    except ValueError:
+        pytest.fail(f"rule {name!r} has no NumPy oracle: give it one (Rule.oracle, or reference.REFERENCE_RULES)")
 
 
 def optimizer_oracle(name: str) -> reference.ReferenceOptimizer:
     """The NumPy oracle of optimiser ``name``; a member without one fails here, by name."""
-    if name not in reference.REFERENCE_OPTIMIZERS:
-        pytest.fail(f"optimizer {name!r} has no NumPy oracle: add one to reference.REFERENCE_OPTIMIZERS")
-    return reference.REFERENCE_OPTIMIZERS[name]
+    try:
+        return reference.optimizer_oracle(name)
+    except ValueError:
+        pytest.fail(f"optimizer {name!r} has no NumPy oracle: give it one (Optimizer.oracle, or "
+                    "reference.REFERENCE_OPTIMIZERS)")
 
 
 def hyper(alpha, beta, rho) -> Hyper:
@@ -67,9 +73,9 @@ def central_differences(penalty, theta, factor, hyper):
 
 
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
-@pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("name", list(all_rules()))
 def test_rule_grad_matches_finite_differences_of_its_penalty(name, dims):
-    rule, theta, factor = RULES[name], theta_away_from_zero(dims, sum(dims)), jnp.asarray(layer_factors(dims))
+    rule, theta, factor = all_rules()[name], theta_away_from_zero(dims, sum(dims)), jnp.asarray(layer_factors(dims))
     for alpha, beta, rho in HYPERS:
         fd = np.asarray(central_differences(rule.penalty, theta, factor, hyper(alpha, beta, rho)))
         grad = rule.grad(theta, factor, hyper(alpha, beta, rho))
@@ -77,10 +83,10 @@ def test_rule_grad_matches_finite_differences_of_its_penalty(name, dims):
 
 
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
-@pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("name", list(all_rules()))
 def test_rule_grad_matches_autodiff_of_its_penalty(name, dims):
     # away from 0 only: at θ_i = 0 autodiff takes d|θ|/dθ = 1, the closed form sign(0) = 0
-    rule, theta, factor = RULES[name], theta_away_from_zero(dims, sum(dims) + 1), jnp.asarray(layer_factors(dims))
+    rule, theta, factor = all_rules()[name], theta_away_from_zero(dims, sum(dims) + 1), jnp.asarray(layer_factors(dims))
     for alpha, beta, rho in HYPERS:
         auto = jax.grad(rule.penalty)(theta, factor, hyper(alpha, beta, rho))
         grad = rule.grad(theta, factor, hyper(alpha, beta, rho))
@@ -89,7 +95,7 @@ def test_rule_grad_matches_autodiff_of_its_penalty(name, dims):
 
 
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
-@pytest.mark.parametrize("name", list(RULES))
+@pytest.mark.parametrize("name", list(all_rules()))
 def test_rule_matches_its_numpy_oracle(name, dims):
     """Through the engine's ``regulariser_grad`` (which supplies the layer factors), at θ with exact zeros,
     where both take sign(0) = 0."""
@@ -101,14 +107,14 @@ def test_rule_matches_its_numpy_oracle(name, dims):
         ours = regulariser_grad(spec, hyper(alpha, beta, rho), theta)
         expected = oracle.grad(np.asarray(theta), fac, alpha, beta, rho)
         np.testing.assert_allclose(ours, expected, rtol=1e-13, atol=0, err_msg=(alpha, beta, rho))
-        np.testing.assert_allclose(RULES[name].penalty(theta, factor, hyper(alpha, beta, rho)),
+        np.testing.assert_allclose(all_rules()[name].penalty(theta, factor, hyper(alpha, beta, rho)),
                                    oracle.penalty(np.asarray(theta), fac, alpha, beta, rho), rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", list(all_optimizers()))
 def test_optimizer_steps_match_its_numpy_oracle(name):
     # gradients from 1e-9 to 1: below Adam's eps, where it matters, up to where it does not
-    oracle, transform = optimizer_oracle(name), OPTIMIZERS[name].transform()
+    oracle, transform = optimizer_oracle(name), all_optimizers()[name].transform()
     rng, lr = np.random.default_rng(9), 3e-2
     expected = rng.normal(size=12)
     theta, expected_state = jnp.asarray(expected), oracle.init(12, np.float64)
@@ -121,8 +127,8 @@ def test_optimizer_steps_match_its_numpy_oracle(name):
     np.testing.assert_allclose(theta, expected, rtol=1e-13, atol=1e-16)
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("optimizer", list(all_optimizers()))
+@pytest.mark.parametrize("rule", list(all_rules()))
 def test_training_matches_the_numpy_oracle(rule, optimizer):
     rule_oracle(rule)
     optimizer_oracle(optimizer)
@@ -150,7 +156,7 @@ def test_training_matches_the_numpy_oracle(rule, optimizer):
         assert abs(expected["l2"][-1] - expected["l2"][0]) > 1e-4
 
 
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("rule", list(all_rules()))
 def test_masked_training_matches_the_numpy_oracle(rule):
     """Fine-tuning a pruned student: the masked entries stay exactly zero, the others follow the oracle."""
     config = Config(teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, runs=2, epochs=40, train=rule,
@@ -174,15 +180,16 @@ def test_masked_training_matches_the_numpy_oracle(rule):
         assert abs(expected["l2"][-1] - expected["l2"][0]) > 1e-4
 
 
-@pytest.mark.parametrize("field, registry, oracles", [
-    ("train", RULES, reference.REFERENCE_RULES),
-    ("optimizer", OPTIMIZERS, reference.REFERENCE_OPTIMIZERS),
+@pytest.mark.parametrize("field, registry, oracles, oracle", [
+    ("train", all_rules(), reference.REFERENCE_RULES, rule_oracle),
+    ("optimizer", all_optimizers(), reference.REFERENCE_OPTIMIZERS, optimizer_oracle),
 ], ids=["rules", "optimizers"])
-def test_registry_names_are_the_config_choices_and_the_oracles(field, registry, oracles):
-    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(Config)}[field]
+def test_registry_names_are_the_config_choices_and_the_oracles(field, registry, oracles, oracle):
+    choices = {f.name: choices_of(f) for f in dataclasses.fields(Config)}[field]
     assert sorted(choices) == sorted(registry)
-    assert sorted(oracles) == sorted(registry), "every member needs its oracle and every oracle its member"
+    assert set(oracles) <= set(registry), "every built-in oracle has its member"
     for name, member in registry.items():
+        oracle(name)  # every member has its oracle
         assert member.name == name
         assert member.help and "\n" not in member.help, name  # one line of CLI help
 

@@ -17,15 +17,17 @@ import threading
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
-
-import jax
 from conftest import TINY, TINY_NOISE, run_cli
-from l2rebound import config as config_module
+
 from l2rebound import api, experiments, kernel, provenance, store
-from l2rebound.experiments import kept_epochs, run_epoch_experiment
-from l2rebound.results import COLUMNS, DISTANCES, EpochResult, NoiseResult
+from l2rebound import config as config_module
+from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
+from l2rebound.kinds.epoch.result import EpochResult
+from l2rebound.kinds.noise.result import NoiseResult
+from l2rebound.results import COLUMNS, DISTANCES, kept_epochs
 
 PARAMS = 2 * 4 + 4 + 4 * 1 + 1  # weights and biases of a 2,4,1 network
 

@@ -9,13 +9,14 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TINY, run_cli
 
 import l2rebound
-from conftest import TINY, run_cli
 from l2rebound import engines, store, sweeps
 from l2rebound.config import ConfigError
-from l2rebound.experiments import run_epoch_cells, run_epoch_experiment
 from l2rebound.grid import MAX_CELLS, cell_configs, coordinates, make_axis, parse_axis
+from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
+from l2rebound.kinds.epoch.engine import run_cells as run_epoch_cells
 
 CLI_TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",
             "--initial-permut", "1e-2", "--no-progress"]

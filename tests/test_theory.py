@@ -11,7 +11,9 @@ import pytest
 from l2rebound import reference, theory
 from l2rebound.config import Config
 from l2rebound.data import Split
-from l2rebound.experiments import run_epoch_experiment, run_noise_experiment, setup_runs
+from l2rebound.experiments import setup_runs
+from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
+from l2rebound.kinds.noise.engine import run as run_noise_experiment
 from l2rebound.nets import init_glorot
 
 pytestmark = pytest.mark.usefixtures("x64")  # these tests call the engine's internals
