@@ -328,8 +328,8 @@ def main(argv=None) -> None:
                         help="comma-separated engines out of jax,reference [default: both]. jax: "
                              "experiments.run_experiment; reference: reference.train run by run from the same start")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="timed repeats per cell; the wall time is their median. JAX first makes one extra warm-up call, "
-                             "not part of the median (its excess over the median is the compile time) "
+                        help="timed repeats per cell; the wall time is their median. JAX first makes one extra "
+                             "warm-up call, not part of the median (its excess over the median is the compile time) "
                              "[default: 3]")
     parser.add_argument("--quick", action="store_true",
                         help=f"shrink every case to {QUICK_EPOCHS} epochs (runs, levels, sizes unchanged) so the "

@@ -60,7 +60,8 @@ def main(argv=None) -> None:
     for runs in (int(r) for r in args.runs.split(",")):
         row = measure(runs, args.epochs, args.repeats)
         rows.append(row)
-        print(f"{runs:>6} {row['wall_s']:>9.3f} {row['first_s']:>9.3f} {row['ms_per_run_epoch']:>13.4f}  {row['device']}",
+        print(f"{runs:>6} {row['wall_s']:>9.3f} {row['first_s']:>9.3f} "
+              f"{row['ms_per_run_epoch']:>13.4f}  {row['device']}",
               flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

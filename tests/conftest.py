@@ -35,7 +35,8 @@ def register_example_plugin() -> None:
         for group, points in project["entry-points"].items()))
     paths = [str(root), str(EXAMPLE_PLUGIN / "src")]
     sys.path[:0] = paths
-    os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        paths + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
 
 
 register_example_plugin()

@@ -55,7 +55,8 @@ def test_relabelling_the_kept_students_leaves_both_numbers_unchanged(folders, na
     for run in range(config.runs):
         teacher = result.teacher[run]
         for k, epoch in enumerate(result.kept_epochs):
-            student = S.apply(S.random_symmetry(rng, config.student_dims), result.kept_theta[run, k], config.student_dims)
+            student = S.apply(S.random_symmetry(rng, config.student_dims), result.kept_theta[run, k],
+                              config.student_dims)
             again = distances(student, teacher, config.student_dims, config.align_budget)
             for column in ("l2_aligned", "l2_aligned_lower"):
                 assert again[column] == pytest.approx(result.metrics[column][run, epoch], rel=1e-12, abs=0), column

@@ -322,10 +322,10 @@ def test_every_run_diverging_exits_1_with_advice_and_stores_the_result(tmp_path,
     assert store.is_finished(folder)
     result = store.load(folder)
     assert np.all(result.diverged_at >= 1)
-    for run, epoch in enumerate(result.diverged_at, start=1):
+    for run, at_epoch in enumerate(result.diverged_at, start=1):
         line = next(line for line in err.splitlines() if line.startswith(f"run {run} "))
-        assert f"diverged at epoch {epoch}" in line and "smaller --learning-rate" in line
-        assert np.isnan(result.metrics["l2"][run - 1, epoch:]).all()
+        assert f"diverged at epoch {at_epoch}" in line and "smaller --learning-rate" in line
+        assert np.isnan(result.metrics["l2"][run - 1, at_epoch:]).all()
     assert "every run diverged" in err and str(folder) in err
     assert "final ℓ₂" not in out  # no summary of nothing
 

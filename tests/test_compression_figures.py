@@ -172,15 +172,18 @@ def test_the_summary_counts_match_the_table(result):
     recovered = int(table["support_recovered"].sum())
     assert re.search(rf"^support recovered\s+{recovered} of 2 runs$", summary, re.MULTILINE)
     for name, column in (("non-zero entries, trained", "nonzero_before"), ("non-zero entries, pruned", "nonzero_after"),
-                         ("alive units, hidden layer 1", "alive_units_1"), ("alive units, hidden layer 2", "alive_units_2"),
+                         ("alive units, hidden layer 1", "alive_units_1"),
+                         ("alive units, hidden layer 2", "alive_units_2"),
                          ("entries off the teacher's support", "l0_after")):
-        assert re.search(rf"^{re.escape(name)}\s+{re.escape(median_range(table[column]))}\s", summary, re.MULTILINE), name
+        assert re.search(rf"^{re.escape(name)}\s+{re.escape(median_range(table[column]))}\s", summary,
+                         re.MULTILINE), name
     assert "of 751" in summary and "the teacher has 91" in summary
     below = int(np.sum(table["clean_test_loss_after"] < table["clean_test_loss_vanilla"]))
     assert f"clean test loss below the vanilla one's in {below} of 2 runs" in summary
     for phase, name in (("vanilla", "vanilla"), ("before", "trained"), ("after", "pruned")):
         values = table[f"clean_test_loss_{phase}"]
-        assert re.search(rf"^clean test loss, {name}\s+{np.mean(values):.4g} ± {np.std(values):.3g}\s+2$", summary, re.MULTILINE)
+        assert re.search(rf"^clean test loss, {name}\s+{np.mean(values):.4g} ± {np.std(values):.3g}\s+2$", summary,
+                         re.MULTILINE)
         proven = int(proven_optimal(table[f"l2_aligned_{phase}"], table[f"l2_aligned_lower_{phase}"]).sum())
         assert re.search(rf"^aligned ℓ₂, {name}\s+{np.mean(table[f'l2_aligned_{phase}']):.4g} ± .*proven minimal in "
                          rf"{proven}\b", summary, re.MULTILINE)

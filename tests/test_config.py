@@ -9,7 +9,8 @@ from l2rebound.config import PRESETS, Config, ConfigError
 
 def test_defaults_are_the_seed_table():
     c = Config()
-    assert (c.learning_rate, c.noise_sigma, c.initial_permut, c.seed, c.epochs, c.runs) == (1e-2, 1e-3, 0.0, 42, 500, 10)
+    assert (c.learning_rate, c.noise_sigma, c.initial_permut, c.seed, c.epochs, c.runs) == (
+        1e-2, 1e-3, 0.0, 42, 500, 10)
     assert (c.dataset_size, c.test_set_size, c.projection_frequency) == (10_000, 1_000, 1)
     assert c.teacher_dims == (2, 25, 25, 1) == c.student_dims and c.train == "vanilla"
 

@@ -240,7 +240,7 @@ def test_violations_match_the_jax_check_on_planted_coincidences():
             rng.choice(25, 2, replace=False), rng.integers(25)
         theta[zero] = 0.0
         theta[b2.start + bj] = -theta[b2.start + bi]  # C2: equal |b|
-        weight = lambda row: w2.start + row * 25 + col  # noqa: E731
+        weight = lambda row, col=col: w2.start + row * 25 + col  # noqa: E731
         theta[weight(row_b)] = theta[weight(row_a)] * rng.integers(1, 11) / rng.integers(1, 11)  # C3: p/q
         expected = np.asarray(genericity.violations(jnp.asarray(theta), dims))
         got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
@@ -252,15 +252,18 @@ def test_violations_match_the_jax_check_on_planted_coincidences():
 
 
 @pytest.mark.usefixtures("kernel_on")
-@pytest.mark.parametrize("fields", [{"initial_permut": 1e-2, "train": "drr"}, {"initial_permut": 0.0, "noise_sigma": 0.0}],
+@pytest.mark.parametrize("fields", [{"initial_permut": 1e-2, "train": "drr"},
+                                    {"initial_permut": 0.0, "noise_sigma": 0.0}],
                          ids=["preset-A-like", "exact-start-sigma-0"])
 def test_xla_path_trains_to_the_same_numbers(fields):
     # the fallback (no compiler, L2REBOUND_KERNEL=0; what a GPU runs) against the kernel, same config; at an
     # exact start with sigma = 0 both must keep the student exactly on its teacher
     fields = {**fields, "runs": 2, "epochs": 20, "dataset_size": 300, "test_set_size": 50}
-    script = ("import json, sys; from l2rebound import Config, kernel; from l2rebound.experiments import run_experiment; "
+    script = ("import json, sys; from l2rebound import Config, kernel; "
+              "from l2rebound.experiments import run_experiment; "
               "r = run_experiment(Config(**json.loads(sys.argv[1]))); "
-              "print(json.dumps([kernel.fast_path('float64'), r.metrics['l2'].tolist(), r.metrics['train_loss'].tolist()]))")
+              "print(json.dumps([kernel.fast_path('float64'), r.metrics['l2'].tolist(), "
+              "r.metrics['train_loss'].tolist()]))")
     path, l2, loss = _last_json(_python(script, json.dumps(fields), L2REBOUND_KERNEL="0"))
     assert path == "xla"
     mine = run_experiment(Config(**fields))
@@ -334,7 +337,8 @@ try:
     exports = True
 except ValueError:
     exports = False
-print(json.dumps([used, "l2rebound_threefry2x32" in text, exports] + [np.asarray(d).astype(float).tolist() for d in draws]))
+print(json.dumps([used, "l2rebound_threefry2x32" in text, exports] + \
+[np.asarray(d).astype(float).tolist() for d in draws]))
 """
 
 

@@ -125,7 +125,8 @@ def test_aligned_distances_are_a_second_curve_drawn_at_their_epochs(tmp_path):
     assert "ℓ₂ aligned" in normalised and "ℓ₂ aligned" in absolute
     assert "normal forms" in absolute and "normal forms" not in normalised
     rows = {line[:22].strip(): line[22:] for line in summary_table(result).splitlines()}
-    assert float(rows["final aligned ℓ₂"].split()[0]) == pytest.approx(0.5 * result.metrics["l2"][:, -1].mean(), rel=1e-3)
+    assert float(rows["final aligned ℓ₂"].split()[0]) == pytest.approx(0.5 * result.metrics["l2"][:, -1].mean(),
+                                                                      rel=1e-3)
 
 
 def test_normalise_ignores_missing_entries():

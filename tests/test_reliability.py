@@ -31,7 +31,8 @@ def test_seeds_have_a_documented_range(seed, runs, accepted):
     if accepted:
         assert Config(seed=seed, runs=runs).seed == seed
     else:
-        with pytest.raises(ConfigError, match=r"--seed must be an integer (with 0 <= seed and seed \+ runs <= 2\^53|below)"):
+        with pytest.raises(ConfigError,
+                           match=r"--seed must be an integer (with 0 <= seed and seed \+ runs <= 2\^53|below)"):
             Config(seed=seed, runs=runs)
 
 
@@ -62,7 +63,8 @@ def test_a_config_too_large_for_the_machine_is_refused_before_anything_is_writte
 def test_long_figure_names_are_bounded_and_such_results_redraw(tmp_path):
     config = TINY.replace(teacher_dims=(2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1),
                           learning_rate=0.0123456789, noise_sigma=0.000123456789, initial_permut=0.0314159265,
-                          alpha=0.000271828, beta=12.3456789, rho=0.00101, train="drr", optimizer="adam", seed=123456789,
+                          alpha=0.000271828, beta=12.3456789, rho=0.00101, train="drr", optimizer="adam",
+                          seed=123456789,
                           projection_frequency=3, perturbation="normal", bias_init="uniform", align_every=2)
     stem = config.figure_stem()
     assert len(stem.encode()) <= STEM_BYTES and stem.endswith("_cfg-" + config.config_hash()[:8])

@@ -144,7 +144,7 @@ def test_training_matches_the_numpy_oracle(rule, optimizer):
     assert (diverged == -1).all()
     assert final.dtype == np.float64
     for r in range(config.runs):
-        train, test = jax.tree.map(lambda a: np.asarray(a[r]), (problem.train, problem.test))
+        train, test = jax.tree.map(lambda a, r=r: np.asarray(a[r]), (problem.train, problem.test))
         expected = reference.train(
             student[r], problem.teacher[r], config.student_dims, train.x, train.labels(config.noise_sigma),
             test.x, test.labels(config.noise_sigma), test.clean, epochs=config.epochs, rule=rule,
@@ -169,7 +169,7 @@ def test_masked_training_matches_the_numpy_oracle(rule):
     metrics, diverged, final, _ = train_runs(config, hyper_of(config, config.runs), problem, student, keys)
     assert (diverged == -1).all() and (final[mask == 0] == 0).all()
     for r in range(config.runs):
-        train, test = jax.tree.map(lambda a: np.asarray(a[r]), (problem.train, problem.test))
+        train, test = jax.tree.map(lambda a, r=r: np.asarray(a[r]), (problem.train, problem.test))
         expected = reference.train(
             student[r], problem.teacher[r], config.student_dims, train.x, train.labels(config.noise_sigma),
             test.x, test.labels(config.noise_sigma), test.clean, epochs=config.epochs, rule=rule,

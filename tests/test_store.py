@@ -65,7 +65,8 @@ def same_bits(a, b) -> bool:
 def is_same(loaded: EpochResult, original: EpochResult) -> bool:
     return (loaded.config == original.config and set(loaded.metrics) == set(COLUMNS)
             and all(same_bits(loaded.metrics[name], original.metrics[name]) for name in COLUMNS)
-            and same_bits(loaded.kept_epochs, original.kept_epochs) and same_bits(loaded.kept_theta, original.kept_theta)
+            and same_bits(loaded.kept_epochs, original.kept_epochs)
+            and same_bits(loaded.kept_theta, original.kept_theta)
             and same_bits(loaded.teacher, original.teacher) and same_bits(loaded.student_init, original.student_init)
             and np.array_equal(loaded.diverged_at, original.diverged_at))
 

@@ -159,7 +159,8 @@ def test_values_are_kept_as_the_field_holds_them_and_zip_takes_either_spelling(t
 
 
 def test_rebound_is_undefined_where_the_minimum_is_zero():
-    row = sweeps.run_summary(run_epoch_experiment(TINY.replace(initial_permut=0.0)))  # starts at the teacher: ℓ₂ = 0 at epoch 0
+    # starts at the teacher: ℓ₂ = 0 at epoch 0
+    row = sweeps.run_summary(run_epoch_experiment(TINY.replace(initial_permut=0.0)))
     assert np.all(row["l2_min"] == 0) and np.all(np.isnan(row["rebound"]))
 
 

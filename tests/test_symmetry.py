@@ -148,7 +148,7 @@ def test_normal_form_shape_and_function(dims, seed):
     rng = np.random.default_rng(seed)
     theta = rng.normal(size=num_params(dims))
     nf = S.normal_form(theta, dims)
-    for w, b in unflatten(nf, dims)[:-1]:
+    for _w, b in unflatten(nf, dims)[:-1]:
         assert np.all(b >= 0)
         assert np.all(np.diff(b) <= 0)  # |b| descending
     np.testing.assert_array_equal(S.normal_form(nf, dims), nf)

@@ -67,7 +67,8 @@ def test_hessian_is_symmetric_gauss_newton_on_clean_labels_and_matches_finite_di
     np.testing.assert_allclose(exact, exact.T, rtol=0, atol=1e-14 * scale)
     assert np.abs(exact - theory.gauss_newton(moved, DIMS, x)).max() > 1e-2 * scale
     h = 1e-5
-    columns = [(reference.loss_and_grad(moved + h * e, DIMS, x, y)[1] - reference.loss_and_grad(moved - h * e, DIMS, x, y)[1])
+    columns = [(reference.loss_and_grad(moved + h * e, DIMS, x, y)[1]
+                - reference.loss_and_grad(moved - h * e, DIMS, x, y)[1])
                / (2 * h) for e in np.eye(theta.size)]
     np.testing.assert_allclose(exact, np.array(columns).T, rtol=0, atol=1e-8 * scale)
 

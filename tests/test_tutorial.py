@@ -15,7 +15,8 @@ def test_the_tutorial_runs_and_shows_its_figures(tmp_path):
     for cell in notebook.cells:  # run what a reader runs, not what was stored
         if cell.cell_type == "code":
             cell.outputs = []
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]

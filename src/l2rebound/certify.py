@@ -707,9 +707,9 @@ def _run(prob: _Problem, budget: Budget, start: float):
     """Branch and bound. Returns (incumbent (perms, signs), upper, lower², finished, nodes).
 
     The search starts from the cheap incumbents (the identity, then the root relaxation's assignment as the
-    root is examined); a student near its teacher is then proven optimal in a few nodes. Only when the budget ends first are the
-    costlier starts tried (``symmetry.align``'s heuristic and two dives, each polished), for a better upper
-    bound, which may also close the search."""
+    root is examined); a student near its teacher is then proven optimal in a few nodes. Only when the budget
+    ends first are the costlier starts tried (``symmetry.align``'s heuristic and two dives, each polished), for
+    a better upper bound, which may also close the search."""
     widths = prob.dims[1:-1]
     search = _Search(prob, budget, start)
     root = _empty_node(widths)

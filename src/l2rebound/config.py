@@ -97,7 +97,8 @@ class Config:
     )
     student_dims: tuple[int, ...] | None = field(
         default=None,
-        metadata=_opt("student layer widths, each >= the teacher's; the teacher is padded with zeros", parse=parse_dims),
+        metadata=_opt("student layer widths, each >= the teacher's; the teacher is padded with zeros",
+                      parse=parse_dims),
     )
     learning_rate: float = field(default=1e-2, metadata=_opt("step size eta (> 0)", parse=float))
     noise_sigma: float = field(
@@ -110,7 +111,8 @@ class Config:
                       "[default: the original 25 levels 1e-5*1.615^i]", parse=parse_noise_levels, per_kind=True),
     )
     initial_permut: float = field(
-        default=0.0, metadata=_opt("student start: teacher + p*xi, p >= 0 (initial_permut of the Julia original)", parse=float)
+        default=0.0,
+        metadata=_opt("student start: teacher + p*xi, p >= 0 (initial_permut of the Julia original)", parse=float),
     )
     perturbation: str = field(
         default="uniform", metadata=_opt("distribution of xi: uniform U[-1,1] or normal N(0,1)", ("uniform", "normal"))
@@ -121,7 +123,8 @@ class Config:
     )
     bias_init: str = field(
         default="zero",
-        metadata=_opt("initial biases: zero (as the Julia original; teacher sits at the edge of F) or uniform U(-1,1)", ("zero", "uniform")),
+        metadata=_opt("initial biases: zero (as the Julia original; teacher sits at the edge of F) or uniform U(-1,1)",
+                      ("zero", "uniform")),
     )
     train: str = field(
         default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", all_rules)
@@ -154,8 +157,8 @@ class Config:
         default=4,
         metadata=_opt("branch-and-bound nodes per student beyond the root for the certified aligned distance: "
                       "l2_aligned is the best relabelling found, l2_aligned_lower a certified lower bound, equal when "
-                      "the search ends within the budget; 0: the root's bound only (>= 0). A node count, not a time: the numbers "
-                      "are reproducible (README, 'Three distances')", parse=int),
+                      "the search ends within the budget; 0: the root's bound only (>= 0). A node count, not a time: "
+                      "the numbers are reproducible (README, 'Three distances')", parse=int),
     )
     prune_threshold: float = field(
         default=1e-3,
@@ -182,8 +185,8 @@ class Config:
                 value = getattr(self, f.name)
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                         kind is int and not (value == value and abs(value) < INT_LIMIT and value == int(value))):
-                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'} below 2^62 "
-                                      f"in size (got {value!r})")
+                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'} "
+                                      f"below 2^62 in size (got {value!r})")
                 object.__setattr__(self, f.name, kind(value))
         if self.student_dims is None:
             object.__setattr__(self, "student_dims", self.teacher_dims)
@@ -221,7 +224,8 @@ class Config:
             raise ConfigError(f"--noise-levels must be one or more finite numbers > 0 (got {self.noise_levels})")
         repeated = sorted({v for v in self.noise_levels if self.noise_levels.count(v) > 1})
         if repeated:
-            raise ConfigError(f"--noise-levels must not repeat a level (repeated: {', '.join(f'{v:g}' for v in repeated)})")
+            raise ConfigError("--noise-levels must not repeat a level "
+                              f"(repeated: {', '.join(f'{v:g}' for v in repeated)})")
         if not 0 <= self.seed <= SEED_LIMIT - self.runs:
             raise ConfigError(f"--seed must be an integer with 0 <= seed and seed + runs <= 2^53 (got {self.seed} with "
                               f"{self.runs} runs)")
@@ -230,7 +234,8 @@ class Config:
         positive = {"learning_rate": self.learning_rate, "beta": self.beta, "margin": self.margin}
         nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha,
                        "rho": self.rho, "prune_threshold": self.prune_threshold}
-        at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1), "test_set_size": (self.test_set_size, 1),
+        at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1),
+                    "test_set_size": (self.test_set_size, 1),
                     "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0),
                     "align_every": (self.align_every, 0), "align_budget": (self.align_budget, 0),
                     "finetune_epochs": (self.finetune_epochs, 0)}
@@ -247,7 +252,8 @@ class Config:
             raise ConfigError("--finetune-epochs trains a pruned student: it needs --prune-threshold > 0")
         for name in spec.required:
             if not getattr(self, name) >= 1:
-                raise ConfigError(f"the {self.experiment} experiment needs {flag(name)} >= 1 (got {getattr(self, name)})")
+                raise ConfigError(f"the {self.experiment} experiment needs {flag(name)} >= 1 "
+                                  f"(got {getattr(self, name)})")
 
     def replace(self, **fields) -> Config:
         """A copy with ``fields`` changed (validated like a new config), e.g. ``presets["A"].replace(runs=3)``.
@@ -350,7 +356,8 @@ PRESETS: dict[str, dict[str, Any]] = {
           "beta": 10.0, "rho": 0.0, "optimizer": "gd", "learning_rate": 1e-2},
     # Experiment B of the Julia original: exact start, noisy labels, vanilla GD.
     "B": {"experiment": "epoch", "initial_permut": 0.0, "noise_sigma": 1e-3, "train": "vanilla", "optimizer": "gd"},
-    # Experiment C on the table in the README of ℓ₂-Experiments (the Julia original): eta = 1e-2, 500 epochs (the defaults).
+    # Experiment C on the table in the README of ℓ₂-Experiments (the Julia original): eta = 1e-2, 500 epochs
+    # (the defaults).
     "C": {"experiment": "noise"},
     # Experiment C as the original noise script sets it: eta = 1e-3, 100 epochs.
     "C-script": {"experiment": "noise", "learning_rate": 1e-3, "epochs": 100},

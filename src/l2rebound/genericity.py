@@ -15,10 +15,11 @@ margin ε.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from l2rebound import kernel
 from l2rebound.nets import layer_slices
@@ -115,10 +116,6 @@ def project_jitter(theta, dims: tuple[int, ...], key):
 
 # ----------------------------------------------------------------------------------------------------------
 # Diagnostics (host-side NumPy) and the margin projection (pure JAX, jit-able).
-
-from functools import lru_cache
-
-import numpy as np
 
 
 @lru_cache(maxsize=8)

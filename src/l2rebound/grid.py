@@ -71,8 +71,8 @@ def parse_axis(spec: str) -> Axis:
     kind = type(_fields()[field].default)
     if kind is tuple or field == "student_dims":
         if field == "noise_levels":
-            raise ConfigError("--grid: sweep the noise level with noise-sigma (the noise experiment sweeps noise-levels "
-                              "itself)")
+            raise ConfigError("--grid: sweep the noise level with noise-sigma (the noise experiment sweeps "
+                              "noise-levels itself)")
         return make_axis(field, [_parse_value(field, part) for part in text.split("/")])
     if ":" in text and kind in (int, float):
         try:
@@ -203,7 +203,8 @@ def cell_configs(base: Config, axes: list[Axis], zipped: list[tuple[str, str]] =
             raise ConfigError(f"cell {where}: {error}") from None
         unused = [f for f in cell if f in ("alpha", "beta", "rho") and f not in rule(config.train).uses]
         if unused:
-            raise ConfigError(f"--grid {option(unused[0])}: the {config.train} rule does not use it (choose --train "
-                              f"{' or '.join(name for name, member in all_rules().items() if unused[0] in member.uses)})")
+            raise ConfigError(
+                f"--grid {option(unused[0])}: the {config.train} rule does not use it (choose --train "
+                f"{' or '.join(name for name, member in all_rules().items() if unused[0] in member.uses)})")
         out.append((cell, config))
     return out

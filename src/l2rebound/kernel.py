@@ -148,7 +148,7 @@ def build(compiler: list[str], folder: Path) -> Path:
 
 def _warn(what: str) -> None:
     message = f"l2rebound: {what}; training runs through XLA alone (slower). For the fused CPU kernel, {INSTALL_HINT}."
-    warnings.warn(message, KernelUnavailableWarning)
+    warnings.warn(message, KernelUnavailableWarning, stacklevel=1)
 
 
 def _load() -> ctypes.CDLL | None:

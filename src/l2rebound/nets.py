@@ -66,7 +66,8 @@ def pad(theta, dims: tuple[int, ...], wide_dims: tuple[int, ...]) -> jax.Array:
     """Embed a network into a wider shape: the new hidden units get exactly zero incoming and outgoing
     weights and zero bias, so the function is unchanged. θ (P,) -> (P_wide,)."""
     layers = [
-        (jnp.zeros((o, i), w.dtype).at[: w.shape[0], : w.shape[1]].set(w), jnp.zeros(o, b.dtype).at[: b.shape[0]].set(b))
+        (jnp.zeros((o, i), w.dtype).at[: w.shape[0], : w.shape[1]].set(w),
+         jnp.zeros(o, b.dtype).at[: b.shape[0]].set(b))
         for (w, b), i, o in zip(unflatten(theta, dims), wide_dims[:-1], wide_dims[1:])
     ]
     return flatten(layers)

@@ -62,7 +62,7 @@ def write_figure(fig: Figure, stem: pathlib.Path) -> list[pathlib.Path]:
     paths = []
     for suffix in ("svg", "png"):
         paths.append(stem.with_name(f"{stem.name}.{suffix}"))
-        write_atomic(paths[-1], lambda tmp: fig.savefig(tmp, format=suffix, dpi=DPI))
+        write_atomic(paths[-1], lambda tmp, suffix=suffix: fig.savefig(tmp, format=suffix, dpi=DPI))
     return paths
 
 
@@ -109,7 +109,8 @@ def theory_figure(result: Result, analysis: dict) -> Figure:
 
     Epoch experiment: (left) measured ℓ₂ against the prediction over epochs, mean and min–max over runs;
     (middle) the spectrum; (right) the share of ‖θ_s − θ_t‖² in the flattest directions at the kept
-    epochs. A kind without curves (the noise experiment): ℓ₂ after training against σ, measured and predicted, and the spectrum."""
+    epochs. A kind without curves (the noise experiment): ℓ₂ after training against σ, measured and predicted,
+    and the spectrum."""
     config = result.config
     ok = np.asarray(result.diverged_at) < 0
     if not ok.any():
@@ -200,5 +201,6 @@ def theory_summary(result: Result, analysis: dict) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # δ = 0 (an exact start at epoch 0): NaN
             last = np.nanmean(analysis["flat_fraction"][ok, -1], axis=0)
-        lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; in null ones: {last[0]:.3g}")
+        lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; "
+                     f"in null ones: {last[0]:.3g}")
     return "\n".join(lines)

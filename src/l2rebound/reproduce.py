@@ -83,7 +83,8 @@ class Comparison(NamedTuple):
         lines += [f"  {who:>9}: {shape.text()}" for who, shape in self.shapes.items()]
         if self.figure != "C" and len(self.x) != len(self.x_theirs):
             lines.append(f"  caution: ours is normalised over epochs 1..{len(self.x)}, the published curve over "
-                         f"1..{len(self.x_theirs)}; the RMS difference is over the first {min(len(self.x), len(self.x_theirs))}")
+                         f"1..{len(self.x_theirs)}; the RMS difference is over the first "
+                         f"{min(len(self.x), len(self.x_theirs))}")
         if self.explained is not None:
             share = self.explained[np.isfinite(self.explained)]
             lines.append("  linear response: " + (

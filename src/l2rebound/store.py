@@ -114,11 +114,11 @@ def _size(count: float) -> str:
     """A byte count for people (powers of 1000): ``512 bytes``, ``1.5 MB``."""
     if count < 1000:
         return f"{count:.0f} bytes"
-    for unit in ("kB", "MB", "GB", "TB"):
+    for _unit in ("kB", "MB", "GB", "TB"):
         count /= 1000
         if count < 1000:
             break
-    return f"{count:.3g} {unit}"
+    return f"{count:.3g} {_unit}"
 
 
 def writable(folder: Path) -> bool:

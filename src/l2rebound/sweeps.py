@@ -156,7 +156,8 @@ class SweepResult:
     def write_figures(self, folder: Path) -> list[Path]:
         from l2rebound.plots import write_figure
 
-        return [path for stat, fig in self.figures().items() for path in write_figure(fig, Path(folder) / f"sweep_{stat}")]
+        return [path for stat, fig in self.figures().items()
+                for path in write_figure(fig, Path(folder) / f"sweep_{stat}")]
 
     def summary(self) -> str:
         """Plain text: per cell, the mean of each statistic over its finished runs, and how many diverged."""
@@ -223,8 +224,8 @@ def plotted_axes(result: SweepResult, facet) -> tuple[list[Axis], list[Axis]]:
     facet = [a for a in shown if a.field in wanted]
     inner = [a for a in shown if a not in facet]
     if not 1 <= len(inner) <= 2:
-        raise ConfigError(f"a figure shows one or two swept fields; this sweep has {len(inner)} besides the --facet ones "
-                          f"({', '.join(option(a.field) for a in inner)}): name the others with --facet")
+        raise ConfigError(f"a figure shows one or two swept fields; this sweep has {len(inner)} besides the --facet "
+                          f"ones ({', '.join(option(a.field) for a in inner)}): name the others with --facet")
     return inner, facet
 
 
@@ -294,7 +295,8 @@ def _column(axis: Axis, values):
 def _line(ax, result: SweepResult, axis: Axis, frame, stat: str, name: str) -> None:
     keys = _column(axis, axis.values)
     groups = frame.groupby(axis.field)[stat]
-    mean, low, high = (np.array([getattr(groups, f)().get(k, np.nan) for k in keys], float) for f in ("mean", "min", "max"))
+    mean, low, high = (np.array([getattr(groups, f)().get(k, np.nan) for k in keys], float)
+                       for f in ("mean", "min", "max"))
     numeric = not isinstance(axis.values[0], (str, tuple))
     x = np.asarray(axis.values, float) if numeric else np.arange(len(keys))
     ax.fill_between(x, low, high, alpha=0.2, lw=0, color="tab:orange", label="min–max over runs")

@@ -253,7 +253,8 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
         values = run["gn_eigenvalues"]
         counts = [int(null_directions(values).sum()), unsettled(values, eta, epochs)]
         if not noise:
-            flat.append(flat_fraction(run["gn_eigenvectors"], result.kept_theta[r] - teacher, [*counts, len(values) - 1]))
+            flat.append(flat_fraction(run["gn_eigenvectors"], result.kept_theta[r] - teacher,
+                                      [*counts, len(values) - 1]))
         for name, value in zip(out, (run["l2"], values, counts[1], counts[0])):
             out[name].append(value)
         if on_progress:

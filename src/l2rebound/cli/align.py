@@ -35,8 +35,8 @@ def add(commands) -> None:
     align.add_argument("--epoch", type=int, default=None, metavar="E",
                        help="FOLDER: a kept epoch (0, k, 2k, ..., E for --align-every k) [default: the last]")
     align.add_argument("--align-budget", type=int, default=None, metavar="N",
-                       help="branch-and-bound nodes to search beyond the root (>= 0) [default: FOLDER: its config's; files: "
-                            f"{Config.align_budget}]")
+                       help="branch-and-bound nodes to search beyond the root (>= 0) [default: FOLDER: its config's; "
+                            f"files: {Config.align_budget}]")
     align.set_defaults(handler=run)
 
 
@@ -112,7 +112,8 @@ def run(args) -> int:
     stored = None
     try:
         if len(args.inputs) == 1 and args.inputs[0].is_dir():
-            student, teacher, dims, config, stored, picked = _kept_pair(args.inputs[0], 1 if args.run is None else args.run, args.epoch)
+            student, teacher, dims, config, stored, picked = _kept_pair(
+                args.inputs[0], 1 if args.run is None else args.run, args.epoch)
             budget = config.align_budget if args.align_budget is None else args.align_budget
             print(f"{args.inputs[0]}: {picked}, kept student (A) against its teacher (B)")
         elif len(args.inputs) == 2:

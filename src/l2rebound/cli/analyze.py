@@ -20,7 +20,8 @@ def add(commands) -> None:
                     "and prints the time constants 1/(ηλ) against the number of epochs. The prediction leaves out "
                     "any regulariser and the projection; it needs --optimizer gd. No training.",
     )
-    analyze.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
+    analyze.add_argument("folders", nargs="+", type=Path, metavar="FOLDER",
+                         help="result folder(s) OUT/<experiment>-<hash>")
     analyze.add_argument("--force", action="store_true", help="recompute even if the folder holds an analysis")
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
     analyze.set_defaults(handler=run)

@@ -10,7 +10,8 @@ from l2rebound.cli.common import held, report
 def add(commands) -> None:
     plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
                                description="Redraw figures and the summary from a stored result folder.")
-    plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="result folder(s) OUT/<experiment>-<hash>")
+    plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER",
+                      help="result folder(s) OUT/<experiment>-<hash>")
     plot.add_argument("--squared", action="store_true", help="plot ℓ₂² instead of ℓ₂ (noise results: and fit it)")
     plot.set_defaults(handler=run)
 

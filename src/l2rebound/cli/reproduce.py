@@ -35,13 +35,15 @@ def add(commands) -> None:
     output_options(reproduce)
     reproduce.add_argument("--scan", type=typed(parse_noise_levels), metavar="LIST|START:STOP:COUNT", default=None,
                            help="figure A or B: also run the set-up at each of these perturbation scales p, in float32 "
-                                "and float64, and write how the shape depends on p (<stem>_scan.{csv,svg,png} in --out)")
+                                "and float64, and write how the shape depends on p "
+                                "(<stem>_scan.{csv,svg,png} in --out)")
     reproduce.add_argument("--theory", action="store_true",
                            help="figure A or B: also draw the linear-response prediction for the same runs (computed "
-                                "as by l2rebound analyze, or reused) and say how much of each run's rebound it explains")
+                                "as by l2rebound analyze, or reused) and say how much of each run's rebound "
+                                "it explains")
     reproduce.add_argument("--teachers", type=int, default=1, metavar="K",
-                           help="figure C: run the set-up for K teachers (seeds seed, seed + runs + 1, ...) and draw the "
-                                "spread of their mean curves [default: 1]")
+                           help="figure C: run the set-up for K teachers (seeds seed, seed + runs + 1, ...) "
+                                "and draw the spread of their mean curves [default: 1]")
     reproduce.set_defaults(handler=run)
 
 

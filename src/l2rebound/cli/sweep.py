@@ -35,15 +35,17 @@ def add(commands) -> None:
     sweep.add_argument("--experiment", choices=kinds, default=None, dest="cell_experiment",
                        help=f"the experiment of every cell [default: the preset's, else {Config.experiment}]")
     sweep.add_argument("--grid", action="append", required=True, metavar="FIELD=VALUES",
-                       help="a swept field in option spelling and its values: V1,V2,... or START:STOP:COUNT (log-spaced "
-                            "for floats, linear for integers); values holding commas (dims) separated by '/'. Several "
-                            "--grid make the product")
+                       help="a swept field in option spelling and its values: V1,V2,... or START:STOP:COUNT "
+                            "(log-spaced for floats, linear for integers); values holding commas (dims) separated by "
+                            "'/'. Several --grid make the product")
     sweep.add_argument("--zip", action="append", default=[], metavar="FIELD1,FIELD2",
                        help="two --grid fields whose lists (of equal length) vary together instead of as a product")
     sweep.add_argument("--stat", default=None, metavar="S1,S2,...",
                        help=f"statistics drawn, among {', '.join(BASE_STATS)}; "
-                            + "; ".join(f"{name} sweeps also {', '.join(names)}" for name, names in own.items() if names)
-                            + " [default: " + "; ".join(f"{name}: {','.join(stats)}" for name, stats in defaults.items())
+                            + "; ".join(f"{name} sweeps also {', '.join(names)}"
+                                        for name, names in own.items() if names)
+                            + " [default: "
+                            + "; ".join(f"{name}: {','.join(stats)}" for name, stats in defaults.items())
                             + "]")
     sweep.add_argument("--facet", action="append", default=[], metavar="FIELD",
                        help="draw one panel per value of this swept field (needed beyond two swept fields)")

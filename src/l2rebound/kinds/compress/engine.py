@@ -88,7 +88,10 @@ def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
     recovered = recovery(aligned["after"]["theta"], padded, support)
     finite = np.isfinite(after).all(axis=1)
     alive = np.array([alive_units(theta, dims) if ok else (-1,) * (len(dims) - 2) for theta, ok in zip(after, finite)])
-    nonzero = lambda theta: np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)
+
+    def nonzero(theta):
+        return np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)
+
     last = {name: tuned[name][:, -1] for name in METRICS}
     table = {"run": np.arange(1, config.runs + 1), "threshold": np.full(config.runs, config.prune_threshold),
              "nonzero_before": nonzero(before), "nonzero_after": nonzero(after),
@@ -102,7 +105,8 @@ def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
              "l2_aligned_lower_after": aligned["after"]["lower"],
              "support_recovered": np.where(finite, recovered["support_recovered"], -1), "l1_after": recovered["l1"],
              "l0_after": recovered["l0"], "clean_test_loss_vanilla": vanilla["clean_test_loss"][:, -1],
-             "l2_aligned_vanilla": vanilla["l2_aligned"][:, -1], "l2_aligned_lower_vanilla": vanilla["l2_aligned_lower"][:, -1],
+             "l2_aligned_vanilla": vanilla["l2_aligned"][:, -1],
+             "l2_aligned_lower_vanilla": vanilla["l2_aligned_lower"][:, -1],
              "diverged_at_finetune": tuned["diverged_at"], "diverged_at_vanilla": vanilla["diverged_at"]}
     result = CompressionResult(
         config, {k: first[k] for k in COLUMNS}, first["teacher"], first["student_init"], first["diverged_at"], keep,

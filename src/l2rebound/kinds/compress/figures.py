@@ -37,7 +37,8 @@ from l2rebound.results import proven_optimal
 
 COLOURS = {"vanilla": "tab:blue", "before": "tab:orange", "after": "tab:green"}
 RUN_COLOUR = "darkgrey"  # the lines joining one run's students
-SPREAD = 0.24  # the runs' points are spread over this width around their student's x, so that they do not hide each other
+# the runs' points are spread over this width around their student's x, so that they do not hide each other
+SPREAD = 0.24
 
 
 def figures(result: CompressionResult, squared: bool = False) -> dict[str, Figure]:
@@ -50,7 +51,8 @@ def figures(result: CompressionResult, squared: bool = False) -> dict[str, Figur
 # ---- the networks of one run -----------------------------------------------------------------------------
 def _finite_run(result: CompressionResult, run: int) -> bool:
     return bool(np.all(np.isfinite(result.teacher[run]))
-                and all(np.all(np.isfinite(result.students[name][run])) for name in ("aligned_before", "aligned_after")))
+                and all(np.all(np.isfinite(result.students[name][run]))
+                        for name in ("aligned_before", "aligned_after")))
 
 
 def _note(text: str) -> Figure:
@@ -64,11 +66,11 @@ def networks_figure(result: CompressionResult, run: int | None = None) -> Figure
     """Run ``run`` (1..R; default the first whose students are finite) as three node-link diagrams side by
     side: its teacher, its trained student and its pruned (and fine-tuned) student, both students relabelled
     onto the teacher padded with zero units (``students["aligned_*"]``), so that their first units stand for the
-    teacher's and the units past the teacher's widths (drawn below) are the extra ones, grey once dead. The title names the run, the pruning
-    threshold, whether the teacher's support was recovered and the aligned ℓ₂ after pruning (with its
-    certified lower bound where the search did not prove it the minimum). Raises ``ValueError`` for a run
-    out of range or a diverged one; without ``run``, a result whose every run diverged gets a figure that
-    says so."""
+    teacher's and the units past the teacher's widths (drawn below) are the extra ones, grey once dead. The title
+    names the run, the pruning threshold, whether the teacher's support was recovered and the aligned ℓ₂ after
+    pruning (with its certified lower bound where the search did not prove it the minimum). Raises
+    ``ValueError`` for a run out of range or a diverged one; without ``run``, a result whose every run diverged
+    gets a figure that says so."""
     config = result.config
     runs = config.runs
     if run is None:
@@ -81,10 +83,12 @@ def networks_figure(result: CompressionResult, run: int | None = None) -> Figure
             raise ValueError(f"run must be a run number from 1 to {runs} (got {run!r}).")
         index = int(run) - 1
         if not _finite_run(result, index):
-            raise ValueError(f"run {run} diverged, so its students are not finite and cannot be drawn; pick another run.")
+            raise ValueError(f"run {run} diverged, so its students are not finite and cannot be drawn; "
+                             "pick another run.")
     tune = config.finetune_epochs
     panels = [("teacher", result.teacher[index], config.teacher_dims),
-              (f"student, trained {config.epochs} epochs", result.students["aligned_before"][index], config.student_dims),
+              (f"student, trained {config.epochs} epochs", result.students["aligned_before"][index],
+               config.student_dims),
               ("student, pruned" + (f" and fine-tuned {tune} epochs" if tune else ""),
                result.students["aligned_after"][index], config.student_dims)]
     row = {name: values[index] for name, values in result.compression.items()}
@@ -134,7 +138,8 @@ def _per_run(ax, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _tick_labels(config) -> list[str]:
     tune, epochs = config.finetune_epochs, config.epochs
     return [f"vanilla\n{epochs + tune} epochs,\nno regulariser", f"trained\n{epochs} epochs,\n{rule_text(config)}",
-            f"pruned\n|θ| < {config.prune_threshold:g}" + (f",\n+{tune} epochs masked" if tune else ",\nnot fine-tuned")]
+            f"pruned\n|θ| < {config.prune_threshold:g}"
+            + (f",\n+{tune} epochs masked" if tune else ",\nnot fine-tuned")]
 
 
 
@@ -180,7 +185,8 @@ def comparison_figure(result: CompressionResult) -> Figure:
     text_ax.axis("off")
     lines = units_table(result) + [""] + verdicts(result)
     if shrink_ratio(result) < SHRUNK:
-        lines += ["", f"trained students' ‖θ‖: a median {shrink_ratio(result):.0%}", "  of their teachers' (shrunk toward 0)"]
+        lines += ["", f"trained students' ‖θ‖: a median {shrink_ratio(result):.0%}",
+                  "  of their teachers' (shrunk toward 0)"]
     notes = left_out(result)
     if notes:
         lines += ["", "left out (not finite):", *(textwrap.fill(note, 44, subsequent_indent="  ") for note in notes)]

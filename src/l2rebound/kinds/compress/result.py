@@ -148,7 +148,8 @@ class CompressionResult(EpochResult):
 
     def warnings(self):
         lines = super().warnings()
-        for phase, what in (("finetune", "fine-tuning its pruned student"), ("vanilla", "training its vanilla student")):
+        for phase, what in (("finetune", "fine-tuning its pruned student"),
+                            ("vanilla", "training its vanilla student")):
             for run, epoch in enumerate(self.compression[f"diverged_at_{phase}"], start=1):
                 if epoch >= 0 and not (phase == "finetune" and self.diverged_at[run - 1] >= 0):  # said above
                     lines.append(f"run {run} diverged at epoch {epoch} of {what} (non-finite loss)")
@@ -184,7 +185,8 @@ def values_of(result: CompressionResult, name: str) -> np.ndarray:
 def finished(result: CompressionResult, phase: str) -> np.ndarray:
     """Bool (R,): the runs whose ``phase`` student ("vanilla", "before", "after") has a finite clean test loss
     and aligned ℓ₂ (the others diverged)."""
-    return np.isfinite(values_of(result, f"clean_test_loss_{phase}")) & np.isfinite(values_of(result, f"l2_aligned_{phase}"))
+    return (np.isfinite(values_of(result, f"clean_test_loss_{phase}"))
+            & np.isfinite(values_of(result, f"l2_aligned_{phase}")))
 
 
 def pruned_counted(result: CompressionResult) -> np.ndarray:
@@ -261,7 +263,8 @@ def beats_vanilla(result: CompressionResult) -> tuple[int, int, int, int]:
     both = finished(result, "after") & finished(result, "vanilla")
     upper = values_of(result, "l2_aligned_after")[both]
     counts = (values_of(result, "clean_test_loss_after")[both] < values_of(result, "clean_test_loss_vanilla")[both],
-              upper < values_of(result, "l2_aligned_vanilla")[both], upper < values_of(result, "l2_aligned_lower_vanilla")[both])
+              upper < values_of(result, "l2_aligned_vanilla")[both],
+              upper < values_of(result, "l2_aligned_lower_vanilla")[both])
     return int(both.sum()), *(int(c.sum()) for c in counts)
 
 

@@ -41,7 +41,8 @@ class NoiseResult(Result):
     @classmethod
     def table_specs(cls, config):
         return {"metrics": Table(cls.trainings(config), (*columns(("level", "sigma", "run"), ("level", "run")),
-                                                         *columns(COLUMNS), *columns(("diverged_at",), ("diverged_at",))))}
+                                                         *columns(COLUMNS),
+                                                         *columns(("diverged_at",), ("diverged_at",))))}
 
     @classmethod
     def array_shapes(cls, config):
@@ -106,7 +107,8 @@ def noise_summary(result: NoiseResult, squared: bool = False) -> str:
     fit = fit_or_none(result, squared)
     floor = precision_floor(result)
     ok = np.asarray(result.diverged_at) < 0
-    lines = [f"{'sigma':>10} {'l2 mean':>11} {'± std':>10} {'aligned':>11} {'train loss':>11} {'clean test':>11}  fitted"]
+    lines = [f"{'sigma':>10} {'l2 mean':>11} {'± std':>10} {'aligned':>11} "
+             f"{'train loss':>11} {'clean test':>11}  fitted"]
     for i, sigma in enumerate(result.levels):
         l2 = result.metrics["l2"][i][ok[i]]
         aligned = result.metrics["l2_aligned"][i][ok[i]]
