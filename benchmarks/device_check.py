@@ -18,9 +18,9 @@ import numpy as np
 def metrics() -> dict[str, np.ndarray]:
     from l2rebound import Config
     from l2rebound.config import PRESETS
-    from l2rebound.experiments import run_epoch_experiment
+    from l2rebound.experiments import run_experiment
 
-    result = run_epoch_experiment(Config(**{**PRESETS["A"], "runs": 4, "epochs": 100}))
+    result = run_experiment(Config(**{**PRESETS["A"], "runs": 4, "epochs": 100}))
     return {name: values for name, values in result.metrics.items()}
 
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY as TINY_CONFIG
 from conftest import run_cli
 
+import l2rebound
 from l2rebound import cli, store, theory
 from l2rebound.config import PRESETS, Config, choices_of, flag
 from l2rebound.kinds import epoch
@@ -381,7 +382,39 @@ def test_check_reports_stored_networks_and_fails_on_a_zero_bias_teacher(tmp_path
         code, text, err = run_cli("check", str(folder / "params.npz"))
         assert code == expected, text + err
         assert text.count("== teacher") == 2 and text.count("== student_init") == 2
+        assert run_cli("check", str(folder)) == (code, text, err)  # the folder itself, as plot and align take it
         if expected:  # zero biases (the seed's init) without the projection: C1 fails
             assert "VIOLATED" in text and "outside F" in text
     code, _, err = run_cli("check", str(tmp_path / "missing.npz"))
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_a_bare_command_lists_the_commands_and_version_says_which():
+    code, out, err = run_cli()
+    assert code == 0 and not err
+    for command in ("epoch", "noise", "compress", "reproduce", "sweep", "align", "plot", "analyze", "check"):
+        assert command in out
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"l2rebound {l2rebound.__version__}"
+
+
+def test_a_negative_option_value_gets_the_option_own_refusal(tmp_path):
+    code, _, err = run_cli("noise", "--noise-levels", "-1,1", "--out", tmp_path)
+    assert code == 2 and "--noise-levels must be one or more finite numbers > 0" in err
+    code, _, err = run_cli("epoch", "--learning-rate", "-0.5", "--out", tmp_path)
+    assert code == 2 and "--learning-rate must be a finite number > 0" in err and "expected one argument" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def help_of(command: str) -> str:
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0
+    return " ".join(out.split())
+
+
+def test_help_lists_only_what_the_command_takes():
+    assert "--prune-threshold" not in help_of("reproduce") and "--finetune-epochs" not in help_of("reproduce")
+    assert "--noise-levels" in help_of("reproduce") and "--noise-sigma" in help_of("reproduce")
+    assert "(the compress experiment needs >= 1)" in help_of("compress")
+    noise = help_of("noise")
+    assert noise.count("[default: the original 25 levels") == 1 and "1.6150000000000003e-05" not in noise

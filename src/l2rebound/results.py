@@ -168,12 +168,11 @@ class Result:
     def sweep_columns(self) -> dict[str, np.ndarray]:
         """The per-run columns (R,) that a sweep's summary adds for this kind: its tables' ``summary``
         columns, as floats, NaN where an integer column holds -1 (no count)."""
-        out = {}
+        out, data = {}, self.table_data()
         for stem, table in self.table_specs(self.config).items():
-            data = self.table_data()[stem]
             for column in table.columns:
                 if column.summary:
-                    values = np.array(data[column.name], float)
+                    values = np.array(data[stem][column.name], float)
                     if column.integer:
                         values[values < 0] = np.nan
                     out[column.name] = values
