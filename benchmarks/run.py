@@ -125,7 +125,7 @@ def reference_jobs(config):
     from l2rebound.experiments import setup_runs
 
     runs = np.arange(1, config.runs + 1)
-    if config.experiment == "noise":  # as experiments.noise_sweep: one teacher from seed, data from seed + r
+    if config.experiment == "noise":  # as kinds.noise.engine.sweep: one teacher from seed, data from seed + r
         _, problem, student, _ = setup_runs(config, np.full(config.runs, config.seed), config.seed + runs)
         pairs = [(sigma, r) for sigma in config.noise_levels for r in range(config.runs)]
     else:

@@ -13,13 +13,31 @@ run. The experiment kinds are ``kinds()`` (``registry.KindSpec`` each); another 
 the entry point group ``l2rebound.kinds``, a notebook with ``register_kind``.
 """
 
+from importlib import metadata
+
 from l2rebound.api import load, run, sweep
 from l2rebound.config import Config, ConfigError, presets
 from l2rebound.registry import KindSpec, kinds, register_kind
 from l2rebound.results import Result
 from l2rebound.store import StoreError
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("l2rebound")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "unknown"
+
+
+
+def __getattr__(name: str):
+    """The built-in kinds' result types by class name (``l2rebound.EpochResult``, ...), imported when asked for."""
+    from l2rebound import registry
+
+    for reference in registry.BUILTIN_KINDS.values():
+        spec = registry.resolve(reference)
+        if spec.result.rpartition(":")[2] == name:
+            return spec.result_type()
+    raise AttributeError(f"module 'l2rebound' has no attribute {name!r}")
+
 
 __all__ = ["Config", "ConfigError", "KindSpec", "Result", "StoreError", "__version__", "kinds", "load", "presets",
            "register_kind", "run", "sweep"]

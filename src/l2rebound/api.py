@@ -194,7 +194,7 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
     say = say or (lambda line: None)
     out = Path(out)
     if not registry.kind(base.experiment).sweepable:
-        swept = ", ".join(name for name, spec in registry.kinds().items() if spec.sweepable)
+        swept = ", ".join(registry.kinds_with("sweepable"))
         raise ConfigError(f"a sweep runs experiments with curves over epochs ({swept}), not the {base.experiment} "
                           "experiment")
     if engine not in engines.ENGINES:

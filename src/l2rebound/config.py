@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from l2rebound import registry
-from l2rebound.rules import all_optimizers, all_rules
+from l2rebound.rules import optimizer, optimizer_names, rule, rule_names
 
 
 class ConfigError(ValueError):
@@ -74,8 +74,9 @@ SEED_NOISE_LEVELS = tuple(1e-5 * 1.615**i for i in range(25))
 
 def _opt(help: str, choices=None, parse=None, **extra) -> dict:
     """A field's metadata: its CLI help; its ``choices`` (a tuple, or a function giving the names of a registry,
-    asked when needed: ``choices_of``); how its option's text is parsed; ``per_kind``: a field that only the
-    kinds naming it in ``KindSpec.fields`` use; ``cli=False``: no option."""
+    asked when needed: ``choices_of``) and, for a registry, ``member``, which loads the member a name stands
+    for (``RegistryError`` when it cannot); how its option's text is parsed; ``per_kind``: a field that only
+    the kinds naming it in ``KindSpec.fields`` use; ``cli=False``: no option."""
     return {"help": help, "choices": choices, "parse": parse, **extra}
 
 
@@ -127,13 +128,15 @@ class Config:
                       ("zero", "uniform")),
     )
     train: str = field(
-        default="vanilla", metadata=_opt("training rule: regulariser gradient added to the loss gradient", all_rules)
+        default="vanilla",
+        metadata=_opt("training rule: regulariser gradient added to the loss gradient", rule_names, member=rule),
     )
     alpha: float = field(default=1e-4, metadata=_opt("regulariser strength alpha for l1 and drr (>= 0)", parse=float))
     beta: float = field(default=10.0, metadata=_opt("drr sharpness beta (> 0)", parse=float))
     rho: float = field(default=0.0, metadata=_opt("drr weight-decay strength rho (>= 0)", parse=float))
     optimizer: str = field(
-        default="gd", metadata=_opt("optimiser: plain gradient descent or Adam(0.9, 0.999, 1e-8)", all_optimizers)
+        default="gd", metadata=_opt("optimiser: plain gradient descent or Adam(0.9, 0.999, 1e-8)", optimizer_names,
+                      member=optimizer)
     )
     projection: str = field(
         default="jitter",
@@ -199,7 +202,15 @@ class Config:
         names = registry.kind_names()
         if self.experiment not in names:
             raise ConfigError(f"experiment must be one of {', '.join(names)} (got {self.experiment!r})")
-        spec = registry.kind(self.experiment)
+        try:
+            spec = registry.kind(self.experiment)
+        except registry.RegistryError as error:
+            raise ConfigError(str(error)) from None
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = (set(spec.fields) - set(KIND_FIELDS)) | (set(spec.required) - fields)
+        if unknown:
+            raise ConfigError(f"the experiment kind {spec.name!r} names config fields that are not kind-specific ones "
+                              f"or do not exist: {', '.join(sorted(unknown))}")
         for f in dataclasses.fields(self):
             if f.metadata.get("per_kind") and f.name not in spec.fields and getattr(self, f.name) != f.default:
                 raise ConfigError(f"{flag(f.name)} is not used by the {self.experiment} experiment")
@@ -207,6 +218,11 @@ class Config:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)} (got {value!r})")
+            if "member" in f.metadata:
+                try:
+                    f.metadata["member"](value)
+                except registry.RegistryError as error:
+                    raise ConfigError(f"{flag(f.name)} {value}: {error}") from None
         for name in ("teacher_dims", "student_dims"):
             dims = getattr(self, name)
             if len(dims) < 3 or any(d < 1 for d in dims):

@@ -183,8 +183,11 @@ def _lookup(registry, name, kind):
         return registry[name]
     from l2rebound import rules
 
-    members = rules.all_rules() if kind == "rule" else rules.all_optimizers()
-    oracle = getattr(members.get(name), "oracle", None)
+    try:
+        member = rules.rule(name) if kind == "rule" else rules.optimizer(name)
+    except ValueError:  # RegistryError: no such member, or its plugin cannot be loaded
+        member = None
+    oracle = getattr(member, "oracle", None)
     if oracle is None:
         raise ValueError(f"unknown {kind} {name!r}, or one without a NumPy oracle: the reference knows "
                          f"{', '.join(registry)} and the oracles that registered members carry")

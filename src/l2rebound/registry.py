@@ -12,20 +12,25 @@ Members come from three places, looked up in this order:
 * the built-in kinds of ``l2rebound.kinds`` (``BUILTIN_KINDS``) and the rules and optimisers of
   ``l2rebound.rules``;
 * other installed packages, through the entry-point groups ``l2rebound.kinds`` (a ``KindSpec``),
-  ``l2rebound.rules`` (a ``rules.Rule``) and ``l2rebound.optimizers`` (a ``rules.Optimizer``), loaded the
-  first time a name is looked up;
+  ``l2rebound.rules`` (a ``rules.Rule``) and ``l2rebound.optimizers`` (a ``rules.Optimizer``): their names
+  are read from the installed packages' metadata once per process, and a member is loaded (its module
+  imported) only when its name is looked up or every member is listed (the CLI's commands and choices);
 * ``register_kind`` in the running process (a notebook, a test).
 
-A name that is taken already is refused: a second member under one name would silently replace the first
-one's numbers. This module imports nothing heavier than ``importlib``: ``config`` validates names and fields
-against it without loading any kind's code.
+A name that is taken already (a built-in one, or one that two packages declare) is refused: a second member
+under one name would silently replace the first one's numbers. A plugin that cannot be loaded, or whose
+name is refused, is left out of the listings with one ``PluginWarning``, and looking its name up raises
+``RegistryError`` saying why: one broken package does not stop the others. This module imports nothing
+heavier than ``importlib``: ``config`` validates names and fields against it without loading any kind's code.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Mapping
+import re
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -40,6 +45,15 @@ BUILTIN_KINDS = {
     "compress": "l2rebound.kinds.compress:SPEC",
 }
 """The package's own kinds: name -> reference to its ``KindSpec``. The first is the default experiment."""
+
+
+class RegistryError(ValueError):
+    """A kind, rule or optimiser name that is not registered, or a plugin that cannot be loaded or takes a
+    name registered already; the message says which and why."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin left out of the listings (it cannot be loaded, or its name is taken)."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +88,20 @@ class KindSpec:
     views: tuple[str, ...]
     fields: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
-    example: Mapping[str, Any] = field(default_factory=dict)
+    example: Mapping[str, Any] = field(default_factory=dict, hash=False)
     sweepable: bool = False
     packable: str | None = None
     curves: bool = False
     theory: bool = False
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", str(self.name)):
+            raise ValueError(f"an experiment kind's name is a lower-case word (its CLI command), not {self.name!r}")
+        if self.sweepable and not self.curves:
+            raise ValueError(f"kind {self.name!r}: a sweep summarises curves over epochs; sweepable needs curves")
+        if self.packable and not self.sweepable:
+            raise ValueError(f"kind {self.name!r}: packing serves sweeps; packable needs sweepable")
+        object.__setattr__(self, "example", MappingProxyType(dict(self.example)))  # frozen like the rest
 
     def result_type(self) -> type:
         """The result class (imports its module: NumPy)."""
@@ -99,60 +122,101 @@ def resolve(reference: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+@functools.cache
 def _entry_points(group: str) -> dict[str, Any]:
-    """The entry points of ``group`` in the installed packages: name -> ``EntryPoint`` (not loaded)."""
+    """The entry points of ``group`` in the installed packages, read once: name -> ``EntryPoint`` (not loaded),
+    or the reason the name is refused (a string) where two packages declare it."""
     from importlib.metadata import entry_points
 
-    return {point.name: point for point in entry_points(group=group)}
+    found: dict[str, Any] = {}
+    for point in entry_points(group=group):
+        found[point.name] = (f"two installed packages declare the {group} entry point {point.name!r}"
+                             if point.name in found else point)
+    return found
+
+
+def load_plugin(group: str, name: str, check: Callable[[Any], bool], taken=()) -> Any:
+    """The member that the entry point ``name`` of ``group`` names, loaded; ``RegistryError`` when it is
+    refused (its name is in ``taken``, or declared twice), cannot be loaded, or fails ``check``."""
+    point = _entry_points(group).get(name)
+    if point is None:
+        raise RegistryError(f"no {group} entry point is named {name!r}")
+    if isinstance(point, str) or name in taken:
+        raise RegistryError(point if isinstance(point, str) else
+                            f"the {group} entry point {name!r} takes a name registered already")
+    try:
+        member = point.load()
+    except Exception as error:  # a broken package: said in one line, the others go on
+        raise RegistryError(f"the {group} entry point {name!r} ({point.value}) cannot be loaded "
+                            f"({type(error).__name__}: {error}); fix or uninstall the package that declares "
+                            "it") from None
+    if not check(member):
+        raise RegistryError(f"the {group} entry point {name!r} ({point.value}) is not a member named {name!r}")
+    return member
+
+
+def plugin_names(group: str) -> tuple[str, ...]:
+    """The names that installed packages declare in ``group`` (nothing is loaded)."""
+    return tuple(_entry_points(group))
+
+
+def listed(names, lookup: Callable[[str], Any]) -> dict[str, Any]:
+    """``lookup(name)`` for each of ``names``, leaving out (with one ``PluginWarning`` each) those that raise
+    ``RegistryError``."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = lookup(name)
+        except RegistryError as error:
+            warnings.warn(str(error), PluginWarning, stacklevel=3)
+    return out
 
 
 _RUNTIME_KINDS: dict[str, KindSpec] = {}
 
 
-def _check_name(spec: KindSpec, name: str) -> KindSpec:
-    if not isinstance(spec, KindSpec) or spec.name != name:
-        raise TypeError(f"the experiment kind {name!r} must be a KindSpec named {name!r}, got {spec!r}")
-    return spec
+def _is_kind(name: str) -> Callable[[Any], bool]:
+    return lambda spec: isinstance(spec, KindSpec) and spec.name == name
 
 
 @functools.cache
 def _kind(name: str) -> KindSpec:
     if name in BUILTIN_KINDS:
-        return _check_name(resolve(BUILTIN_KINDS[name]), name)
+        return resolve(BUILTIN_KINDS[name])
     if name in _RUNTIME_KINDS:
         return _RUNTIME_KINDS[name]
-    return _check_name(_entry_points(KIND_GROUP)[name].load(), name)
+    return load_plugin(KIND_GROUP, name, _is_kind(name), taken=BUILTIN_KINDS)
 
 
 def kind_names() -> tuple[str, ...]:
     """Every kind's name: the built-in ones first, then those of installed packages and of this process. No
     kind is loaded."""
-    names = dict.fromkeys([*BUILTIN_KINDS, *_entry_points(KIND_GROUP), *_RUNTIME_KINDS])
-    return tuple(names)
+    return tuple(dict.fromkeys([*BUILTIN_KINDS, *plugin_names(KIND_GROUP), *_RUNTIME_KINDS]))
 
 
 def kind(name: str) -> KindSpec:
-    """The spec of the kind ``name`` (``KeyError`` when there is none)."""
+    """The spec of the kind ``name``; ``RegistryError`` when there is none or it cannot be loaded."""
     if name not in kind_names():
-        raise KeyError(name)
+        raise RegistryError(f"no experiment kind is named {name!r} (registered: {', '.join(kind_names())})")
     return _kind(name)
 
 
 def kinds() -> Mapping[str, KindSpec]:
-    """Every kind's spec by name (each is loaded)."""
-    return MappingProxyType({name: kind(name) for name in kind_names()})
+    """Every kind's spec by name (each is loaded; a plugin that cannot be is left out with a warning)."""
+    return MappingProxyType(listed(kind_names(), kind))
+
+
+def kinds_with(capability: str) -> tuple[str, ...]:
+    """The names of the kinds that have ``capability`` (a ``KindSpec`` field: ``sweepable``, ``curves``, ...)."""
+    return tuple(name for name, spec in kinds().items() if getattr(spec, capability))
 
 
 def register_kind(spec: KindSpec) -> KindSpec:
     """Add ``spec`` for this process (a plugin package uses the ``l2rebound.kinds`` entry point instead); a
     taken name is refused (``ValueError``)."""
+    if not isinstance(spec, KindSpec):
+        raise TypeError(f"register_kind takes a KindSpec, not {spec!r}")
     if spec.name in kind_names():
         raise ValueError(f"an experiment kind named {spec.name!r} is registered already")
-    _RUNTIME_KINDS[_check_name(spec, spec.name).name] = spec
+    _RUNTIME_KINDS[spec.name] = spec
     return spec
-
-
-def plugin_members(group: str) -> dict[str, Any]:
-    """The members that installed packages add to ``group`` (``RULE_GROUP``, ``OPTIMIZER_GROUP``), loaded:
-    name -> object."""
-    return {name: point.load() for name, point in _entry_points(group).items()}

@@ -49,12 +49,13 @@ L2 = "ℓ₂"
 
 class Column(NamedTuple):
     """One column of a stored table: its ``name``; ``integer``: written as an integer (counts, run numbers,
-    0/1 flags; -1 marks a count that does not exist); ``summary``: a per-run column that a sweep's summary
-    carries (and can draw), with ``label`` as its figures' axis label."""
+    0/1 flags; -1 marks a count that does not exist); ``summary``: for a per-run column that a sweep's summary
+    carries (and can draw), its place among those columns (1, 2, ...; 0: not carried), with ``label`` as its
+    figures' axis label."""
 
     name: str
     integer: bool = False
-    summary: bool = False
+    summary: int = 0
     label: str = ""
 
 
@@ -102,6 +103,9 @@ class Result:
     """The kind's name: its ``KindSpec.name``."""
     sweep_stats: ClassVar[tuple[str, ...]] = ("rebound", "l2_min_epoch")
     """The statistics a sweep of this kind draws by default."""
+    mixed_groups: ClassVar[tuple[str, ...]] = ()
+    """Dicts of arrays whose entries may hold floats, integers or flags (a table's columns); every other array
+    holds floats, or integers where its name ends in ``epochs`` or ``diverged_at``."""
 
     config: Config
     manifest: dict[str, Any] | None = field(default=None, kw_only=True, compare=False)
@@ -165,17 +169,25 @@ class Result:
         """The shape each array must have for this result's config: name -> shape."""
         raise NotImplementedError
 
+    @classmethod
+    def summary_columns(cls, config: Config) -> list[tuple[str, Column]]:
+        """(table stem, column) of each column that a sweep's summary carries for this kind, in their
+        ``summary`` order."""
+        found = [(stem, column) for stem, table in cls.table_specs(config).items() for column in table.columns
+                 if column.summary]
+        return sorted(found, key=lambda pair: pair[1].summary)
+
     def sweep_columns(self) -> dict[str, np.ndarray]:
-        """The per-run columns (R,) that a sweep's summary adds for this kind: its tables' ``summary``
-        columns, as floats, NaN where an integer column holds -1 (no count)."""
-        out, data = {}, self.table_data()
-        for stem, table in self.table_specs(self.config).items():
-            for column in table.columns:
-                if column.summary:
-                    values = np.array(data[stem][column.name], float)
-                    if column.integer:
-                        values[values < 0] = np.nan
-                    out[column.name] = values
+        """The per-run columns (R,) that a sweep's summary adds for this kind (``summary_columns``), as floats,
+        NaN where an integer column holds -1 (no count)."""
+        wanted = self.summary_columns(self.config)
+        data = self.table_data() if wanted else {}
+        out = {}
+        for stem, column in wanted:
+            values = np.array(data[stem][column.name], float)
+            if column.integer:
+                values[values < 0] = np.nan
+            out[column.name] = values
         return out
 
     # ---- the same for every kind --------------------------------------------------------------------
@@ -210,7 +222,7 @@ class Result:
         for name, shape in self.shapes().items():
             group, _, key = name.partition(".")  # "metrics.l2": the entry l2 of the dict self.metrics
             array = np.asarray(getattr(self, group).get(key) if key else getattr(self, group))
-            kinds = "fib" if group == "compression" else "fi" if name.endswith(("epochs", "diverged_at")) else "f"
+            kinds = "fib" if group in self.mixed_groups else "fi" if name.endswith(("epochs", "diverged_at")) else "f"
             if array.shape != shape or array.dtype.kind not in kinds:
                 raise ValueError(f"{name} has shape {array.shape} and type {array.dtype}; the config needs {shape}")
 

@@ -11,8 +11,9 @@ units per unit of θ squared.
 Adding a member takes one ``Rule`` (or ``Optimizer``) carrying its independent NumPy oracle (``oracle``):
 registered here with ``register_rule`` (the built-in members' oracles are ``reference.REFERENCE_RULES`` and
 ``reference.REFERENCE_OPTIMIZERS``), or by another installed package under the entry-point group
-``l2rebound.rules`` (``l2rebound.optimizers``), found the first time a name is looked up (``rule``,
-``rule_names``). The config's choices, the CLI options and the test battery (``tests/test_rules.py``) follow
+``l2rebound.rules`` (``l2rebound.optimizers``): its name is known without loading it (``rule_names``), and
+it is loaded when looked up (``rule``) or when every member is listed (``all_rules``). The config's choices,
+the CLI options and the test battery (``tests/test_rules.py``) follow
 the registries.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from l2rebound.registry import OPTIMIZER_GROUP, RULE_GROUP, plugin_members
+from l2rebound.registry import OPTIMIZER_GROUP, RULE_GROUP, RegistryError, listed, load_plugin, plugin_names
 
 if TYPE_CHECKING:
     import jax
@@ -89,43 +90,51 @@ def register_optimizer(optimizer: Optimizer) -> Optimizer:
 
 
 @functools.cache
-def _plugins(group: str, kind: type) -> dict[str, Any]:
-    """The members of another package's entry points in ``group``, each checked to be a ``kind`` named as its
-    entry point; loaded once per process."""
-    members = plugin_members(group)
-    for name, member in members.items():
-        if not isinstance(member, kind) or member.name != name:
-            raise TypeError(f"the entry point {name!r} of {group} must be a {kind.__name__} named {name!r}")
-    return members
+def _plugin(group: str, name: str) -> Rule | Optimizer:
+    """The member of another package's entry point ``name`` in ``group``, loaded once per process; it may
+    not take a built-in name (``RegistryError``)."""
+    kind, builtin = (Rule, RULES) if group == RULE_GROUP else (Optimizer, OPTIMIZERS)
+    return load_plugin(group, name, lambda member: isinstance(member, kind) and member.name == name, taken=builtin)
 
 
-def _merged(registry: dict, group: str, kind: type) -> dict[str, Any]:
-    """``registry`` with the plugins of ``group`` added; a plugin may not take a registered name."""
-    plugins = _plugins(group, kind)
-    taken = set(plugins) & set(registry)
-    if taken:
-        raise ValueError(f"the {group} entry point {min(taken)!r} takes a name registered already")
-    return {**registry, **plugins}
+def _lookup(registry: dict, group: str, name: str):
+    if name in registry:
+        return registry[name]
+    if name in plugin_names(group):
+        return _plugin(group, name)
+    raise RegistryError(f"no {'rule' if group == RULE_GROUP else 'optimizer'} is named {name!r} (registered: "
+                        f"{', '.join(dict.fromkeys([*registry, *plugin_names(group)]))})")
 
 
-def all_rules() -> dict[str, Rule]:
-    """Every training rule by name: those registered here, then those of installed packages."""
-    return _merged(RULES, RULE_GROUP, Rule)
+def rule_names() -> tuple[str, ...]:
+    """Every training rule's name, those of installed packages included (nothing is loaded)."""
+    return tuple(dict.fromkeys([*RULES, *plugin_names(RULE_GROUP)]))
 
 
-def all_optimizers() -> dict[str, Optimizer]:
-    """Every optimiser by name: those registered here, then those of installed packages."""
-    return _merged(OPTIMIZERS, OPTIMIZER_GROUP, Optimizer)
+def optimizer_names() -> tuple[str, ...]:
+    """Every optimiser's name, those of installed packages included (nothing is loaded)."""
+    return tuple(dict.fromkeys([*OPTIMIZERS, *plugin_names(OPTIMIZER_GROUP)]))
 
 
 def rule(name: str) -> Rule:
-    """The training rule ``name`` (``KeyError`` when there is none)."""
-    return RULES[name] if name in RULES else all_rules()[name]
+    """The training rule ``name`` (``RegistryError`` when there is none, or its plugin cannot be loaded)."""
+    return _lookup(RULES, RULE_GROUP, name)
 
 
 def optimizer(name: str) -> Optimizer:
-    """The optimiser ``name`` (``KeyError`` when there is none)."""
-    return OPTIMIZERS[name] if name in OPTIMIZERS else all_optimizers()[name]
+    """The optimiser ``name`` (``RegistryError`` when there is none, or its plugin cannot be loaded)."""
+    return _lookup(OPTIMIZERS, OPTIMIZER_GROUP, name)
+
+
+def all_rules() -> dict[str, Rule]:
+    """Every training rule by name, loaded: those registered here, then those of installed packages (one that
+    cannot be loaded, or takes a registered name, is left out with a warning)."""
+    return {**RULES, **listed(plugin_names(RULE_GROUP), lambda name: _plugin(RULE_GROUP, name))}
+
+
+def all_optimizers() -> dict[str, Optimizer]:
+    """Every optimiser by name, loaded, as ``all_rules``."""
+    return {**OPTIMIZERS, **listed(plugin_names(OPTIMIZER_GROUP), lambda name: _plugin(OPTIMIZER_GROUP, name))}
 
 
 def _vanilla_penalty(theta, factor, hyper):

@@ -45,10 +45,8 @@ tables (``stats_of``)."""
 
 
 def kind_columns(config: Config) -> list:
-    """The ``results.Column``s that the kind of ``config`` adds to a sweep's summary: its tables' ``summary``
-    columns."""
-    kind = registry.kind(config.experiment).result_type()
-    return [column for table in kind.table_specs(config).values() for column in table.columns if column.summary]
+    """The ``results.Column``s that the kind of ``config`` adds to a sweep's summary, in their order."""
+    return [column for _, column in registry.kind(config.experiment).result_type().summary_columns(config)]
 
 
 def stats_of(base: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -30,8 +30,8 @@ class Spec:
     """Static description of the training program (hashable: a jit cache key)."""
 
     dims: tuple[int, ...]
-    rule: str  # a name of rules.all_rules()
-    optimizer: str  # a name of rules.all_optimizers()
+    rule: str  # a name of rules.rule_names()
+    optimizer: str  # a name of rules.optimizer_names()
     projection: str  # "jitter" | "margin" | "off"
     projection_frequency: int  # 0: never; n: after epochs n, 2n, ...
 

@@ -16,9 +16,12 @@ MAX_PARAMETER = 1e150
 """Largest |parameter| ``align`` takes: squared distances of larger ones overflow a double."""
 
 
+COMMAND = "align"
+
+
 def add(commands) -> None:
     align = commands.add_parser(
-        "align", help="certified ℓ₂ distance modulo the symmetry group between two networks (no training)",
+        COMMAND, help="certified ℓ₂ distance modulo the symmetry group between two networks (no training)",
         description="Search the hidden units' relabellings and sign flips g for the least ‖g·θ_A − θ_B‖₂ (branch and "
                     "bound, l2rebound.certify) and print the best distance found (upper), a certified lower bound on "
                     "the least one (lower), their relative gap, whether the search ended (optimal: upper is the "
@@ -77,7 +80,7 @@ def _kept_pair(folder: Path, run: int, epoch: int | None):
     store.require_finished(folder)
     config = store.load_config(folder)
     if not registry.kind(config.experiment).curves:
-        kept = ", ".join(name for name, spec in registry.kinds().items() if spec.curves)
+        kept = ", ".join(registry.kinds_with("curves"))
         raise ValueError(f"{folder} is a {config.experiment} result, which keeps no students: align works on results "
                          f"of {kept} experiments (or on two network files)")
     result = store.load(folder)

@@ -9,10 +9,12 @@ import numpy as np
 from l2rebound import store
 from l2rebound.cli.common import configure_process, fail, held
 
+COMMAND = "analyze"
+
 
 def add(commands) -> None:
     analyze = commands.add_parser(
-        "analyze", help="linear-response theory beside a stored result: Gauss–Newton and Hessian spectra, predicted ℓ₂",
+        COMMAND, help="linear-response theory beside a stored result: Gauss–Newton and Hessian spectra, predicted ℓ₂",
         description="For each run of a stored result, draw its teacher, data and noise again from the config, compute "
                     "the Gauss–Newton matrix (2/n)JᵀJ at the teacher and its eigenvalues, and predict ℓ₂ by "
                     "linearised plain GD: δ_t = (I − ηH)^t δ_0 + H⁺(I − (I − ηH)^t)g, g = (2/n)Jᵀ(σz). The exact "

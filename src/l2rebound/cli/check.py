@@ -12,9 +12,12 @@ RATIO_BOUND_LIMIT = 1000
 """Largest ``check --ratio-bound``: its table of fractions grows with the bound's square."""
 
 
+COMMAND = "check"
+
+
 def add(commands) -> None:
     check = commands.add_parser(
-        "check", help="how far stored networks are from leaving the generic class F (exit 1 if one is outside, 2 if "
+        COMMAND, help="how far stored networks are from leaving the generic class F (exit 1 if one is outside, 2 if "
                       "the file cannot be read)",
         description="Print, per layer, the smallest |weight|, smallest |bias|, smallest gap between sorted "
                     "|biases| and the weight ratio closest to a small rational ±p/q, for every teacher and "

@@ -33,7 +33,6 @@ def config_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...] | Non
     defaults = Config()
     specs = [registry.kind(name) for name in kinds or registry.kind_names()]
     used = {name for spec in specs for name in spec.fields}
-    required = {name for spec in specs for name in spec.required}
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
         meta = f.metadata
@@ -43,8 +42,9 @@ def config_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...] | Non
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         if f.name == "student_dims":
             shown = "the teacher's"
-        text = meta["help"] + (f" (the {', '.join(s.name for s in specs if f.name in s.required)} experiment needs "
-                               ">= 1)" if f.name in required else "")
+        needing = [s.name for s in specs if f.name in s.required]
+        text = meta["help"] + (f" (the {' and '.join(needing)} experiment{'s need' if len(needing) > 1 else ' needs'} "
+                               ">= 1)" if needing else "")
         group.add_argument(
             flag(f.name), dest=f.name, default=argparse.SUPPRESS, choices=choices_of(f),
             type=typed(meta["parse"]) if meta["parse"] else str, metavar=METAVARS.get(meta["parse"]),

@@ -3,14 +3,21 @@ and writes its figures and summary."""
 
 from __future__ import annotations
 
+import warnings
+
 from l2rebound import registry, store
 from l2rebound.cli.common import config_from_args, config_options, output_options, report, stored, warn
 from l2rebound.config import PRESETS
 
 
-def add(commands) -> None:
-    """A command for every registered kind, with its presets and the options of the fields it uses."""
+def add(commands, reserved=()) -> None:
+    """A command for every registered kind, with its presets and the options of the fields it uses; a kind
+    named like one of the ``reserved`` commands is left out with a warning."""
     for spec in registry.kinds().values():
+        if spec.name in reserved:
+            warnings.warn(f"the experiment kind {spec.name!r} has the name of a command: it has no command of its own",
+                          registry.PluginWarning, stacklevel=2)
+            continue
         command = commands.add_parser(spec.name, help=spec.help, description=spec.description)
         named = sorted(name for name, fields in PRESETS.items() if fields.get("experiment") == spec.name)
         if named:
@@ -19,8 +26,8 @@ def add(commands) -> None:
         config_options(command, (spec.name,))
         output_options(command)
         command.add_argument("--squared", action="store_true",
-                             help="plot ℓ₂² (the quantity of the ℓ₂-Experiments figures) instead of ℓ₂; the noise "
-                                  "experiment also fits it")
+                             help="plot ℓ₂² (the quantity of the ℓ₂-Experiments figures) instead of ℓ₂ (the noise "
+                                  "experiment's power law is then fitted to ℓ₂²)")
         command.set_defaults(handler=run)
 
 

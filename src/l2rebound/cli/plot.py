@@ -6,9 +6,11 @@ from pathlib import Path
 
 from l2rebound.cli.common import held, report
 
+COMMAND = "plot"
+
 
 def add(commands) -> None:
-    plot = commands.add_parser("plot", help="redraw the figures of a stored result (no training)",
+    plot = commands.add_parser(COMMAND, help="redraw the figures of a stored result (no training)",
                                description="Redraw figures and the summary from a stored result folder.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER",
                       help="result folder(s) OUT/<experiment>-<hash>")

@@ -21,10 +21,13 @@ PUBLISHED = sorted(name.removeprefix("seed-") for name in PRESETS if name.starts
 """The published figures that ``reproduce`` re-creates: X for each preset ``seed-X``."""
 
 
+COMMAND = "reproduce"
+
+
 def add(commands) -> None:
     kinds = tuple(dict.fromkeys(PRESETS[f"seed-{figure}"]["experiment"] for figure in PUBLISHED))
     reproduce = commands.add_parser(
-        "reproduce", help="re-create a published figure of ℓ₂-Experiments and draw ours over it",
+        COMMAND, help="re-create a published figure of ℓ₂-Experiments and draw ours over it",
         description="Run the set-up of published figure A, B or C (presets seed-A, seed-B, seed-C; options override "
                     "them), store it as an ordinary result, and draw our curve over the published one in its own view "
                     "(normalised ℓ₂² and losses over epochs; ℓ₂² against σ on log–log axes), with the RMS difference "

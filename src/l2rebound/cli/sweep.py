@@ -12,7 +12,10 @@ from l2rebound.sweeps import BASE_STATS, kind_columns, stats_of
 
 def swept() -> tuple[str, ...]:
     """The kinds a sweep can run per cell."""
-    return tuple(name for name, spec in registry.kinds().items() if spec.sweepable)
+    return registry.kinds_with("sweepable")
+
+
+COMMAND = "sweep"
 
 
 def add(commands) -> None:
@@ -20,7 +23,7 @@ def add(commands) -> None:
     own = {name: [c.name for c in kind_columns(example(name))] for name in kinds}
     defaults = {name: stats_of(example(name))[1] for name in kinds}
     sweep = commands.add_parser(
-        "sweep", help=f"one experiment ({' or '.join(kinds)}) per cell of a grid over any config fields, with phase "
+        COMMAND, help=f"one experiment ({' or '.join(kinds)}) per cell of a grid over any config fields, with phase "
                       "diagrams",
         description=f"Train an experiment ({', '.join(kinds)}: --experiment, or the preset's) for "
                     "every cell of a grid over config fields and store each as an "

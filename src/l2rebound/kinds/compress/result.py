@@ -44,19 +44,24 @@ def compression_table(config) -> Table:
     values NaN, for a pruned student that is not finite. The ``summary`` columns enter a sweep's summary (the
     mean of ``support_recovered`` over runs is the fraction of runs that recovered the teacher's pattern)."""
     layers = range(1, len(config.student_dims) - 1)
-    count, summary = (lambda name: Column(name, integer=True)), (lambda name, label, integer=False:
-                                                                  Column(name, integer, True, label))
+
+    def count(name):
+        return Column(name, integer=True)
+
+    def summary(name, place, label, integer=False):
+        return Column(name, integer, place, label)
+
     return Table(config.runs, (
         count("run"), Column("threshold"), count("nonzero_before"),
-        summary("nonzero_after", "non-zero parameters", integer=True),
+        summary("nonzero_after", 6, "non-zero parameters", integer=True),
         *(count(f"alive_units_{h}") for h in layers), *(count(f"teacher_units_{h}") for h in layers),
         Column("train_loss_before"), Column("train_loss_after"), Column("clean_test_loss_before"),
-        summary("clean_test_loss_after", "clean test loss after pruning"), Column("l2_before"), Column("l2_after"),
-        Column("l2_aligned_before"), summary("l2_aligned_after", "aligned ℓ₂ after pruning"),
-        Column("l2_aligned_lower_before"), summary("l2_aligned_lower_after", "its certified lower bound"),
-        summary("support_recovered", "fraction of runs recovering the support", integer=True), Column("l1_after"),
-        summary("l0_after", "support entries differing from the teacher's", integer=True),
-        summary("clean_test_loss_vanilla", "clean test loss, vanilla student"), Column("l2_aligned_vanilla"),
+        summary("clean_test_loss_after", 4, "clean test loss after pruning"), Column("l2_before"), Column("l2_after"),
+        Column("l2_aligned_before"), summary("l2_aligned_after", 2, "aligned ℓ₂ after pruning"),
+        Column("l2_aligned_lower_before"), summary("l2_aligned_lower_after", 3, "its certified lower bound"),
+        summary("support_recovered", 1, "fraction of runs recovering the support", integer=True), Column("l1_after"),
+        summary("l0_after", 7, "support entries differing from the teacher's", integer=True),
+        summary("clean_test_loss_vanilla", 5, "clean test loss, vanilla student"), Column("l2_aligned_vanilla"),
         Column("l2_aligned_lower_vanilla"), count("diverged_at_finetune"), count("diverged_at_vanilla")))
 
 
@@ -77,6 +82,7 @@ class CompressionResult(EpochResult):
 
     kind: ClassVar[str] = "compress"
     sweep_stats: ClassVar[tuple[str, ...]] = ("support_recovered", "l2_aligned_after")
+    mixed_groups: ClassVar[tuple[str, ...]] = ("compression",)
 
     finetune: dict[str, np.ndarray]
     vanilla: dict[str, np.ndarray]
@@ -176,7 +182,6 @@ NAMES = {"vanilla": "vanilla", "before": "trained", "after": "pruned"}
 SHRUNK = 0.5  # a trained student with ‖θ‖ below this share of its teacher's cannot be near it (a note says so)
 
 
-# ---- the numbers ------------------------------------------------------------------------------------------
 def values_of(result: CompressionResult, name: str) -> np.ndarray:
     """The column ``name`` of ``compression.csv`` as floats (R,)."""
     return np.asarray(result.compression[name], dtype=float)
