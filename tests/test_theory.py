@@ -233,3 +233,78 @@ def test_analyze_an_exact_start_trained_zero_epochs(tmp_path):
     assert (analysis["predicted_l2"] == 0).all() and analysis["predicted_l2"].shape == (1, 1)
     assert len(write_theory(result, analysis, tmp_path)) == 2
     assert "nothing to compare" in theory_summary(result, analysis)
+
+
+def test_the_regularised_response_solves_its_recursion(net):
+    """Against a direct NumPy iteration of δ_{t+1} = δ_t − η(Hδ_t − g + ∇R(θ_t + δ_t)), ∇R from the rule's NumPy
+    oracle, with H's null directions flat and g's component there dropped (the model's convention)."""
+    theta, x, z, clean = net
+    teacher = theta.copy()
+    teacher[::7] = 1e-6  # entries the drift pushes across 0, where DRR's gradient jumps
+    gn = theory.spectrum(theory.gauss_newton(teacher, DIMS, x))
+    unit = np.asarray(theory.noise_gradient(teacher, DIMS, x, z, 1.0))
+    rng = np.random.default_rng(3)
+    delta0, sigma, eta, epochs = 1e-2 * rng.standard_normal(teacher.size), 1e-3, 0.05, 40
+    alpha, beta, rho = 1e-2, 10.0, 1e-3
+    hyper = theory.Hyper(0.0, 0.0, alpha, beta, rho, 0.0)
+    got = theory.regularised_response(gn, teacher, delta0, unit, [sigma], eta, epochs, hyper, "drr", DIMS)
+    null = theory.null_directions(gn.values)
+    h = (gn.vectors * np.where(null, 0.0, gn.values)) @ gn.vectors.T
+    g = gn.vectors @ np.where(null, 0.0, gn.vectors.T @ (sigma * unit))
+    delta, expected = delta0.copy(), []
+    for _ in range(epochs + 1):
+        expected.append(np.linalg.norm(delta))
+        pull = reference.regulariser_grad(teacher + delta, DIMS, "drr", alpha, beta, rho)
+        delta = delta - eta * (h @ delta - g + pull)
+    np.testing.assert_allclose(got["l2"][0], expected, rtol=1e-10)
+    # the parts are the final displacement's: loss-only and drift, settled and not, add up to it in squares
+    loss_final = theory.components(gn, delta0, sigma * unit, eta, [epochs])[0]
+    assert got["parts"].shape == (1, 4)
+    np.testing.assert_allclose(np.hypot(*got["parts"][0, :2]), np.linalg.norm(loss_final), rtol=1e-12)
+    assert got["parts"][0, 2:].max() > 1e-3  # the drift is not nothing
+
+
+def test_without_a_regulariser_the_prediction_is_the_loss_alone():
+    result = run_epoch_experiment(Config(**{**ENGINE, "runs": 2, "epochs": 40}, noise_sigma=1e-6, initial_permut=1e-3))
+    analysis = theory.analyze(result)
+    np.testing.assert_allclose(analysis["predicted_l2"], analysis["predicted_l2_loss_only"], rtol=1e-10, atol=0)
+    assert (analysis["parts"][:, 2:] == 0).all()  # vanilla: no drift at all
+
+
+def test_the_regulariser_moves_the_prediction_onto_the_engine():
+    """DRR on a perturbed start: the loss alone predicts an ℓ₂ that hardly moves, the engine's moves, and the
+    prediction with the regulariser follows the engine."""
+    config = Config(**{**ENGINE, "runs": 2, "epochs": 120, "learning_rate": 0.05}, noise_sigma=0.0,
+                    initial_permut=1e-2, train="drr", alpha=3e-3)
+    result = run_epoch_experiment(config)
+    analysis = theory.analyze(result)
+    measured = result.metrics["l2"]
+    with_regulariser = np.abs(analysis["predicted_l2"] / measured - 1).max()
+    loss_alone = np.abs(analysis["predicted_l2_loss_only"] / measured - 1).max()
+    assert loss_alone > 0.02 and with_regulariser < 0.1 * loss_alone, (with_regulariser, loss_alone)
+
+
+@pytest.mark.slow
+def test_analyze_of_a_sweep_puts_the_prediction_beside_every_cell(tmp_path, monkeypatch):
+    import pandas as pd
+    from conftest import run_cli
+
+    base = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "40", "--runs",
+            "2", "--initial-permut", "1e-2", "--noise-sigma", "0", "--train", "drr", "--align-every", "0"]
+    code, _, err = run_cli("sweep", *base, "--grid", "learning-rate=3e-2,1e-1", "--grid", "alpha=3e-3,1e-2",
+                           "--out", tmp_path, "--no-progress")
+    assert code == 0, err
+    folder = next(tmp_path.glob("sweep-*"))
+    code, out, err = run_cli("analyze", folder, "--no-progress")
+    assert code == 0, err
+    table = pd.read_csv(folder / "theory.csv")
+    assert len(table) == 4 * 2 and {"rebound_predicted", "l2_min_epoch_predicted"} <= set(table.columns)
+    assert (table.rebound > 1.01).all()  # a rebound to predict in every cell
+    np.testing.assert_allclose(table.rebound_predicted - 1, table.rebound - 1, rtol=0.05)
+    assert (abs(table.l2_min_epoch_predicted - table.l2_min_epoch) <= 2).all()
+    for stat in ("rebound", "l2_min_epoch"):
+        assert (folder / f"sweep_theory_{stat}.png").is_file()
+    assert len([line for line in out.splitlines() if line.strip().startswith(("0.03", "0.1"))]) == 4
+    assert len(list(tmp_path.glob("epoch-*/theory.npz"))) == 4
+    monkeypatch.setattr(theory, "analyze", lambda *a, **k: pytest.fail("analysed a stored cell again"))
+    assert run_cli("analyze", folder, "--no-progress")[0] == 0  # every cell's analysis is reused

@@ -105,17 +105,18 @@ def write_theory(result: Result, analysis: dict, folder: pathlib.Path) -> list[p
 
 
 def theory_figure(result: Result, analysis: dict) -> Figure:
-    """The measured distances beside the linear-response prediction of ``theory.analyze``.
+    """The measured distances beside the linear-response predictions of ``theory.analyze``: with the
+    regulariser kept exact, and from the loss alone.
 
-    Epoch experiment: (left) measured ℓ₂ against the prediction over epochs, mean and min–max over runs;
-    (middle) the spectrum; (right) the share of ‖θ_s − θ_t‖² in the flattest directions at the kept
-    epochs. A kind without curves (the noise experiment): ℓ₂ after training against σ, measured and predicted,
-    and the spectrum."""
+    Curves over epochs (the epoch experiment): (left) measured ℓ₂ against both predictions over epochs, mean
+    and min–max over runs; (middle) the spectrum; (right) the share of ‖θ_s − θ_t‖² in the flattest
+    directions at the kept epochs. A kind without curves (the noise experiment): ℓ₂ after training against σ,
+    measured and predicted, and the spectrum."""
     config = result.config
     ok = np.asarray(result.diverged_at) < 0
     if not ok.any():
         raise ValueError("every training diverged: nothing to compare with the theory")
-    predicted, measured = analysis["predicted_l2"], result.metrics["l2"]
+    measured = result.metrics["l2"]
     noise = not result.spec.curves  # final values over noise levels, else curves over epochs
     fig = Figure(figsize=(14 if not noise else 11, 4.8), layout="constrained")
     axes = fig.subplots(1, 2 if noise else 3)
@@ -123,10 +124,13 @@ def theory_figure(result: Result, analysis: dict) -> Figure:
     x = result.levels if noise else np.arange(config.epochs + 1)
     axis = 1 if noise else 0  # the runs: (S, R) for the noise experiment, (R, E + 1) for the epoch one
     positive = False  # log scale only with something to show (an exact start trained 0 epochs is all 0)
+    curves = [(measured, "measured", STYLE["l2"][1], "-"),
+              (analysis["predicted_l2"], "linear response with the regulariser", "k", "--")]
+    if regularised(config):
+        curves.append((analysis["predicted_l2_loss_only"], "linear response, loss alone", "tab:gray", ":"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN levels stay NaN
-        for values, label, colour, style in ((measured, "measured", STYLE["l2"][1], "-"),
-                                             (predicted, "linear response", "k", "--")):
+        for values, label, colour, style in curves:
             values = np.where(ok, values, np.nan) if noise else values[ok]
             centre = np.nanmean(values, axis=axis)
             shown = (centre > 0) & (x > 0)  # log axes: σ = 0 and ℓ₂ = 0 are left out
@@ -141,7 +145,9 @@ def theory_figure(result: Result, analysis: dict) -> Figure:
     ax.set_ylabel(f"{L2} after {config.epochs} epochs" if noise else L2)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize="small")
-    ax.set_title("prediction: plain GD on the loss alone, linearised at the teacher", fontsize="small")
+    ax.set_title("prediction: plain GD linearised at the teacher" + (f", {config.train} exact"
+                                                                      if regularised(config) else ""),
+                 fontsize="small")
     _spectrum_panel(axes[1], analysis, config)
     if not noise:
         ax = axes[2]
@@ -164,43 +170,70 @@ def theory_figure(result: Result, analysis: dict) -> Figure:
     return fig
 
 
+def regularised(config) -> bool:
+    """Whether ``config``'s training rule adds a regulariser (it reads a strength)."""
+    from l2rebound.rules import rule
+
+    return bool(rule(config.train).uses)
+
+
+def _count(values) -> str:
+    """A count over runs: the number itself where every run has it, else their mean."""
+    values = np.asarray(values)
+    return f"{values[0]:d}" if np.all(values == values[0]) else f"{values.mean():.1f} (mean over runs)"
+
+
 def theory_summary(result: Result, analysis: dict) -> str:
-    """Plain text: measured against predicted final ℓ₂, their largest relative gap (over every epoch from
-    1, or every level), the spectrum's extent and how many directions have not settled within the run."""
+    """Plain text: measured against predicted final ℓ₂ (with the regulariser, and from the loss alone), the
+    largest relative gap of each prediction (over every epoch from 1, or every level), the epoch of each run's
+    minimum, where the predicted final displacement lies (settled and unsettled directions, loss and
+    regulariser), the spectrum's extent and how many directions have not settled within the run."""
     ok = np.asarray(result.diverged_at) < 0
     config = result.config
-    predicted, measured = analysis["predicted_l2"], result.metrics["l2"]
-    if not result.spec.curves:
-        final_p, final_m = predicted[ok], measured[ok]
-        every_p, every_m = final_p, final_m
-        what = f"final {L2} over levels and finished runs"
-    else:
-        final_p, final_m = predicted[ok, -1], measured[ok, -1]
-        every_p, every_m = predicted[ok, 1:], measured[ok, 1:]
-        what = f"final {L2} (mean ± std over runs)"
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gap = np.abs(every_p / every_m - 1)
-    gap = gap[np.isfinite(gap)]  # 0/0 at an exact start; nothing at all after 0 epochs
+    measured = result.metrics["l2"]
+    curves = result.spec.curves
+    lines = []
+    for name, label in (("predicted_l2", "with the regulariser" if regularised(config) else "linear response"),
+                        ("predicted_l2_loss_only", "loss alone")):
+        if name == "predicted_l2_loss_only" and not regularised(config):
+            break  # the two coincide
+        predicted = analysis[name]
+        final_p, final_m = (predicted[ok, -1], measured[ok, -1]) if curves else (predicted[ok], measured[ok])
+        every_p, every_m = (predicted[ok, 1:], measured[ok, 1:]) if curves else (final_p, final_m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = np.abs(every_p / every_m - 1)
+        gap = gap[np.isfinite(gap)]  # 0/0 at an exact start; nothing at all after 0 epochs
+        what = f"final {L2} (mean ± std over runs)" if curves else f"final {L2} over levels and finished runs"
+        lines.append(f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, predicted {label} "
+                     f"{np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap "
+                     + (f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"))
+    if curves and config.epochs:
+        lines.append("epoch of each run's minimum: measured " + " ".join(map(str, measured[ok].argmin(axis=1)))
+                     + "; predicted " + " ".join(map(str, analysis["predicted_l2"][ok].argmin(axis=1))))
+    top = np.argmax(result.levels) if not curves else None  # over levels: the largest σ
+    parts = analysis["parts"][ok] if curves else analysis["parts"][top][ok[top]]
+    if len(parts):
+        mean = parts.mean(axis=0)
+        lines.append(f"predicted final displacement (norms, mean over runs{'' if curves else ', largest σ'}): "
+                     f"loss alone {mean[0]:.3g} settled + {mean[1]:.3g} unsettled; regulariser's drift "
+                     f"{mean[2]:.3g} settled + {mean[3]:.3g} unsettled")
     gn = analysis["gn_eigenvalues"]
-    lines = [
-        f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, "
-        f"linear response {np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap "
-        + (f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"),
+    lines += [
         ("Gauss–Newton spectrum at the teacher, largest first: "
          + ", ".join(f"{gn[:, -i].mean():.4g}" for i in range(1, min(3, gn.shape[1]) + 1))
          + f"; η·λ_max = {config.learning_rate * gn[:, -1].mean():.3g}"),
         ("time constants 1/(ηλ) of the stiffest directions: "
          + ", ".join(f"{1 / (config.learning_rate * gn[:, -i].mean()):.3g}" for i in range(1, min(5, gn.shape[1]) + 1))
          + " epochs"),
-        f"unsettled after {config.epochs} epochs (1/(ηλ) > E): {analysis['unsettled'].mean():.1f} of {gn.shape[1]} "
-        f"directions ({analysis['null'].mean():.1f} numerically null)",
+        f"unsettled after {config.epochs} epochs (1/(ηλ) > E): {_count(analysis['unsettled'])} of {gn.shape[1]} "
+        f"directions; numerically null: {_count(analysis['null'])}",
         f"run 1 at its teacher: exact Hessian λ_min {analysis['hessian_eigenvalues'][0]:.3g}, "
         f"λ_max {analysis['hessian_eigenvalues'][-1]:.4g}; Gauss–Newton λ_max {gn[0, -1]:.4g}",
     ]
-    if result.spec.curves and len(result.kept_epochs):  # nothing kept with align_every 0
+    if curves and len(result.kept_epochs):  # nothing kept with align_every 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # δ = 0 (an exact start at epoch 0): NaN
             last = np.nanmean(analysis["flat_fraction"][ok, -1], axis=0)
-        lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; "
-                     f"in null ones: {last[0]:.3g}")
+        lines.append(f"share of the final ‖θ_s − θ_t‖² in unsettled directions: {last[1]:.3g}; in null ones: "
+                     f"{last[0]:.3g}")
     return "\n".join(lines)

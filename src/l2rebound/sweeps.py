@@ -12,6 +12,7 @@ Everything here works on stored NumPy arrays (no JAX).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -63,20 +64,27 @@ def stat_labels(base: Config) -> dict[str, str]:
 SCHEMA = 1
 
 
+def rebound_statistics(l2) -> dict[str, np.ndarray]:
+    """The rebound statistics of curves ℓ₂ (R, E + 1), (R,) each: ``l2_start``, ``l2_min`` and ``l2_min_epoch``
+    (its first epoch; over the finite epochs, those before a divergence), ``l2_final`` and ``rebound`` =
+    l2_final / l2_min (NaN where the minimum is 0: a start at the teacher has no rebound to measure)."""
+    l2 = np.asarray(l2, float)
+    finite = np.where(np.isfinite(l2), l2, np.inf)
+    minimum = finite.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rebound = np.where(minimum > 0, l2[:, -1] / minimum, np.nan)
+    return {"l2_start": l2[:, 0], "l2_min": minimum, "l2_min_epoch": finite.argmin(axis=1), "l2_final": l2[:, -1],
+            "rebound": rebound}
+
+
 def run_summary(result: Result) -> dict[str, np.ndarray]:
     """The ``SUMMARY`` columns of one result with curves over epochs, then the kind's own
     (``Result.sweep_columns``), (R,) each. A diverged run's final values are NaN; its minimum is over the epochs
     before it diverged."""
-    l2 = np.asarray(result.metrics["l2"], float)
-    finite = np.where(np.isfinite(l2), l2, np.inf)
     runs = np.arange(1, result.config.runs + 1)
-    final = {name: np.asarray(result.metrics[name], float)[:, -1] for name in ("l2", "train_loss", "test_loss",
+    final = {name: np.asarray(result.metrics[name], float)[:, -1] for name in ("train_loss", "test_loss",
                                                                                 "clean_test_loss", "l2_aligned")}
-    minimum = finite.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a run whose minimum is 0 has no rebound: NaN
-        rebound = np.where(minimum > 0, final["l2"] / minimum, np.nan)
-    return {"run": runs, "run_seed": result.config.seed + runs, "l2_start": l2[:, 0], "l2_min": minimum,
-            "l2_min_epoch": finite.argmin(axis=1), "l2_final": final["l2"], "rebound": rebound,
+    return {"run": runs, "run_seed": result.config.seed + runs, **rebound_statistics(result.metrics["l2"]),
             "train_loss_final": final["train_loss"], "test_loss_final": final["test_loss"],
             "clean_test_loss_final": final["clean_test_loss"], "diverged_at": np.asarray(result.diverged_at),
             "l2_aligned_final": final["l2_aligned"],
@@ -197,6 +205,53 @@ def load(folder: str | Path) -> SweepResult:
                                     description.get("facet", ()))
 
 
+THEORY_STATS = ("rebound", "l2_min_epoch")
+"""The statistics that ``analyze`` of a sweep puts beside their linear-response prediction."""
+
+
+def with_theory(result: SweepResult, predicted: list) -> SweepResult:
+    """``result`` with, for each of ``THEORY_STATS``, the column ``<stat>_predicted``: the statistic of the
+    predicted ℓ₂ curves of each cell's runs (``predicted``: one (R, E + 1) array per cell, in grid order), and
+    ``THEORY_STATS`` as the statistics it draws."""
+    stats = [rebound_statistics(curves) for curves in predicted]
+    added = {f"{stat}_predicted": np.concatenate([cell[stat] for cell in stats]) for stat in THEORY_STATS}
+    return dataclasses.replace(result, columns={**result.columns, **added}, stats=THEORY_STATS)
+
+
+def theory_table(result: SweepResult) -> str:
+    """Plain text for a sweep ``with_theory``: per cell, the mean over finished runs of each measured statistic
+    and of its prediction, and the largest gap over its runs (relative for the rebound's excess ℓ₂(E)/min − 1,
+    in epochs for the epoch of the minimum)."""
+    frame = result.frame()
+    frame = frame[frame.diverged_at < 0]
+    fields = [a.field for a in result.axes]
+    frame = frame.assign(rebound_gap=((frame.rebound_predicted - 1) / (frame.rebound - 1) - 1).abs(),
+                         l2_min_epoch_gap=(frame.l2_min_epoch_predicted - frame.l2_min_epoch).abs())
+    columns = ["rebound", "rebound_predicted", "rebound_gap", "l2_min_epoch", "l2_min_epoch_predicted",
+               "l2_min_epoch_gap"]
+    table = frame.groupby(fields, sort=False)[columns].agg(["mean", "max"])
+    heads = ("rebound", "predicted", "excess gap", "epoch of min", "predicted", "gap (epochs)")
+    lines = ["  ".join(f"{option(f):>14}" for f in fields) + "  " + "  ".join(f"{h:>12}" for h in heads)]
+    for key, row in table.iterrows():
+        key = key if isinstance(key, tuple) else (key,)
+        values = [row[(c, "max" if c.endswith("gap") else "mean")] for c in columns]
+        lines.append("  ".join(f"{label(v):>14}" for v in key) + "  " + "  ".join(f"{v:>12.4g}" for v in values))
+    return "\n".join(lines)
+
+
+def write_theory(result: SweepResult, folder: Path) -> list[Path]:
+    """Store a sweep ``with_theory`` in its folder: ``theory.csv`` (one row per cell and run: the summary with
+    the predicted statistics) and, for each of ``THEORY_STATS``, ``sweep_theory_<stat>.{svg,png}`` (measured
+    and predicted side by side, one scale). Returns the paths."""
+    from l2rebound.plots import write_figure
+
+    folder = Path(folder)
+    paths = [store.write_atomic(folder / "theory.csv", lambda tmp: result.frame().to_csv(tmp, index=False))]
+    for stat in THEORY_STATS:
+        paths += write_figure(stat_figure(result, stat, result.facet, predicted=True), folder / f"sweep_theory_{stat}")
+    return paths
+
+
 def is_sweep(folder: str | Path) -> bool:
     return (Path(folder) / "sweep.json").is_file()
 
@@ -235,10 +290,12 @@ def _tick(result: SweepResult, axis: Axis, value) -> str:
     return f"{label(value)} / {label(other)}"
 
 
-def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
+def stat_figure(result: SweepResult, stat: str, facet=(), predicted: bool = False) -> Figure:
     """The statistic ``stat`` over the grid: against one swept field, the mean over finished runs with its
     min–max band (log axes where the values are log-spaced); over two, a heatmap of the mean with the values
-    written in the cells and a colour bar; one panel per combination of the ``facet`` fields' values."""
+    written in the cells and a colour bar; one panel per combination of the ``facet`` fields' values. With
+    ``predicted`` (a sweep ``with_theory``), each panel is followed by the linear response's prediction of the
+    statistic, on the same scale."""
     from matplotlib.figure import Figure
 
     allowed, _ = stats_of(result.base)
@@ -247,32 +304,37 @@ def stat_figure(result: SweepResult, stat: str, facet=()) -> Figure:
     inner, facets = plotted_axes(result, facet)
     everything = result.frame()
     frame = everything[everything.diverged_at < 0]
-    finite = frame[stat][np.isfinite(frame[stat])]
+    shown = [stat] + ([f"{stat}_predicted"] if predicted else [])
+    finite = frame[shown].to_numpy().ravel()
+    finite = finite[np.isfinite(finite)]
     from matplotlib.colors import LogNorm, Normalize
 
     low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
     scale = (LogNorm if _spans_decades(finite) else Normalize)(low, high)  # one colour scale for every panel
-    panels = [dict(zip([a.field for a in facets], values)) for values in
-              itertools.product(*(a.values for a in facets))] or [{}]
+    panels = [(dict(zip([a.field for a in facets], values)), column) for values in
+              itertools.product(*(a.values for a in facets)) for column in shown] or [({}, stat)]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     width = 5.5 if len(inner) == 1 else max(6.0, 2.5 + 1.0 * len(inner[0].values))
     height = 4.2 if len(inner) == 1 else max(4.0, 1.8 + 0.5 * len(inner[1].values))
     fig = Figure(figsize=(width * cols, height * rows + 0.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=predicted and len(inner) == 1)).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     name = stat_labels(result.base).get(stat, stat)
-    for ax, panel in zip(axes, panels):
+    for ax, (panel, column) in zip(axes, panels):
         mine, every = frame, everything
         for field, value in panel.items():
             value = label(value) if isinstance(value, tuple) else value
             mine, every = mine[mine[field] == value], every[every[field] == value]
         title = ", ".join(f"{option(k)}={label(v)}" for k, v in panel.items())
+        if predicted:
+            title = ", ".join([*([title] if title else []), "predicted (linear response)" if column != stat
+                               else "measured"])
         if len(inner) == 1:
-            _line(ax, result, inner[0], mine, stat, name)
+            _line(ax, result, inner[0], mine, column, name)
         else:
-            _heatmap(fig, ax, result, inner, mine, every, stat, name, scale)
+            _heatmap(fig, ax, result, inner, mine, every, column, name, scale)
         ax.set_title(title, fontsize="small")
     swept = tuple(a.field for a in result.axes)
     fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {result.base.describe(skip=swept)}"

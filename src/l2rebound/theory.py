@@ -15,7 +15,18 @@ Plain GD with step η therefore follows δ_{t+1} = (I − ηH) δ_t + η g, solv
     c_i(t) = (1 − ηλ_i)^t a_i + (1 − (1 − ηλ_i)^t) / λ_i · b_i,      δ_t = V c(t),  ‖δ_t‖ = ‖c(t)‖.
 
 Experiment A (σ = 0) is the first term alone: each direction decays as (1 − ηλ_i)^t, so ℓ₂ is
-non-increasing whenever ηλ_max ≤ 2. Experiments B and C start at the teacher (δ_0 = 0): the prediction
+non-increasing whenever ηλ_max ≤ 2 — without a regulariser.
+
+With a training rule's regulariser R (``rules``), the step adds ∇R at the student, evaluated exactly (not
+linearised: DRR's gradient jumps where a parameter crosses 0, as the teacher's ±1e-6 biases do):
+
+    δ_{t+1} = δ_t − η (H δ_t − g + ∇R(θ_t + δ_t)).
+
+Its solution is δ_t = δ^loss_t + d_t: the loss-only response above plus the regulariser's drift d, which
+follows d_{t+1} = (I − ηH) d_t − η ∇R(θ_t + δ^loss_t + d_t) from d_0 = 0 (``regularised_response``). Along a
+stiff direction (ηλE ≫ 1) the drift settles at −H⁺∇R; along a flat one it accumulates, −η Σ_t ∇R. Where ∇R
+is proportional to α (``l1``; ``drr`` with ρ = 0) the flat part therefore depends on η and α only through
+ηα: its path is a function of ηα·t. Experiments B and C start at the teacher (δ_0 = 0): the prediction
 is the second term alone, linear in σ. Units: θ, δ and ℓ₂ in parameter units; λ in loss per parameter²
 (H is a Hessian of the loss); η in parameter² per loss, so ηλ is a dimensionless rate per epoch and
 1/(ηλ) a time constant in epochs.
@@ -33,7 +44,7 @@ import numpy as np
 from l2rebound.data import Split
 from l2rebound.nets import forward
 from l2rebound.precision import float64
-from l2rebound.train import loss_and_grad
+from l2rebound.train import Hyper, Spec, loss_and_grad, regulariser_grad
 
 TANGENT_BLOCK = 32
 """Hessian columns computed together (forward-over-reverse, memory ∝ block · N · width, so bounded for
@@ -155,6 +166,56 @@ def linear_response(spec: Spectrum, delta0, g, learning_rate: float, epochs: int
     return np.linalg.norm(components(spec, delta0, g, learning_rate, np.arange(epochs + 1), rtol), axis=1)
 
 
+@partial(jax.jit, static_argnames=("rule", "dims"))
+def _drift(h, teacher, start, noise, sigmas, hyper: Hyper, learning_rate, rule: str, dims: tuple[int, ...]):
+    """The iteration of ``regularised_response``, compiled. For each σ of ``sigmas`` (S,), with the loss-only
+    response δ^loss_t = start[t] + σ·noise[t] ((E + 1, P) each), iterate the drift d from 0 through epochs
+    0..E − 1. Returns ‖δ^loss_t + d_t‖ for t = 0..E, (S, E + 1), and d_E, (S, P)."""
+    spec = Spec(dims, rule, "gd", "off", 0)
+
+    def one(sigma):
+        def step(d, paths):
+            loss = paths[0] + sigma * paths[1]
+            pull = h @ d + regulariser_grad(spec, hyper, teacher + loss + d)
+            return d - learning_rate * pull, jnp.linalg.norm(loss + d)
+
+        final, l2 = jax.lax.scan(step, jnp.zeros_like(teacher), (start[:-1], noise[:-1]))
+        return jnp.append(l2, jnp.linalg.norm(start[-1] + sigma * noise[-1] + final)), final
+
+    return jax.vmap(one)(sigmas)
+
+
+def regularised_response(gn: Spectrum, teacher, delta0, g_unit, sigmas, learning_rate: float, epochs: int,
+                         hyper: Hyper, rule: str, dims: tuple[int, ...], rtol: float | None = None) -> dict:
+    """The linear response with the regulariser of the training rule ``rule`` kept exact (module docstring),
+    for one run at each noise level of ``sigmas`` (S,).
+
+    gn: the Gauss–Newton spectrum at the run's teacher θ_t (P,) (padded to the student's shape); δ_0 (P,): the
+    start minus the teacher; g_unit (P,): the pull of unit noise (``noise_gradient`` at σ = 1); hyper: the
+    rule's strengths. H's numerically null directions count as exactly flat (λ = 0), as in ``components``.
+    Returns
+      l2: (S, E + 1), the predicted ‖δ_t‖ for t = 0..E;
+      parts: (S, 4), the final displacement's norm along the settled directions (1/(ηλ) ≤ E) and along the
+          others, of its loss-only part δ^loss_E and of the drift d_E, in that order.
+    """
+    times = np.arange(epochs + 1)
+    vectors = gn.vectors
+    zeros = np.zeros_like(g_unit)
+    start = components(gn, delta0, zeros, learning_rate, times, rtol) @ vectors.T
+    noise = components(gn, zeros, g_unit, learning_rate, times, rtol) @ vectors.T
+    stiffness = np.where(null_directions(gn.values, rtol), 0.0, gn.values)
+    h = (vectors * stiffness) @ vectors.T
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    l2, drift = (np.asarray(a) for a in _drift(h, np.asarray(teacher, np.float64), start, noise, sigmas, hyper,
+                                                learning_rate, rule, dims))
+    settled = time_constants(gn.values, learning_rate, rtol) <= epochs
+    parts = []
+    for final in (start[-1] + sigmas[:, None] * noise[-1], drift):
+        along = final @ vectors
+        parts += [np.linalg.norm(along[:, settled], axis=1), np.linalg.norm(along[:, ~settled], axis=1)]
+    return {"l2": l2, "parts": np.stack(parts, axis=1)}
+
+
 def flat_fraction(vectors, deltas, k) -> np.ndarray:
     """Fraction of ‖δ‖² in the k flattest eigen-directions (the first k columns of ``vectors`` (P, P),
     eigenvalues ascending) for displacements ``deltas`` (T, P), e.g. θ_s − θ_t at snapshot epochs.
@@ -166,18 +227,25 @@ def flat_fraction(vectors, deltas, k) -> np.ndarray:
         return cumulative[:, k] / total
 
 
-def _run_terms(teacher, dims, train: Split, student_init) -> tuple[Spectrum, np.ndarray, np.ndarray]:
-    """One run's ingredients: the Gauss–Newton spectrum at its teacher, the unit-noise pull g(σ = 1)
-    (P,) and the start's displacement δ_0 = student_init − teacher (P,)."""
+def _teacher_terms(teacher, dims, train: Split) -> tuple[Spectrum, np.ndarray]:
+    """What a run's teacher and data give the theory: the Gauss–Newton spectrum at the teacher and the
+    unit-noise pull g(σ = 1) (P,)."""
     gn = spectrum(gauss_newton(teacher, dims, train.x))
-    unit = np.asarray(noise_gradient(teacher, dims, train.x, train.z, 1.0))
-    return gn, unit, np.asarray(student_init) - np.asarray(teacher)
+    return gn, np.asarray(noise_gradient(teacher, dims, train.x, train.z, 1.0))
 
 
 def _prediction(l2, gn: Spectrum, learning_rate: float) -> dict[str, np.ndarray]:
     """The dict ``predict_run`` and ``predict_noise`` return: the predicted ℓ₂ and the spectrum."""
     return {"l2": l2, "gn_eigenvalues": gn.values, "gn_eigenvectors": gn.vectors,
             "time_constants": time_constants(gn.values, learning_rate)}
+
+
+def _loss_only_noise(gn: Spectrum, unit, delta0, levels, learning_rate: float, epochs: int) -> np.ndarray:
+    """The loss-only prediction of the final ‖δ_E‖ at each noise level of ``levels`` (S,): δ_E = (decay of δ_0)
+    + σ·(response to unit noise), both computed once; with δ_0 = 0 exactly σ times that of σ = 1."""
+    start = components(gn, delta0, np.zeros_like(unit), learning_rate, [epochs])[0]
+    noise = components(gn, np.zeros_like(unit), unit, learning_rate, [epochs])[0]
+    return np.linalg.norm(start + np.asarray(levels, dtype=np.float64)[:, None] * noise, axis=1)
 
 
 @float64
@@ -192,7 +260,8 @@ def predict_run(teacher, dims: tuple[int, ...], train: Split, student_init, sigm
       gn_eigenvalues (P,), gn_eigenvectors (P, P): spectrum of the Gauss–Newton matrix at the teacher;
       time_constants (P,): 1/(ηλ_i) of the Gauss–Newton eigenvalues in epochs (inf for null directions).
     """
-    gn, unit, delta0 = _run_terms(teacher, dims, train, student_init)
+    gn, unit = _teacher_terms(teacher, dims, train)
+    delta0 = np.asarray(student_init) - np.asarray(teacher)
     return _prediction(linear_response(gn, delta0, sigma * unit, learning_rate, epochs), gn, learning_rate)
 
 
@@ -201,36 +270,54 @@ def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, le
                   epochs: int) -> dict[str, np.ndarray]:
     """The prediction for one run of the noise experiment: like ``predict_run``, but ``l2`` (S,) is the
     final ‖δ_E‖ at each noise level σ of ``levels`` (S,); the run's inputs and unit noise z are
-    ``train``. δ_E = (decay of δ_0) + σ·(response to unit noise), both computed once; with δ_0 = 0 (the
-    default start) the prediction is exactly σ times that of σ = 1."""
-    gn, unit, delta0 = _run_terms(teacher, dims, train, student_init)
-    start = components(gn, delta0, np.zeros_like(unit), learning_rate, [epochs])[0]
-    noise = components(gn, np.zeros_like(unit), unit, learning_rate, [epochs])[0]
-    l2 = np.linalg.norm(start + np.asarray(levels, dtype=np.float64)[:, None] * noise, axis=1)
-    return _prediction(l2, gn, learning_rate)
+    ``train`` (``_loss_only_noise``)."""
+    gn, unit = _teacher_terms(teacher, dims, train)
+    delta0 = np.asarray(student_init) - np.asarray(teacher)
+    return _prediction(_loss_only_noise(gn, unit, delta0, levels, learning_rate, epochs), gn, learning_rate)
+
+
+def strengths(config) -> Hyper:
+    """The scalars the training rule of ``config`` reads (α, β, ρ), as the training step passes them, in
+    float64 (the step size and σ enter the theory elsewhere: 0 here)."""
+    return Hyper(*(np.float64(v) for v in (0.0, 0.0, config.alpha, config.beta, config.rho, config.margin)))
+
+
+def is_current(analysis: dict | None) -> bool:
+    """Whether a stored analysis holds what this version's ``analyze`` returns (one stored before the
+    regulariser was modelled lacks the loss-only prediction and the parts: it is computed again)."""
+    return analysis is not None and {"predicted_l2_loss_only", "parts"} <= set(analysis)
 
 
 @float64
-def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
-    """The linear-response analysis of a stored epoch or noise result, from each run's own teacher, data
-    and noise (drawn again from the config exactly as the experiment drew them; raises ``ValueError`` if
-    the stored starts cannot be reproduced). ``on_progress(n)``: called with 1 after each run.
+def analyze(result, on_progress=None, cache: dict | None = None) -> dict[str, np.ndarray]:
+    """The linear-response analysis of a stored result whose kind has the ``theory`` capability, from each
+    run's own teacher, data and noise (drawn again from the config exactly as the experiment drew them;
+    raises ``ValueError`` if the stored starts cannot be reproduced), with the config's regulariser kept
+    exact (``regularised_response``). ``on_progress(n)``: called with 1 after each run. ``cache``: a dict
+    shared by the analyses of several results (a sweep's cells), in which a run's spectrum, noise pull and
+    exact Hessian are kept for every result that draws the same teacher and data.
 
     Returns, with R runs, P student parameters, E epochs and S noise levels:
-      predicted_l2: (R, E + 1) for the epoch experiment, (S, R) for the noise experiment;
+      predicted_l2: (R, E + 1) for a kind with curves over epochs, (S, R) over noise levels: the prediction
+          with the regulariser;
+      predicted_l2_loss_only: the same from the loss alone (no regulariser);
+      parts: (R, 4) for curves, (S, R, 4) over levels: the predicted final displacement's norm along the
+          settled and the unsettled directions, of its loss-only part and of the regulariser's drift;
       gn_eigenvalues: (R, P) each run's Gauss–Newton spectrum at its teacher, ascending;
       unsettled: (R,) directions whose time constant 1/(ηλ) exceeds E (numerically null ones included);
       null: (R,) numerically null directions (``null_directions``);
       hessian_eigenvalues: (P,) the exact Hessian's spectrum at run 1's teacher on its noisy labels
           (epoch: σ = ``noise_sigma``; noise: the largest level), ascending;
-      epoch only: flat_fraction (R, K, 3) of ‖θ_s − θ_t‖² at the kept epochs (K,) in the null, the
+      curves only: flat_fraction (R, K, 3) of ‖θ_s − θ_t‖² at the kept epochs (K,) in the null, the
           unsettled, and all but the stiffest direction (k = null, unsettled, P − 1 flattest).
     """
+    from l2rebound.config import pack_key
     from l2rebound.experiments import setup_runs  # experiments imports the engine; keep theory light
 
     if not result.spec.theory:
         raise ValueError(f"the linear-response theory does not model the {result.kind} experiment")
     config = result.config
+    cache = {} if cache is None else cache
     runs = np.arange(1, config.runs + 1)
     noise = not result.spec.curves  # final values over noise levels, else curves over epochs
     teacher_seeds = np.full(config.runs, config.seed) if noise else config.seed + runs
@@ -242,30 +329,43 @@ def analyze(result, on_progress=None) -> dict[str, np.ndarray]:
     # the theory is evaluated in float64 whatever the run's dtype: float32 data converts exactly
     teachers, starts = np.asarray(problem.teacher, np.float64), np.asarray(student, np.float64)
     splits = Split(*(np.asarray(a, np.float64) for a in problem.train))
-    out = {"predicted_l2": [], "gn_eigenvalues": [], "unsettled": [], "null": []}
-    flat = []
+    sigmas = np.asarray(result.levels, float) if noise else np.array([config.noise_sigma])
+    hyper, drawn = strengths(config), pack_key(config)
+    out = {name: [] for name in ("predicted_l2", "predicted_l2_loss_only", "parts", "gn_eigenvalues", "unsettled",
+                                 "null", "flat_fraction")}
     for r in range(config.runs):
         teacher, train = teachers[r], Split(*(a[r] for a in splits))
+        key = (drawn, int(teacher_seeds[r]), int(runs[r]))
+        if key not in cache:
+            cache[key] = _teacher_terms(teacher, dims, train)
+        gn, unit = cache[key]
+        delta0 = starts[r] - teacher
+        response = regularised_response(gn, teacher, delta0, unit, sigmas, eta, epochs, hyper, config.train, dims)
         if noise:
-            run = predict_noise(teacher, dims, train, starts[r], result.levels, eta, epochs)
+            out["predicted_l2"].append(response["l2"][:, -1])
+            out["predicted_l2_loss_only"].append(_loss_only_noise(gn, unit, delta0, sigmas, eta, epochs))
+            out["parts"].append(response["parts"])
         else:
-            run = predict_run(teacher, dims, train, starts[r], config.noise_sigma, eta, epochs)
-        values = run["gn_eigenvalues"]
-        counts = [int(null_directions(values).sum()), unsettled(values, eta, epochs)]
+            out["predicted_l2"].append(response["l2"][0])
+            out["predicted_l2_loss_only"].append(linear_response(gn, delta0, sigmas[0] * unit, eta, epochs))
+            out["parts"].append(response["parts"][0])
+        counts = [int(null_directions(gn.values).sum()), unsettled(gn.values, eta, epochs)]
         if not noise:
-            flat.append(flat_fraction(run["gn_eigenvectors"], result.kept_theta[r] - teacher,
-                                      [*counts, len(values) - 1]))
-        for name, value in zip(out, (run["l2"], values, counts[1], counts[0])):
-            out[name].append(value)
+            out["flat_fraction"].append(flat_fraction(gn.vectors, result.kept_theta[r] - teacher,
+                                                      [*counts, len(gn.values) - 1]))
+        out["gn_eigenvalues"].append(gn.values)
+        out["unsettled"].append(counts[1])
+        out["null"].append(counts[0])
         if on_progress:
             on_progress(1)
-    out = {name: np.asarray(values) for name, values in out.items()}
+    out = {name: np.asarray(values) for name, values in out.items() if len(values)}
     if noise:
-        out["predicted_l2"] = out["predicted_l2"].T
-        sigma = float(np.max(result.levels))
-    else:
-        out["flat_fraction"] = np.asarray(flat)
-        sigma = config.noise_sigma
-    teacher, train = teachers[0], Split(*(a[0] for a in splits))
-    out["hessian_eigenvalues"] = np.linalg.eigvalsh(np.asarray(hessian(teacher, dims, train.x, train.labels(sigma))))
+        out["predicted_l2"], out["predicted_l2_loss_only"] = out["predicted_l2"].T, out["predicted_l2_loss_only"].T
+        out["parts"] = out["parts"].transpose(1, 0, 2)
+    sigma = float(np.max(sigmas))
+    key = (drawn, int(teacher_seeds[0]), int(runs[0]), sigma)
+    if key not in cache:
+        train = Split(*(a[0] for a in splits))
+        cache[key] = np.linalg.eigvalsh(np.asarray(hessian(teachers[0], dims, train.x, train.labels(sigma))))
+    out["hessian_eigenvalues"] = cache[key]
     return out
