@@ -351,3 +351,62 @@ def test_threefry_lowering_only_when_asked_and_the_same_bits():
         assert used in (None, False) and not lowered and exports
         for a, b in zip(xla, mine):
             np.testing.assert_array_equal(a, b)
+
+
+def brute_force_violations(theta, dims, rtol):
+    """The genericity decisions by comparing every pair of rows, in NumPy's IEEE arithmetic (a division, then a
+    multiplication by q, rounded half to even): what the kernel decided before it sorted. Mask (P,)."""
+    mask = theta == 0
+    with np.errstate(all="ignore"):
+        for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
+            w, b = theta[ws].reshape(d_out, d_in), np.abs(theta[bs])
+            close = np.abs(b[:, None] - b[None, :]) <= rtol * np.maximum(b[:, None], b[None, :])  # [i, j]
+            earlier = np.tri(d_out, k=-1, dtype=bool)  # [i, j]: j < i
+            mask[bs] |= np.any(close & earlier, axis=1) & (b > 0)
+            a = np.abs(w)
+            ratio = a[None, :, :] / np.where(a[:, None, :] > 0, a[:, None, :], 1.0)  # [i, j, k] = |w_jk| / |w_ik|
+            t = ratio[..., None] * np.arange(1, genericity.RATIO_BOUND + 1)
+            p = np.round(t)
+            hit = np.any((p >= 1) & (p <= genericity.RATIO_BOUND) & (np.abs(t - p) <= rtol * t), axis=-1)
+            valid = (a[:, None, :] > 0) & (a[None, :, :] > 0) & np.tri(d_out, k=-1, dtype=bool).T[:, :, None]
+            mask[ws] |= np.any(hit & valid, axis=0).reshape(-1)
+    return mask
+
+
+def adversarial(rng, dims) -> np.ndarray:
+    """θ (P,) full of coincidences: zeros, equal |b| (with signs), exact ratios ±p/q, whole columns of equal
+    weights, values a few ulps off a ratio, and an infinite or NaN entry now and then."""
+    theta = rng.normal(size=num_params(dims))
+    for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
+        w = theta[ws].reshape(d_out, d_in)
+        rows = rng.integers(0, d_out, size=d_out)
+        scale = rng.integers(1, 11, size=(d_out, 1)) / rng.integers(1, 11, size=(d_out, 1))
+        planted = w[rows] * scale * rng.choice([-1.0, 1.0], size=(d_out, 1))
+        take = rng.random(w.shape) < 0.3
+        w[take] = planted[take]
+        w[:, rng.integers(d_in)] = rng.choice([-1.0, 1.0], d_out) * 0.5  # a column of equal |w|
+        ulps = rng.integers(-6, 7, size=w.shape)
+        nudge = rng.random(w.shape) < 0.1
+        w[nudge] = w[nudge] * (1 + ulps[nudge] * np.finfo(np.float64).eps)
+        b = theta[bs]
+        b[rng.random(d_out) < 0.3] = b[rng.integers(d_out)] * rng.choice([-1.0, 1.0])
+        theta[ws] = w.reshape(-1)
+    theta[rng.random(theta.size) < 0.05] = 0.0
+    if rng.random() < 0.3:
+        theta[rng.integers(theta.size)] = rng.choice([np.inf, -np.inf, np.nan])
+    return theta
+
+
+@pytest.mark.usefixtures("kernel_on")
+@pytest.mark.parametrize("dims", [(2, 3, 1), (3, 9, 7, 2), (2, 25, 25, 1), (4, 40, 3, 33, 1)],
+                         ids=lambda d: ",".join(map(str, d)))
+def test_the_sorted_check_decides_as_comparing_every_pair(dims):
+    rng = np.random.default_rng(sum(dims))
+    rtol = genericity.TOLERANCE_ULPS * np.finfo(np.float64).eps
+    flagged = 0
+    for trial in range(30):
+        theta = adversarial(rng, dims) if trial % 2 else rng.normal(size=num_params(dims))
+        got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
+        np.testing.assert_array_equal(got, brute_force_violations(theta, dims, rtol), err_msg=f"trial {trial}")
+        flagged += got.sum()
+    assert flagged >= 15  # at least one violation in each adversarial network
