@@ -398,7 +398,7 @@ def adversarial(rng, dims) -> np.ndarray:
 
 
 @pytest.mark.usefixtures("kernel_on")
-@pytest.mark.parametrize("dims", [(2, 3, 1), (3, 9, 7, 2), (2, 25, 25, 1), (4, 40, 3, 33, 1)],
+@pytest.mark.parametrize("dims", [(2, 3, 1), (3, 9, 7, 2), (2, 25, 25, 1), (4, 40, 3, 33, 1), (2, 130, 90, 1)],
                          ids=lambda d: ",".join(map(str, d)))
 def test_the_sorted_check_decides_as_comparing_every_pair(dims):
     rng = np.random.default_rng(sum(dims))

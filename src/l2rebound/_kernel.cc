@@ -273,9 +273,82 @@ void forward_run(const Net& net, const double* theta, int64_t n, const double* x
 // turns that function's ratio division into a reciprocal multiply, so for a ratio within a few ulps of
 // the tolerance's edge the two can disagree; exact coincidences are flagged by both.
 constexpr int64_t RATIO_BOUND = 10;  // genericity.RATIO_BOUND: a constant, so that the loop over q unrolls
+constexpr int64_t PAIRS_UP_TO = 64;  // columns of at most this many rows compare every pair (no sorting)
+constexpr double KEY_SLACK = 16 * 0x1p-52;  // relative gap of two keys q·|w_j|, p·|w_i| whose rows can coincide
+constexpr int64_t WINDOW_CAP = 32;  // more keys than this within KEY_SLACK of one: compare every pair instead
+
+// C3 for column k by comparing row j with every earlier row i: O(d_out² RATIO_BOUND). `column` holds |w_ik|
+// over rows i, zero-padded to whole vectors (a zero is never compared).
+__attribute__((optimize("fp-contract=off"))) void ratio_pairs(const std::vector<v8>& column, int64_t d_out,
+                                                               double rtol, bool* mask_w, int64_t d_in, int64_t k) {
+  for (int64_t j = 1; j < d_out; j++) {
+    const double aj = column[j / LANES][j % LANES];
+    if (aj == 0) continue;
+    i8 hit = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t c = 0; c * LANES < j; c++) {
+      const v8 ai = column[c];
+      const i8 row = i8{0, 1, 2, 3, 4, 5, 6, 7} + c * LANES;
+      const v8 ratio = aj / (ai > 0 ? ai : splat(1));
+      for (int64_t q = 1; q <= RATIO_BOUND; q++) {
+        const v8 t = ratio * static_cast<double>(q);
+        const v8 p = (t + 0x1.8p52) - 0x1.8p52;  // t rounded to the nearest integer, ties to even (t < 2^51)
+        const v8 gap = t - p;
+        hit |= (p >= 1) & (p <= RATIO_BOUND) & ((gap < 0 ? -gap : gap) <= rtol * t) & (ai > 0) & (row < j);
+      }
+    }
+    for (int t = 0; t < LANES; t++)
+      if (hit[t]) mask_w[j * d_in + k] = true;
+  }
+}
+
+struct Key {
+  double key;   // m·|w_xk|
+  int64_t row;  // x
+  int64_t m;    // 1..RATIO_BOUND
+};
+
+// C3 for column k, deciding exactly as ratio_pairs in O(n log n) for n rows: |w_jk / w_ik|·q is within rtol of
+// an integer p only if the keys q·|w_jk| and p·|w_ik| lie within KEY_SLACK of each other, so the keys m·|w_xk|
+// (m = 1..RATIO_BOUND) are sorted and each is tested, with ratio_pairs' own arithmetic, against the few keys
+// near it. Returns false, having decided nothing, for a column with more than WINDOW_CAP keys near one (many
+// weights of about one size): those take ratio_pairs.
+__attribute__((optimize("fp-contract=off"))) bool ratio_sorted(const std::vector<v8>& column, int64_t d_out,
+                                                                double rtol, bool* mask_w, int64_t d_in, int64_t k,
+                                                                std::vector<Key>& keys) {
+  keys.clear();
+  for (int64_t x = 0; x < d_out; x++) {
+    const double a = column[x / LANES][x % LANES];
+    if (a > 0 && std::isfinite(a))
+      for (int64_t m = 1; m <= RATIO_BOUND; m++) keys.push_back({a * static_cast<double>(m), x, m});
+  }
+  std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) { return a.key < b.key; });
+  const int64_t n = static_cast<int64_t>(keys.size());
+  int64_t lo = 0, hi = 0;
+  for (int64_t s = 0; s < n; s++) {
+    const Key& e = keys[s];
+    while (keys[lo].key < e.key - KEY_SLACK * e.key) lo++;
+    while (hi < n && keys[hi].key <= e.key + KEY_SLACK * keys[hi].key) hi++;
+    if (hi - lo > WINDOW_CAP) return false;
+    const double aj = column[e.row / LANES][e.row % LANES];
+    for (int64_t f = lo; f < hi; f++) {
+      const Key& g = keys[f];
+      if (g.row >= e.row) continue;  // an earlier row only
+      const double ai = column[g.row / LANES][g.row % LANES];
+      const double t = (aj / ai) * static_cast<double>(e.m);
+      const double p = (t + 0x1.8p52) - 0x1.8p52;
+      const double gap = t - p;
+      if (p >= 1 && p <= RATIO_BOUND && (gap < 0 ? -gap : gap) <= rtol * t) {
+        mask_w[e.row * d_in + k] = true;
+        break;
+      }
+    }
+  }
+  return true;
+}
 
 __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net, const double* theta, double rtol,
                                                                  bool* mask) {
+  std::vector<Key> keys;
   for (int64_t p = 0; p < net.params; p++) mask[p] = theta[p] == 0;  // C1
   for (int l = 0; l < net.layers(); l++) {
     const int64_t d_in = net.dims[l], d_out = net.dims[l + 1];
@@ -294,24 +367,8 @@ __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net,
     std::vector<v8> column(vecs, splat(0));  // |w_ik| over rows i, zero-padded (a zero is never compared)
     for (int64_t k = 0; k < d_in; k++) {  // C3: |w_jk / w_ik| = p/q for an earlier row i
       for (int64_t i = 0; i < d_out; i++) column[i / LANES][i % LANES] = std::fabs(w[i * d_in + k]);
-      for (int64_t j = 1; j < d_out; j++) {
-        const double aj = column[j / LANES][j % LANES];
-        if (aj == 0) continue;
-        i8 hit = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int64_t c = 0; c * LANES < j; c++) {
-          const v8 ai = column[c];
-          const i8 row = i8{0, 1, 2, 3, 4, 5, 6, 7} + c * LANES;
-          const v8 ratio = aj / (ai > 0 ? ai : splat(1));
-          for (int64_t q = 1; q <= RATIO_BOUND; q++) {
-            const v8 t = ratio * static_cast<double>(q);
-            const v8 p = (t + 0x1.8p52) - 0x1.8p52;  // t rounded to the nearest integer, ties to even (t < 2^51)
-            const v8 gap = t - p;
-            hit |= (p >= 1) & (p <= RATIO_BOUND) & ((gap < 0 ? -gap : gap) <= rtol * t) & (ai > 0) & (row < j);
-          }
-        }
-        for (int t = 0; t < LANES; t++)
-          if (hit[t]) mask_w[j * d_in + k] = true;
-      }
+      if (d_out <= PAIRS_UP_TO || !ratio_sorted(column, d_out, rtol, mask_w, d_in, k, keys))
+        ratio_pairs(column, d_out, rtol, mask_w, d_in, k);
     }
   }
 }
