@@ -418,3 +418,47 @@ def test_help_lists_only_what_the_command_takes():
     assert "(the compress experiment needs >= 1)" in help_of("compress")
     noise = help_of("noise")
     assert noise.count("[default: the original 25 levels") == 1 and "1.6150000000000003e-05" not in noise
+
+
+class _Interrupting:
+    """A progress bar whose ``stop_at``-th update is a Ctrl-C."""
+
+    def __init__(self, stop_at: int):
+        self.stop_at, self.updates = stop_at, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def update(self, n):
+        self.updates += 1
+        if self.updates == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_exactly_what_it_kept_and_the_same_command_resumes_from_it(tmp_path, monkeypatch):
+    from l2rebound import api, experiments
+
+    argv = ["epoch", *TINY, "--runs", "10", "--epochs", "250", "--out", tmp_path]  # one chunk of 6 blocks
+    config = TINY_CONFIG.replace(runs=10, epochs=250)
+    partial = store.Checkpoint(tmp_path, config)
+    monkeypatch.setattr(api, "progress_bar", lambda total, enabled=True: _Interrupting(2))
+    code, _, err = run_cli(*argv)
+    kept = int(partial.load("runs-000001-10")["epochs_done"])
+    assert code == 130 and 2 * 42 <= kept < 250
+    assert err == (f"interrupted: kept in {partial.folder}: trainings 1–10 trained to epoch {kept} of 250; the same "
+                   "command resumes from there\n")
+    monkeypatch.undo()
+    code, out, _ = run_cli(*argv)
+    assert code == 0 and f"resuming from {partial.folder}: trainings 1–10 trained to epoch {kept} of 250" in out
+    assert not partial.folder.exists()
+
+    def interrupted_set_up(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "_setup_rows", interrupted_set_up)
+    code, _, err = run_cli(*argv, "--force")
+    assert code == 130 and not partial.folder.exists()
+    assert err == "interrupted before any block of epochs finished: nothing was kept; the same command starts over\n"

@@ -5,10 +5,12 @@ import logging
 import jax
 import numpy as np
 import pytest
+from conftest import TINY
 
 from l2rebound import store
 from l2rebound.certify import Budget, certified_align
 from l2rebound.config import PRESETS, Config
+from l2rebound.experiments import kept_work
 from l2rebound.genericity import RATIO_BOUND, format_report, genericity_report, report_generic
 from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
 from l2rebound.nets import pad
@@ -87,14 +89,70 @@ def test_an_interrupted_experiment_resumes_from_its_finished_chunks(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_epoch_experiment(config, crash_in_second_chunk, checkpoint)
-    assert checkpoint.count() == 1
+    # the second chunk's one block had finished: it is kept too, and says so
+    assert kept_work(checkpoint) == "trainings 1–10 finished; trainings 11–12 trained to epoch 20 of 20"
     skipped = []
     resumed = run_epoch_experiment(config, skipped.append, checkpoint)
     assert sum(skipped) == config.runs * config.epochs and checkpoint.count() == 2
+    assert kept_work(checkpoint) == "trainings 1–12 finished"
     fresh = run_epoch_experiment(config)
     for name, values in fresh.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
     np.testing.assert_array_equal(resumed.teacher, fresh.teacher)
+
+
+@pytest.mark.parametrize("stop_at", [1, 3])
+def test_an_interrupt_inside_a_chunk_keeps_its_finished_blocks_and_resumes_bit_identically(tmp_path, stop_at):
+    """Ten runs are one chunk: the blocks of epochs it finished before the interrupt are kept, and training goes
+    on from them to the numbers of an uninterrupted run, every table and array."""
+    config = TINY.replace(runs=10, epochs=250, align_every=20)  # blocks of 42 epochs: 6 of them
+    checkpoint = store.Checkpoint(tmp_path, config)
+    reported = []
+
+    def interrupt(n):
+        reported.append(n)
+        if len(reported) == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_epoch_experiment(config, interrupt, checkpoint)
+    kept = checkpoint.load(f"runs-000001-{config.runs}")
+    stands_at = int(kept["epochs_done"])
+    assert sum(reported) <= stands_at * config.runs < config.runs * config.epochs  # a block reported is kept
+    assert kept_work(checkpoint) == f"trainings 1–10 trained to epoch {stands_at} of 250"
+    progress = []
+    resumed = run_epoch_experiment(config, progress.append, checkpoint)
+    assert progress[0] == stands_at * config.runs and sum(progress) == config.runs * config.epochs
+    fresh = run_epoch_experiment(config)
+    for stem, columns in fresh.tables().items():
+        for column, values in columns.items():
+            np.testing.assert_array_equal(resumed.tables()[stem][column], values, err_msg=f"{stem}.{column}")
+    for stem, arrays in fresh.arrays().items():
+        for key, array in arrays.items():
+            assert np.array_equal(resumed.arrays()[stem][key], array, equal_nan=True), (stem, key)
+
+
+def test_blocks_kept_by_another_config_are_not_resumed(tmp_path):
+    config = TINY.replace(runs=10, epochs=250)  # blocks of 42 epochs
+    other = store.Checkpoint(tmp_path, config.replace(teacher_dims=(2, 5, 1)))
+    reported = []
+
+    def interrupt(n):
+        reported.append(n)
+        if len(reported) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_epoch_experiment(config.replace(teacher_dims=(2, 5, 1)), interrupt, other)
+    assert int(other.load(f"runs-000001-{config.runs}")["blocks_done"]) >= 3
+    mine = store.Checkpoint(tmp_path, config)
+    mine.folder.mkdir()
+    for path in other.folder.iterdir():  # the other shapes' blocks, in this config's place
+        path.rename(mine.folder / path.name)
+    progress = []
+    resumed = run_epoch_experiment(config, progress.append, mine)
+    assert progress[0] == config.runs * 42  # trained from epoch 0
+    np.testing.assert_array_equal(resumed.metrics["l2"], run_epoch_experiment(config).metrics["l2"])
 
 
 def test_aligned_distances_are_recorded_every_k_epochs_from_the_kept_students():

@@ -407,7 +407,7 @@ def test_a_result_that_cannot_be_written_keeps_its_chunk_and_resumes_bit_identic
     monkeypatch.setattr(experiments, "train_runs", lambda *args, **kwargs: pytest.fail("trained a kept chunk again"))
     said = []
     resumed_folder, resumed = api.execute(TINY, out, progress=False, say=said.append)
-    assert f"resuming: 1 finished chunk(s) of runs found in {partial}" in said
+    assert f"resuming from {partial}: trainings 1–2 finished" in said
     assert resumed_folder == folder and sorted(p.name for p in out.iterdir()) == [folder.name]
     assert_same(resumed, result)
     assert_same(store.load(folder), result)

@@ -147,7 +147,9 @@ def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, s
     if force:
         checkpoint.clear()
     elif checkpoint.count():
-        say(f"resuming: {checkpoint.count()} finished chunk(s) of runs found in {checkpoint.folder}")
+        from l2rebound.experiments import kept_work  # the engine, which trains next
+
+        say(f"resuming from {checkpoint.folder}: {kept_work(checkpoint)}")
     with progress_bar(total, progress) as bar:
         result = compute(config, on_progress=bar.update, checkpoint=checkpoint)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -197,8 +198,56 @@ def _take_epochs(theta, index):
     return theta[:, index]
 
 
+class Blocks(NamedTuple):
+    """Where one chunk of runs keeps its finished blocks of epochs when it is interrupted (``run_chunks`` makes
+    it, ``train_runs`` uses it): ``kept``, what an interrupted call kept (``kept_blocks``; None: nothing), and
+    ``keep(arrays)``, which stores such arrays in the chunk's place in the checkpoint."""
+
+    kept: dict | None
+    keep: Callable[[dict], None]
+
+
+PARTIAL = "blocks_done"
+"""The array that marks a kept chunk as unfinished: how many blocks of epochs its runs had finished."""
+
+
+def kept_blocks(done: int, epochs: int, length: int, state, pieces: list, kept: list) -> dict[str, np.ndarray]:
+    """What an interrupted ``train_runs`` keeps after its first ``done`` blocks of ``length`` epochs: the
+    runs' ``State`` after them (its leaves, R leading), their metrics (``pieces``: dicts of (R, n) arrays,
+    together (R, done · length)) and their kept students (``kept``: (R, k, P) arrays); ``epochs_done`` is the
+    epoch the state stands at (of ``epochs``)."""
+    leaves = jax.device_get(jax.tree.leaves(state))  # the one copy to the host, made only when asked to stop
+    return {PARTIAL: np.asarray(done), "epochs_done": np.asarray(min(done * length, epochs)),
+            "epochs": np.asarray(epochs), **{f"state_{i}": leaf for i, leaf in enumerate(leaves)},
+            **{f"block_{name}": np.concatenate([p[name] for p in pieces], axis=1) for name in METRICS},
+            "block_kept": np.concatenate(kept, axis=1)}
+
+
+def _restored(kept: dict | None, state, length: int, kept_per_block: list[int], params: int):
+    """(blocks done, their metrics, their kept students, the state after them) from what ``kept_blocks`` kept,
+    the state placed as ``state`` is, for blocks of ``length`` epochs that keep ``kept_per_block`` students
+    each, of ``params`` parameters. None where nothing was kept, or what was kept does not fit (another
+    version's, or a damaged file): the chunk then trains from its start."""
+    if kept is None:
+        return None
+    leaves, tree = jax.tree.flatten(state)
+    try:
+        done = int(kept[PARTIAL])
+        saved = [np.asarray(kept[f"state_{i}"]) for i in range(len(leaves))]
+        students = np.asarray(kept["block_kept"])
+        pieces = {name: np.asarray(kept[f"block_{name}"]) for name in METRICS}
+    except (KeyError, TypeError, ValueError):
+        return None
+    runs = len(leaves[0])
+    if not (1 <= done <= len(kept_per_block) and students.shape == (runs, sum(kept_per_block[:done]), params)
+            and all(a.shape == leaf.shape and a.dtype == leaf.dtype for a, leaf in zip(saved, leaves))
+            and all(a.shape == (runs, done * length) for a in pieces.values())):
+        return None
+    return done, pieces, students, spread(jax.tree.unflatten(tree, saved))
+
+
 def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on_progress=None, keep=(),
-               on_kept=None):
+               on_kept=None, blocks: Blocks | None = None):
     """Train a batch of runs for ``config.epochs`` epochs, block by block.
 
     Returns (metrics: name -> (R, E + 1) numpy arrays, diverged_at (R,), final θ (R, P), the students
@@ -206,6 +255,10 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     after each block with the number of epochs it advanced. ``on_kept(epochs (k,), theta (R, k, P))`` is
     called with each block's kept students while the next block trains, so that host work on them overlaps
     the training.
+
+    blocks: where an interrupt (``KeyboardInterrupt``) keeps the blocks finished by then (their state, metrics
+        and kept students; ``Blocks``), and what an earlier interrupt kept: training goes on from there, as if
+        never stopped, and the blocks it kept count as done for ``on_progress`` and reach ``on_kept`` again.
     """
     spec = spec_of(config)
     epochs = config.epochs
@@ -221,41 +274,79 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     steps = epochs + 1  # the step at epoch E only records the metrics at θ_E (its update is masked)
     length = block_length(epochs)
     keep = np.asarray(keep, int)
-    pieces, kept = [], []
 
     starts = range(0, steps, length)
     wanted_in = [keep[(keep >= start) & (keep < start + length)] for start in starts]
     slots = max(map(len, wanted_in))  # one gather shape for every block: one compile
-
-    def collect(start, wanted, metrics):  # waits for the block that began at epoch ``start``
-        theta = metrics.pop("theta", None)
-        piece = jax.device_get(metrics)
-        pieces.append(piece)
-        if len(wanted):
-            theta = np.asarray(theta)[:, : len(wanted)]
-            # a diverged run's metrics are NaN from its divergence on (and finite before): so is its θ here
-            kept.append(np.where(np.isnan(piece["l2"][:, wanted - start, None]), np.nan, theta))
-        else:
-            kept.append(np.zeros((len(student), 0, student.shape[1])))
+    advanced = [max(0, min(length, epochs - start)) for start in starts]  # epochs each block trains
+    # the results of the blocks on the host, in order: (metrics, kept students (R, k, P), the state after them,
+    # how many blocks are done with them)
+    done = []
+    resumed = _restored(blocks.kept if blocks else None, state, length, list(map(len, wanted_in)), student.shape[1])
+    first = 0
+    if resumed:
+        first, piece, students, state = resumed
+        done.append((piece, students, state, first))
         if on_progress:
-            on_progress(max(0, min(length, epochs - start)))
-        if on_kept and len(wanted):
-            on_kept(wanted, kept[-1])
+            on_progress(sum(advanced[:first]))
+        if on_kept and students.shape[1]:
+            on_kept(np.concatenate(wanted_in[:first]), students)
 
-    pending = None
-    for start, wanted in zip(starts, wanted_in):
-        # keep_theta is static: the same value for every block, so that one compile serves them all
-        state, metrics = _call_block(train_block, spec, hyper, problem, state, start, epochs, len(keep) > 0)
-        if len(wanted):  # only the kept epochs leave the device; queued right behind its block, before the next
-            metrics["theta"] = _take_epochs(metrics["theta"], np.pad(wanted - start, (0, slots - len(wanted)), "edge"))
-        if pending:  # dispatch is asynchronous: the previous block's results are handled while this one runs
-            collect(*pending)
-        pending = (start, wanted, metrics)
-    collect(*pending)
-    out = {k: np.concatenate([p[k] for p in pieces], axis=1)[:, :steps] for k in METRICS}
+    def fetch(block, metrics, after):  # waits for the block; a diverged run's θ is NaN from its divergence on
+        wanted = wanted_in[block]
+        piece = jax.device_get({k: v for k, v in metrics.items() if k != "theta"})
+        if len(wanted):
+            theta = np.asarray(metrics["theta"])[:, : len(wanted)]
+            students = np.where(np.isnan(piece["l2"][:, wanted - starts[block], None]), np.nan, theta)
+        else:
+            students = np.zeros((len(student), 0, student.shape[1]))
+        return piece, students, after, block + 1
+
+    def collect(block, metrics, after):
+        done.append(fetch(block, metrics, after))  # one step: an interrupt finds a block's results whole or absent
+        if on_progress:
+            on_progress(advanced[block])
+        if on_kept and len(wanted_in[block]):
+            on_kept(wanted_in[block], done[-1][1])
+
+    queue = []  # the blocks dispatched, oldest first: (index, metrics, state after it)
+    try:
+        for block in range(first, len(starts)):
+            # keep_theta is static: the same value for every block, so that one compile serves them all
+            state, metrics = _call_block(train_block, spec, hyper, problem, state, starts[block], epochs,
+                                         len(keep) > 0)
+            wanted = wanted_in[block]
+            if len(wanted):  # only the kept epochs leave the device; queued right behind its block, before the next
+                metrics["theta"] = _take_epochs(metrics["theta"],
+                                                np.pad(wanted - starts[block], (0, slots - len(wanted)), "edge"))
+            queue.append((block, metrics, state))
+            if len(queue) > 1:  # dispatch is asynchronous: a block's results are handled while the next one runs
+                collect(*queue.pop(0))
+        if queue:
+            collect(*queue.pop(0))
+    except KeyboardInterrupt:
+        if blocks:
+            _keep_blocks(blocks, done, queue, first, epochs, length, fetch)
+        raise
+    out = {k: np.concatenate([entry[0][k] for entry in done], axis=1)[:, :steps] for k in METRICS}
     # ``stalled`` is recorded per step out of an epoch: shift so that epoch e holds the step into e.
     out["stalled"] = np.concatenate([np.zeros_like(out["stalled"][:, :1]), out["stalled"][:, :epochs]], axis=1)
-    return out, np.asarray(state.diverged_at), np.asarray(state.theta), np.concatenate(kept, axis=1)
+    students = np.concatenate([entry[1] for entry in done], axis=1)
+    return out, np.asarray(state.diverged_at), np.asarray(state.theta), students
+
+
+def _keep_blocks(blocks: Blocks, done: list, queue: list, resumed: int, epochs: int, length: int, fetch) -> None:
+    """On an interrupt of ``train_runs``: keep (``blocks.keep``) the blocks whose results are on the host
+    (``done``), and the next dispatched one (``queue``) if the device has finished it; nothing when no block
+    has finished beyond the ``resumed`` ones. A failed write keeps nothing: the interrupted command says what
+    the checkpoint holds."""
+    count = done[-1][3] if done else 0
+    ready = [entry for entry in queue if entry[0] == count and all(a.is_ready() for a in jax.tree.leaves(entry[1:]))]
+    finished = done + [fetch(*entry) for entry in ready]
+    if finished and finished[-1][3] > resumed:
+        with contextlib.suppress(OSError, ValueError):
+            blocks.keep(kept_blocks(finished[-1][3], epochs, length, finished[-1][2],
+                                    [entry[0] for entry in finished], [entry[1] for entry in finished]))
 
 
 def chunk_runs() -> int:
@@ -336,10 +427,14 @@ def _fits(chunk: dict, runs: int, expect: dict[str, tuple[int, ...]]) -> bool:
     return set(chunk) == set(expect) and all(np.shape(chunk[k]) == (runs, *expect[k]) for k in expect)
 
 
-def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None], dict], expect: dict,
-               on_progress=None, checkpoint=None) -> dict:
-    """Apply ``work(index, progress)`` to run indices 1..R in chunks of ``chunk_runs()`` rounded up to a
-    whole number per device (the last chunk padded by repeating its final index; only the genuine runs'
+CHUNK_KEY = re.compile(r"(?P<phase>.*?)runs-(?P<first>\d+)-(?P<size>\d+)")
+"""The checkpoint key of a chunk of runs (``run_chunks``): an optional phase prefix, its first run, its size."""
+
+
+def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | None, Blocks | None], dict],
+               expect: dict, on_progress=None, checkpoint=None) -> dict:
+    """Apply ``work(index, progress, blocks)`` to run indices 1..R in chunks of ``chunk_runs()`` rounded up to
+    a whole number per device (the last chunk padded by repeating its final index; only the genuine runs'
     results are kept) and concatenate the arrays it returns along axis 0.
 
     on_progress(n): called as run-epochs complete (R · ``epochs`` in total); ``work`` gets ``progress``,
@@ -347,7 +442,10 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
     expect: name -> trailing shape (after the runs) of each array ``work`` returns.
     checkpoint: optional object with ``load(key) -> dict | None`` and ``save(key, dict)``; a chunk it
         already holds is not recomputed, so an interrupted experiment resumes where it stopped (one that
-        does not fit ``expect``, kept by another version or damaged, is computed again).
+        does not fit ``expect``, kept by another version or damaged, is computed again). ``work`` gets the
+        chunk's ``Blocks`` (None without a checkpoint) to hand to ``train_runs``: an interrupt keeps the
+        blocks of epochs that the chunk finished in the chunk's place, marked ``PARTIAL``, and the chunk
+        goes on from them.
     """
     chunk = chunk_size(runs)
     parts = []
@@ -356,17 +454,54 @@ def run_chunks(runs: int, epochs: int, work: Callable[[np.ndarray, Callable | No
         real = int(np.sum(index <= runs))
         key = f"runs-{first:06d}-{chunk}"
         done = checkpoint.load(key) if checkpoint else None
+        partial = done if done is not None and PARTIAL in done else None
         if done is not None and not _fits(done, real, expect):
-            done = None  # a kept chunk from another version or a damaged one: computed again
+            done = None  # unfinished, or a kept chunk from another version or a damaged one: computed
         if done is None:
             progress = (lambda n, real=real: on_progress(n * real)) if on_progress else None
-            done = {k: np.asarray(v)[:real] for k, v in work(np.minimum(index, runs), progress).items()}
+            blocks = Blocks(partial, lambda arrays, key=key, real=real: checkpoint.save(
+                key, {**arrays, "trainings": np.asarray(real)})) if checkpoint else None
+            done = {k: np.asarray(v)[:real] for k, v in work(np.minimum(index, runs), progress, blocks).items()}
             if checkpoint:
-                checkpoint.save(key, done)
+                checkpoint.save(key, done)  # in the place of the blocks kept so far
         elif on_progress:
             on_progress(real * epochs)
         parts.append(done)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def kept_work(checkpoint) -> str:
+    """What ``checkpoint`` (a ``store.Checkpoint``) holds of its experiment, for people: per phase, the
+    trainings whose chunks finished and those an interrupt left part-way, with the epoch they stand at, e.g.
+    ``trainings 1–20 finished; trainings 21–30 trained to epoch 138 of 500``; "" when it holds nothing."""
+    phases: dict[str, list] = {}
+    for key in checkpoint.keys():
+        match, arrays = CHUNK_KEY.fullmatch(key), checkpoint.load(key)
+        if match is None or not arrays:
+            continue
+        first = int(match["first"])
+        if PARTIAL in arrays:
+            last, stand = first + int(arrays["trainings"]) - 1, (int(arrays["epochs_done"]), int(arrays["epochs"]))
+        else:
+            last, stand = first + len(next(iter(arrays.values()))) - 1, None
+        phases.setdefault(match["phase"].rstrip("-"), []).append((first, last, stand))
+    parts = []
+    for phase, chunks in phases.items():
+        merged: list[list] = []
+        for first, last, stand in sorted(chunks):
+            if merged and stand is None and merged[-1][2] is None and merged[-1][1] + 1 == first:
+                merged[-1][1] = last  # consecutive finished chunks read as one range
+            else:
+                merged.append([first, last, stand])
+        text = "; ".join(f"{_runs(first, last)} " + ("finished" if stand is None else
+                                                     f"trained to epoch {stand[0]} of {stand[1]}")
+                         for first, last, stand in merged)
+        parts.append(f"{phase} phase: {text}" if phase else text)
+    return "; ".join(parts)
+
+
+def _runs(first: int, last: int) -> str:
+    return f"training {first}" if first == last else f"trainings {first}–{last}"
 
 
 class Plan(NamedTuple):
@@ -418,7 +553,7 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
     cache = {} if len(draws) < trainings else None  # trainings that share their draws: draw each once
     compiling = []  # started by the first chunk that trains (none when a checkpoint holds every chunk)
 
-    def work(pick, progress):
+    def work(pick, progress, blocks):
         if not compiling:
             compiling.append(compile_ahead(config, len(pick), keep_theta=len(keep) > 0))
         teacher, problem, student, keys = _setup_rows(plan, pick, cache)
@@ -431,7 +566,7 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
                 found[name][:, epochs] = round_down(values, found[name].dtype) if name == "l2_aligned_lower" else values
 
         metrics, diverged, _, kept = train_runs(config, jax.tree.map(lambda a: a[pick], hyper), problem, student,
-                                                keys, progress, keep, measure)
+                                                keys, progress, keep, measure, blocks)
         out = {**metrics, **found, "teacher": teacher, "student_init": student, "diverged_at": diverged}
         if final_only:
             stalled = metrics["stalled"][:, 1:].mean(axis=1) if config.epochs else metrics["stalled"][:, 0]
@@ -448,7 +583,8 @@ def train_plan(plan: Plan, keep: np.ndarray, on_progress=None, checkpoints=None,
     out = {}
     for c in range(len(plan.configs)):
         rows = np.flatnonzero(plan.cell == c)
-        part = run_chunks(len(rows), config.epochs, lambda index, progress, rows=rows: work(rows[index - 1], progress),
+        part = run_chunks(len(rows), config.epochs,
+                          lambda index, progress, blocks, rows=rows: work(rows[index - 1], progress, blocks),
                           expect, on_progress, checkpoints[c] if checkpoints else None)
         for name, values in part.items():
             out.setdefault(name, np.empty((trainings, *values.shape[1:]), values.dtype))[rows] = values

@@ -363,6 +363,10 @@ class Checkpoint:
     def count(self) -> int:
         return len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
 
+    def keys(self) -> list[str]:
+        """The keys of the chunks kept, sorted."""
+        return sorted(path.stem for path in self.folder.glob("*.npz")) if self.folder.is_dir() else []
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -36,9 +36,12 @@ def run(args) -> int:
     try:
         folder, result = stored(config, args)
     except KeyboardInterrupt:
+        from l2rebound.experiments import kept_work
+
         checkpoint = store.Checkpoint(args.out, config)
-        warn(f"interrupted: {checkpoint.count()} finished chunk(s) of runs are kept in {checkpoint.folder}; "
-              "the same command resumes from there")
+        kept = kept_work(checkpoint)
+        warn(f"interrupted: kept in {checkpoint.folder}: {kept}; the same command resumes from there" if kept else
+             "interrupted before any block of epochs finished: nothing was kept; the same command starts over")
         return 130
     with store.lock(args.out, config):  # no --force elsewhere replaces the folder while its figures are written
         return report(folder, result, args.squared)

@@ -68,11 +68,11 @@ def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
     pruned, mask = prune(before, config.prune_threshold)
     seeds = config.seed + np.arange(1, config.runs + 1)
 
-    def finetune(index, progress):
+    def finetune(index, progress, blocks):
         rows = index - 1
         _, problem, _, keys = setup_runs(train, seeds[rows], seeds[rows])
         metrics, diverged, theta, _ = train_runs(tune, hyper_of(tune, len(rows)), problem._replace(mask=mask[rows]),
-                                                 pruned[rows], keys, progress)
+                                                 pruned[rows], keys, progress, blocks=blocks)
         return {**metrics, "diverged_at": diverged, "theta": theta}
 
     students = num_params(config.student_dims)

@@ -68,12 +68,12 @@ def _run(config, on_progress, checkpoint) -> RelabelledResult:
     seeds = config.seed + np.arange(1, config.runs + 1)
     X.check_memory(config)
 
-    def work(index, progress):
+    def work(index, progress, blocks):
         rows = seeds[index - 1]
         teacher, problem, student, keys = X.setup_runs(config, rows, rows)
         start = relabel(np.asarray(student), dims, rows).astype(dtype)
         metrics, diverged, _, kept = X.train_runs(config, X.hyper_of(config, len(rows)), problem, start, keys,
-                                                  progress, keep)
+                                                  progress, keep, blocks=blocks)
         found = X.distances(kept, np.asarray(problem.teacher)[:, None], dims, config.align_budget)
         for name in DISTANCES:
             metrics[name] = np.full(metrics["l2"].shape, np.nan, dtype)
