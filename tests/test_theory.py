@@ -308,3 +308,58 @@ def test_analyze_of_a_sweep_puts_the_prediction_beside_every_cell(tmp_path, monk
     assert len(list(tmp_path.glob("epoch-*/theory.npz"))) == 4
     monkeypatch.setattr(theory, "analyze", lambda *a, **k: pytest.fail("analysed a stored cell again"))
     assert run_cli("analyze", folder, "--no-progress")[0] == 0  # every cell's analysis is reused
+
+
+def test_a_shared_cache_changes_no_number():
+    configs = [Config(**{**ENGINE, "runs": 2, "epochs": 20}, noise_sigma=s, initial_permut=p, seed=seed,
+                      train="drr", alpha=1e-3) for s, p, seed in ((0.0, 1e-3, 42), (1e-4, 3e-3, 42), (0.0, 1e-3, 7))]
+    results = [run_epoch_experiment(config) for config in configs]
+    cache = {}
+    for result in results:
+        shared, alone = theory.analyze(result, cache=cache), theory.analyze(result)
+        for name, values in alone.items():
+            np.testing.assert_array_equal(shared[name], values, err_msg=name)
+    # the spectra of two draws (seeds 42 and 7) of two runs each, shared by σ = 0 and 1e-4; run 1's Hessian for
+    # each (draw, σ): seed 42 at σ = 0 and 1e-4, seed 7 at σ = 0
+    assert len(cache) == 2 * 2 + 3
+
+
+def test_a_noise_result_with_a_regulariser(tmp_path):
+    from l2rebound.plots import theory_summary, write_theory
+
+    config = Config(experiment="noise", **{k: v for k, v in ENGINE.items() if k != "epochs"}, epochs=40,
+                    noise_levels=(1e-4, 1e-3, 1e-2), train="l1", alpha=1e-4)
+    result = run_noise_experiment(config)
+    analysis = theory.analyze(result)
+    assert analysis["predicted_l2"].shape == (3, 1) and analysis["parts"].shape == (3, 1, 4)
+    assert not np.allclose(analysis["predicted_l2"], analysis["predicted_l2_loss_only"], rtol=1e-3)
+    assert np.abs(analysis["predicted_l2"] / result.metrics["l2"] - 1).max() < \
+        np.abs(analysis["predicted_l2_loss_only"] / result.metrics["l2"] - 1).max()
+    assert "regulariser's drift" in theory_summary(result, analysis)
+    assert len(write_theory(result, analysis, tmp_path)) == 2
+
+
+@pytest.mark.slow
+def test_analyze_recomputes_an_older_analysis_and_refuses_what_it_does_not_model(tmp_path):
+    from conftest import run_cli
+
+    from l2rebound import store
+
+    base = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "10", "--runs",
+            "1", "--out", tmp_path, "--no-progress"]
+    assert run_cli("epoch", *base)[0] == 0
+    folder = next(tmp_path.glob("epoch-*"))
+    assert run_cli("analyze", folder, "--no-progress")[0] == 0
+    stored = store.load_analysis(folder)
+    store.save_analysis(folder, {k: v for k, v in stored.items() if k != "version"})  # as an earlier version wrote
+    code, out, _ = run_cli("analyze", folder, "--no-progress")
+    assert code == 0 and "analysing" in out and "reusing" not in out
+    assert theory.is_current(store.load_analysis(folder))
+    assert run_cli("epoch", *base, "--projection", "margin")[0] == 0
+    margin = next(p for p in tmp_path.glob("epoch-*") if store.load_config(p).projection == "margin")
+    code, _, err = run_cli("analyze", margin)
+    assert code == 2 and "--projection margin" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("sweep", *base, "--grid", "optimizer=gd,adam")
+    assert code == 0, err
+    code, _, err = run_cli("analyze", next(tmp_path.glob("sweep-*")))
+    assert code == 2 and "not --optimizer adam" in err and "a cell of" in err

@@ -125,7 +125,8 @@ def theory_figure(result: Result, analysis: dict) -> Figure:
     axis = 1 if noise else 0  # the runs: (S, R) for the noise experiment, (R, E + 1) for the epoch one
     positive = False  # log scale only with something to show (an exact start trained 0 epochs is all 0)
     curves = [(measured, "measured", STYLE["l2"][1], "-"),
-              (analysis["predicted_l2"], "linear response with the regulariser", "k", "--")]
+              (analysis["predicted_l2"], "linear response" + (" with the regulariser" if regularised(config) else ""),
+               "k", "--")]
     if regularised(config):
         curves.append((analysis["predicted_l2_loss_only"], "linear response, loss alone", "tab:gray", ":"))
     with warnings.catch_warnings():

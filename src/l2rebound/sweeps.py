@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import math
+import shlex
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from l2rebound import registry, store
-from l2rebound.config import Config, ConfigError, option
+from l2rebound.config import Config, ConfigError, flag, option
 from l2rebound.grid import Axis, coordinates, label, python_name
 from l2rebound.results import Result
 
@@ -129,6 +130,11 @@ class SweepResult:
     def name(self) -> str:
         return f"sweep-{sweep_hash(self.base, list(self.axes), list(self.zipped))}"
 
+    def __repr__(self) -> str:
+        fields = " x ".join(a.field for a in self.axes)
+        return (f"{type(self).__name__}({self.base.experiment} over {fields}: {len(self.cells)} cells, "
+                f"{len(self.columns['run'])} runs; stats {', '.join(self.stats)})")
+
     def frame(self) -> pandas.DataFrame:
         """The summary as a pandas DataFrame, one row per cell and run."""
         import pandas as pd
@@ -153,11 +159,16 @@ class SweepResult:
                                  "log": a.log} for a in self.axes],
                        "zip": [list(pair) for pair in self.zipped], "cells": list(self.hashes),
                        "stats": list(self.stats), "facet": list(self.facet)}
-        store.write_atomic(folder / "summary.csv", lambda tmp: self.frame().to_csv(tmp, index=False))
-        store.write_atomic(folder / "summary.parquet", lambda tmp: self.frame().to_parquet(tmp, index=False))
+        self.write_tables(folder)
         self.write_figures(folder)
         store.write_atomic(folder / "sweep.json", lambda tmp: tmp.write_text(json.dumps(description, indent=1)))
         return folder
+
+    def write_tables(self, folder: Path) -> list[Path]:
+        """Write the summary into ``folder`` as ``summary.csv`` and ``summary.parquet`` (atomically)."""
+        return [store.write_atomic(Path(folder) / "summary.csv", lambda tmp: self.frame().to_csv(tmp, index=False)),
+                store.write_atomic(Path(folder) / "summary.parquet",
+                                   lambda tmp: self.frame().to_parquet(tmp, index=False))]
 
     def write_figures(self, folder: Path) -> list[Path]:
         from l2rebound.plots import write_figure
@@ -200,9 +211,41 @@ def load(folder: str | Path) -> SweepResult:
     if len(cells) != len(description["cells"]):
         raise store.StoreError(f"{folder / 'sweep.json'} lists {len(description['cells'])} cells where its grid has "
                                f"{len(cells)}: run the sweep again")
-    results = [store.load(folder.parent / f"{base.experiment}-{h}") for h in description["cells"]]
-    return SweepResult.from_results(base, axes, zipped, cells, results, description.get("stats", stats_of(base)[1]),
-                                    description.get("facet", ()))
+    stats, facet = description.get("stats", stats_of(base)[1]), description.get("facet", ())
+    results = []
+    for cell, config_hash in zip(cells, description["cells"]):
+        cell_folder = folder.parent / f"{base.experiment}-{config_hash}"
+        if not store.is_finished(cell_folder):
+            where = ", ".join(f"{option(k)}={label(v)}" for k, v in cell.items())
+            raise store.StoreError(f"the cell {where} of {folder} is not stored ({cell_folder} is gone): "
+                                   f"`{command(base, axes, zipped, folder.parent, stats, facet)}` computes it again "
+                                   "and reuses the stored cells")
+        results.append(store.load(cell_folder))
+    return SweepResult.from_results(base, axes, zipped, cells, results, stats, facet)
+
+
+def command(base: Config, axes: list[Axis], zipped, out: Path, stats=(), facet=()) -> str:
+    """The ``l2rebound sweep`` command line of the sweep of ``base`` over ``axes`` (``zipped`` pairs) stored under
+    ``out``, with its ``stats`` (left out when the default) and ``facet``: run again, it trains only the cells
+    that are not stored."""
+
+    def text(value) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value) if isinstance(value, float) \
+            else str(value)
+
+    words = ["l2rebound", "sweep", "--out", str(out)]
+    if base.experiment != Config.experiment:
+        words += ["--experiment", base.experiment]
+    for name, value in base.changed_fields().items():  # the swept ones too: the same base, the same sweep folder
+        words += [flag(name), text(value)]
+    for axis in axes:
+        words += ["--grid", f"{option(axis.field)}=" + ("/" if isinstance(axis.values[0], tuple) else ",").join(
+            map(text, axis.values))]
+    words += [word for pair in zipped for word in ("--zip", ",".join(map(option, pair)))]
+    if tuple(stats) and tuple(stats) != stats_of(base)[1]:
+        words += ["--stat", ",".join(stats)]
+    words += [word for field in facet for word in ("--facet", option(field))]
+    return shlex.join(words)
 
 
 THEORY_STATS = ("rebound", "l2_min_epoch")
@@ -220,17 +263,18 @@ def with_theory(result: SweepResult, predicted: list) -> SweepResult:
 
 def theory_table(result: SweepResult) -> str:
     """Plain text for a sweep ``with_theory``: per cell, the mean over finished runs of each measured statistic
-    and of its prediction, and the largest gap over its runs (relative for the rebound's excess ℓ₂(E)/min − 1,
-    in epochs for the epoch of the minimum)."""
-    frame = result.frame()
-    frame = frame[frame.diverged_at < 0]
+    and of its prediction, and the largest absolute gap between the two over its finished runs (NaN for a
+    cell whose runs all diverged)."""
+    every = result.frame()
     fields = [a.field for a in result.axes]
-    frame = frame.assign(rebound_gap=((frame.rebound_predicted - 1) / (frame.rebound - 1) - 1).abs(),
+    frame = every[every.diverged_at < 0]
+    frame = frame.assign(rebound_gap=(frame.rebound_predicted - frame.rebound).abs(),
                          l2_min_epoch_gap=(frame.l2_min_epoch_predicted - frame.l2_min_epoch).abs())
     columns = ["rebound", "rebound_predicted", "rebound_gap", "l2_min_epoch", "l2_min_epoch_predicted",
                "l2_min_epoch_gap"]
-    table = frame.groupby(fields, sort=False)[columns].agg(["mean", "max"])
-    heads = ("rebound", "predicted", "excess gap", "epoch of min", "predicted", "gap (epochs)")
+    cells = every.groupby(fields, sort=False).size().index  # every cell, those whose runs all diverged too
+    table = frame.groupby(fields, sort=False)[columns].agg(["mean", "max"]).reindex(cells)
+    heads = ("rebound", "predicted", "gap", "epoch of min", "predicted", "gap (epochs)")
     lines = ["  ".join(f"{option(f):>14}" for f in fields) + "  " + "  ".join(f"{h:>12}" for h in heads)]
     for key, row in table.iterrows():
         key = key if isinstance(key, tuple) else (key,)

@@ -185,6 +185,7 @@ def _drift(h, teacher, start, noise, sigmas, hyper: Hyper, learning_rate, rule: 
     return jax.vmap(one)(sigmas)
 
 
+@float64
 def regularised_response(gn: Spectrum, teacher, delta0, g_unit, sigmas, learning_rate: float, epochs: int,
                          hyper: Hyper, rule: str, dims: tuple[int, ...], rtol: float | None = None) -> dict:
     """The linear response with the regulariser of the training rule ``rule`` kept exact (module docstring),
@@ -282,10 +283,21 @@ def strengths(config) -> Hyper:
     return Hyper(*(np.float64(v) for v in (0.0, 0.0, config.alpha, config.beta, config.rho, config.margin)))
 
 
+THEORY_VERSION = 2
+"""Stored with every analysis (``version``): raise it with any change that alters an analysis's numbers, so that
+a stored one computed by older code is computed again. 2: the regulariser kept exact."""
+
+
 def is_current(analysis: dict | None) -> bool:
-    """Whether a stored analysis holds what this version's ``analyze`` returns (one stored before the
-    regulariser was modelled lacks the loss-only prediction and the parts: it is computed again)."""
-    return analysis is not None and {"predicted_l2_loss_only", "parts"} <= set(analysis)
+    """Whether a stored analysis was computed by this version's ``analyze`` (``THEORY_VERSION``)."""
+    return analysis is not None and "version" in analysis and int(analysis["version"]) == THEORY_VERSION
+
+
+def _drawn(config) -> tuple:
+    """What a run's teacher, its training inputs and its unit noise depend on besides the seeds: runs of two
+    configs that agree here (and in their seeds) have the same spectrum and noise pull."""
+    return (config.teacher_dims, config.student_dims, config.bias_init, config.projection, config.margin,
+            config.dataset_size, config.dtype)
 
 
 @float64
@@ -311,7 +323,6 @@ def analyze(result, on_progress=None, cache: dict | None = None) -> dict[str, np
       curves only: flat_fraction (R, K, 3) of ‖θ_s − θ_t‖² at the kept epochs (K,) in the null, the
           unsettled, and all but the stiffest direction (k = null, unsettled, P − 1 flattest).
     """
-    from l2rebound.config import pack_key
     from l2rebound.experiments import setup_runs  # experiments imports the engine; keep theory light
 
     if not result.spec.theory:
@@ -330,12 +341,12 @@ def analyze(result, on_progress=None, cache: dict | None = None) -> dict[str, np
     teachers, starts = np.asarray(problem.teacher, np.float64), np.asarray(student, np.float64)
     splits = Split(*(np.asarray(a, np.float64) for a in problem.train))
     sigmas = np.asarray(result.levels, float) if noise else np.array([config.noise_sigma])
-    hyper, drawn = strengths(config), pack_key(config)
+    hyper, drawn = strengths(config), (_drawn(config), noise)
     out = {name: [] for name in ("predicted_l2", "predicted_l2_loss_only", "parts", "gn_eigenvalues", "unsettled",
                                  "null", "flat_fraction")}
     for r in range(config.runs):
         teacher, train = teachers[r], Split(*(a[r] for a in splits))
-        key = (drawn, int(teacher_seeds[r]), int(runs[r]))
+        key = (drawn, int(teacher_seeds[r]), int(config.seed + runs[r]))
         if key not in cache:
             cache[key] = _teacher_terms(teacher, dims, train)
         gn, unit = cache[key]
@@ -363,9 +374,10 @@ def analyze(result, on_progress=None, cache: dict | None = None) -> dict[str, np
         out["predicted_l2"], out["predicted_l2_loss_only"] = out["predicted_l2"].T, out["predicted_l2_loss_only"].T
         out["parts"] = out["parts"].transpose(1, 0, 2)
     sigma = float(np.max(sigmas))
-    key = (drawn, int(teacher_seeds[0]), int(runs[0]), sigma)
+    key = (drawn, int(teacher_seeds[0]), int(config.seed + runs[0]), sigma)
     if key not in cache:
         train = Split(*(a[0] for a in splits))
         cache[key] = np.linalg.eigvalsh(np.asarray(hessian(teachers[0], dims, train.x, train.labels(sigma))))
     out["hessian_eigenvalues"] = cache[key]
+    out["version"] = np.asarray(THEORY_VERSION)
     return out

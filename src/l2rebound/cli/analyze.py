@@ -57,6 +57,9 @@ def refused(folder: Path, config, kind: str) -> str | None:
         return f"{folder}: the linear-response theory does not model the {kind} experiment"
     if config.optimizer != "gd":
         return f"{folder}: the linear-response theory models plain gradient descent, not --optimizer {config.optimizer}"
+    if config.projection == "margin" and config.projection_frequency:
+        return (f"{folder}: the linear-response theory leaves the projection out, and --projection margin moves the "
+                "student by up to --margin every few epochs: analyse a run with --projection-frequency 0 or the jitter")
     return None
 
 
@@ -108,10 +111,11 @@ def analyze_sweep(folder: Path, force: bool, no_progress: bool) -> int:
 
     sweep = sweeps.load(folder)
     base = sweep.base
-    reason = refused(folder, base, base.experiment)
-    if reason:
-        return fail(reason)
     cells = [Path(folder).parent / f"{base.experiment}-{cell}" for cell in sweep.hashes]
+    for cell in cells:  # any field may be swept, the optimiser and the projection too
+        reason = refused(cell, store.load_config(cell), base.experiment)
+        if reason:
+            return fail(f"{reason} (a cell of {folder})")
     print(f"analysing the {len(cells)} cells of {folder}")
     cache, predicted = {}, []
     try:
