@@ -1,6 +1,7 @@
 """The frozen config: validation, identity (hash) and names."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -57,3 +58,31 @@ def test_presets_are_valid_and_frozen():
         c = Config(**preset)
         with pytest.raises(dataclasses.FrozenInstanceError):
             c.seed = 1
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"runs": "3"}, "--runs must be an integer, not str (got '3')"),
+    ({"runs": None}, "--runs must be an integer, not NoneType"),
+    ({"runs": True}, "--runs must be an integer, not bool"),
+    ({"learning_rate": "1e-2"}, "--learning-rate must be a number, not str"),
+    ({"runs": 2.5}, "--runs must be an integer (got 2.5)"),
+    ({"runs": float("inf")}, "--runs must be an integer (got inf)"),
+    ({"seed": 2**64}, "--seed must be an integer below 2^62 in size"),
+    ({"teacher_dims": "2,4,1"}, "--teacher-dims must be a sequence of integer layer widths"),
+    ({"teacher_dims": (2, 4.5, 1)}, "--teacher-dims must be a sequence of integer layer widths"),
+    ({"noise_levels": 1e-3, "experiment": "noise"}, "--noise-levels must be a sequence of numbers"),
+])
+def test_a_value_of_the_wrong_type_is_named_as_such(changes, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        Config(**changes)
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        Config(**PRESETS["A"]).replace(**changes)
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    config = Config(runs=np.int64(3), learning_rate=np.float32(0.5), teacher_dims=[2, np.int64(5), 1])
+    assert (config.runs, config.learning_rate, config.teacher_dims) == (3, 0.5, (2, 5, 1))
+    assert type(config.runs) is int and all(type(d) is int for d in config.teacher_dims)
+    assert config.config_hash() == Config(runs=3, learning_rate=0.5, teacher_dims=(2, 5, 1)).config_hash()

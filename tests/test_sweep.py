@@ -231,3 +231,56 @@ def test_dask_survives_a_killed_worker_with_the_same_numbers(tmp_path):
     import pandas as pd
 
     pd.testing.assert_frame_equal(remote, local)
+
+
+def test_plot_of_a_sweep_names_the_command_that_recomputes_a_deleted_cell_and_restores_its_summary(tmp_path):
+    import shlex
+    import shutil
+
+    out = tmp_path / "out"
+    code, _, err = run_cli("sweep", *CLI_TINY, "--train", "drr", "--grid", "alpha=1e-4,1e-3", "--grid",
+                           "teacher-dims=2,4,1/2,5,1", "--out", out)
+    assert code == 0, err
+    folder = next(out.glob("sweep-*"))
+    summary = {name: (folder / name).read_bytes() for name in ("summary.csv", "summary.parquet")}
+    for name in summary:
+        (folder / name).unlink()
+    code, text, err = run_cli("plot", folder)
+    assert code == 0, err
+    assert {name: (folder / name).read_bytes() for name in summary} == summary  # restored as they were
+
+    cell = store.result_dir(out, TINY.replace(train="drr", alpha=1e-3, teacher_dims=(2, 5, 1)))
+    shutil.rmtree(cell)
+    code, _, err = run_cli("plot", folder)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "the cell alpha=0.001, teacher-dims=2,5,1" in err and "--force" not in err
+    command = shlex.split(err.split("`")[1])
+    assert command[:2] == ["l2rebound", "sweep"]
+    code, text, err = run_cli(*command[1:], "--no-progress")
+    assert code == 0, err
+    assert "3 stored, 1 to train" in text and cell.is_dir() and next(out.glob("sweep-*")) == folder
+    assert run_cli("plot", folder)[0] == 0
+
+
+def test_a_sweep_result_is_one_line_and_a_scalar_grid_is_refused_in_one_line(tmp_path):
+    result = l2rebound.sweep(TINY, {"learning_rate": [1e-2, 2e-2]}, out=tmp_path, progress=False)
+    assert repr(result) == "SweepResult(epoch over learning_rate: 2 cells, 4 runs; stats rebound, l2_min_epoch)"
+    for grid in ({"learning_rate": 1e-2}, {"train": "drr"}):
+        with pytest.raises(ConfigError, match=f"--grid {next(iter(grid)).replace('_', '-')}: expects a list"):
+            l2rebound.sweep(TINY, grid, out=tmp_path, progress=False)
+
+
+def test_a_sweep_without_out_is_computed_in_memory_like_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    grid = {"learning_rate": [1e-2, 2e-2]}
+    in_memory = l2rebound.sweep(TINY, grid, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"] and not list((tmp_path / "tmp").iterdir())
+    stored = l2rebound.sweep(TINY, grid, out=tmp_path / "out", progress=False)
+    assert in_memory.frame().equals(stored.frame())
+    with pytest.raises(ConfigError, match="needs out="):
+        l2rebound.sweep(TINY, grid, engine="dask", scheduler="tcp://localhost:1", progress=False)

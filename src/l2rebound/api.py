@@ -18,8 +18,9 @@ Nothing global changes: JAX's settings are scoped to each call, and the engine i
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -233,22 +234,37 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
 
 def sweep(config: Config | None = None, grid: dict | None = None, *, preset: str | None = None, zip=(),
           engine: str = "local", workers: int | None = None, scheduler: str | None = None,
-          out: str | Path = "results", force: bool = False, progress: bool = True, yes: bool = False, stats=None,
+          out: str | Path | None = None, force: bool = False, progress: bool = True, yes: bool = False, stats=None,
           facet=(), **fields) -> SweepResult:
     """Sweep the config (``config``, or the preset ``preset``, with ``fields`` changed) over ``grid``, a dict
     from field names (``"learning_rate"`` or ``"learning-rate"``) to lists of values, e.g.
     ``sweep(preset="A", grid={"learning_rate": [1e-3, 1e-2], "alpha": [1e-5, 1e-4]})``. ``zip``: pairs of
-    fields whose lists vary together. Cells are stored under ``out`` (reused when stored); ``engine``
-    ``"dask"`` trains them on a local cluster of ``workers`` processes or on the cluster at ``scheduler``.
-    ``stats`` and ``facet`` choose the figures (``sweeps.stat_figure``). Returns the ``SweepResult``
-    (``.frame()``: one row per cell and run)."""
+    fields whose lists vary together. ``engine`` ``"dask"`` trains the cells on a local cluster of ``workers``
+    processes or on the cluster at ``scheduler``. ``stats`` and ``facet`` choose the figures
+    (``sweeps.stat_figure``). Returns the ``SweepResult`` (``.frame()``: one row per cell and run).
+
+    out: a store root, as for ``run``. Given, every cell is stored there as an ordinary result (a stored cell is
+        reused, so an interrupted sweep resumes) and the sweep's folder ``out/sweep-<hash>`` beside them. None:
+        computed in memory, as ``run`` computes, through a temporary store that is removed before it returns
+        (``SweepResult.save`` stores the sweep's folder later, without its cells); a cluster at ``scheduler``
+        needs ``out``, a store its workers see."""
     from l2rebound.grid import make_axis
 
     if not grid:
         raise ConfigError("sweep needs a grid: {field: [values, ...], ...}")
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"sweep's grid is a dict {{field: [values, ...], ...}}, not {type(grid).__name__}")
     axes = [make_axis(field, values) for field, values in grid.items()]
-    return execute_sweep(build(config, preset, **fields), axes, list(zip), out=out, engine=engine, workers=workers,
-                         scheduler=scheduler, force=force, progress=progress, yes=yes, stats=stats, facet=facet)[1]
+    base = build(config, preset, **fields)
+    options = dict(engine=engine, workers=workers, scheduler=scheduler, force=force, progress=progress, yes=yes,
+                   stats=stats, facet=facet)
+    if out is not None:
+        return execute_sweep(base, axes, list(zip), out=out, **options)[1]
+    if scheduler:
+        raise ConfigError("a sweep on the cluster at scheduler= needs out=: a store that its workers see at the same "
+                          "path")
+    with tempfile.TemporaryDirectory(prefix="l2rebound-sweep-") as store_root:
+        return execute_sweep(base, axes, list(zip), out=store_root, **options)[1]
 
 
 def load(path: str | Path) -> Result:

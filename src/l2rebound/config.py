@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -183,18 +186,27 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            kind = type(f.default)
+            kind, value = type(f.default), getattr(self, f.name)
             if kind in (int, float):
-                value = getattr(self, f.name)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                        kind is int and not (value == value and abs(value) < INT_LIMIT and value == int(value))):
-                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'} "
-                                      f"below 2^62 in size (got {value!r})")
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'}, not "
+                                      f"{type(value).__name__} (got {value!r})")
+                if kind is int and not (math.isfinite(value) and value == int(value)):
+                    raise ConfigError(f"{flag(f.name)} must be an integer (got {value!r})")
+                if kind is int and abs(value) >= INT_LIMIT:
+                    raise ConfigError(f"{flag(f.name)} must be an integer below 2^62 in size (got {value!r})")
                 object.__setattr__(self, f.name, kind(value))
+            elif f.name in ("teacher_dims", "student_dims", "noise_levels") and value is not None:
+                what = numbers.Real if f.name == "noise_levels" else numbers.Integral
+                if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or not all(
+                        isinstance(v, what) and not isinstance(v, bool) for v in value):
+                    raise ConfigError(f"{flag(f.name)} must be a sequence of "
+                                      + ("numbers, e.g. (1e-3, 1e-2)" if what is numbers.Real
+                                         else "integer layer widths, e.g. (2, 25, 25, 1)") + f" (got {value!r})")
         if self.student_dims is None:
             object.__setattr__(self, "student_dims", self.teacher_dims)
-        object.__setattr__(self, "teacher_dims", tuple(self.teacher_dims))
-        object.__setattr__(self, "student_dims", tuple(self.student_dims))
+        object.__setattr__(self, "teacher_dims", tuple(map(int, self.teacher_dims)))
+        object.__setattr__(self, "student_dims", tuple(map(int, self.student_dims)))
         object.__setattr__(self, "noise_levels", tuple(float(v) for v in self.noise_levels))
         self._validate()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -97,6 +98,8 @@ def make_axis(field: str, values, log: bool | None = None) -> Axis:
     """``Axis`` of ``field`` (either spelling) over ``values`` (Python values), refusing an empty or repeated
     list; ``log`` by default when every value is a positive float and they span more than a decade."""
     field = field_name(field)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):  # a string would be its letters
+        raise ConfigError(f"--grid {option(field)}: expects a list of values, got {values!r}")
     values = tuple(_typed(field, v) for v in values)
     if not values:
         raise ConfigError(f"--grid {option(field)}: no values")

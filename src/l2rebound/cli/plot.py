@@ -11,9 +11,10 @@ COMMAND = "plot"
 
 def add(commands) -> None:
     plot = commands.add_parser(COMMAND, help="redraw the figures of a stored result (no training)",
-                               description="Redraw figures and the summary from a stored result folder.")
+                               description="Redraw figures and the summary from a stored result folder; of a sweep's "
+                                           "folder, its figures and its summary tables.")
     plot.add_argument("folders", nargs="+", type=Path, metavar="FOLDER",
-                      help="result folder(s) OUT/<experiment>-<hash>")
+                      help="result folder(s) OUT/<experiment>-<hash>, or sweep folder(s) OUT/sweep-<hash>")
     plot.add_argument("--squared", action="store_true", help="plot ℓ₂² instead of ℓ₂ (noise results: and fit it)")
     plot.set_defaults(handler=run)
 
@@ -23,7 +24,10 @@ def run(args) -> int:
 
     for folder in args.folders:
         if sweeps.is_sweep(folder):
-            for path in sweeps.load(folder).write_figures(folder):
+            result = sweeps.load(folder)
+            for path in result.write_tables(folder):  # restored if they were deleted
+                print(f"table: {path}")
+            for path in result.write_figures(folder):
                 print(f"figure: {path}")
             continue
         with held(folder) as result:
