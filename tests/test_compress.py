@@ -11,6 +11,7 @@ from conftest import run_cli
 import l2rebound
 from l2rebound import store
 from l2rebound.config import Config, ConfigError, presets
+from l2rebound.kinds.compress.result import set_up_warnings
 from l2rebound.layout import draw_glorot, num_params
 from l2rebound.nets import pad
 from l2rebound.pruning import alive_units, bias_mask, prune, recovery, teacher_support
@@ -136,7 +137,23 @@ def test_the_command_writes_the_table_and_the_figures(tmp_path):
     assert (folder / "compression.csv").is_file()
     for view in ("networks", "comparison", "absolute"):
         assert list(folder.glob(f"*_{view}.png")), view
-    assert "support" in out
+    assert "support" in out and "warning" not in err  # a wider student under a regulariser: nothing to warn of
+
+
+def test_a_set_up_that_cannot_compress_says_so():
+    """Without --student-dims the student is as wide as its teacher, and under the default vanilla rule the
+    trained student is a vanilla one: the same numbers, which a warning line explains."""
+    same = l2rebound.run(Config(experiment="compress", teacher_dims=(2, 3, 1), dataset_size=64, test_set_size=16,
+                                epochs=5, runs=2, initial_permut=1e-2), progress=False)
+    for column in ("l2_aligned", "clean_test_loss"):
+        np.testing.assert_array_equal(same.compression[f"{column}_before"], same.compression[f"{column}_vanilla"])
+    lines = same.warnings()
+    assert len(lines) == 2 and "as wide as its teacher" in lines[0]
+    assert "'trained' and 'vanilla' are the same student" in lines[1]
+    assert not set_up_warnings(presets["D"]) and not set_up_warnings(NEAR)
+    assert set_up_warnings(NEAR.replace(train="vanilla")) == [
+        "warning: --train vanilla: the trained student is trained by the vanilla rule too; compare a regulariser "
+        "with it (--train drr or l1, as --preset D)"]  # fine-tuned: the two differ, but not by a regulariser
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -153,7 +153,7 @@ class CompressionResult(EpochResult):
         return pandas.DataFrame(self.tables()["compression"])
 
     def warnings(self):
-        lines = super().warnings()
+        lines = super().warnings() + set_up_warnings(self.config)
         for phase, what in (("finetune", "fine-tuning its pruned student"),
                             ("vanilla", "training its vanilla student")):
             for run, epoch in enumerate(self.compression[f"diverged_at_{phase}"], start=1):
@@ -172,6 +172,22 @@ class CompressionResult(EpochResult):
 
     def summary(self, squared=False):
         return compression_summary(self) + "\n\ntraining phase:\n" + super().summary(squared)
+
+
+def set_up_warnings(config) -> list[str]:
+    """What makes a compression set-up answer less than it asks: a student as wide as its teacher (no
+    ``student_dims`` given: nothing beyond the teacher to prune), and the vanilla rule, under which the trained
+    student is itself a vanilla student (with no fine-tuning, the same numbers as the "vanilla" one)."""
+    lines = []
+    if config.student_dims == config.teacher_dims:
+        lines.append("warning: the student is as wide as its teacher (no --student-dims): there are no extra units "
+                     "to prune, so the experiment cannot show a compression; --preset D pads a 2,10,5,1 teacher into "
+                     "a 2,25,25,1 student")
+    if config.train == "vanilla":
+        same = ", so 'trained' and 'vanilla' are the same student" if not config.finetune_epochs else ""
+        lines.append(f"warning: --train vanilla: the trained student is trained by the vanilla rule too{same}; "
+                     "compare a regulariser with it (--train drr or l1, as --preset D)")
+    return lines
 
 
 # ---- the numbers ------------------------------------------------------------------------------------------
