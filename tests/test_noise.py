@@ -144,3 +144,21 @@ def test_final_distances_modulo_symmetry(result):
     np.testing.assert_allclose(aligned, l2, rtol=1e-12)
     # the identity is the best alignment here, so one particular g (the normal forms') can do no better
     assert (normal >= aligned * (1 - 1e-12)).all()
+
+
+def test_the_fitted_line_and_the_curve_it_is_drawn_against_are_both_geometric_means():
+    """ℓ₂ = c_r·σ^0.9 exactly, with runs an order of magnitude apart: the fit's line passes through the plotted
+    curve at every level (the arithmetic mean over runs would lie above it)."""
+    from l2rebound.kinds.noise.result import NoiseResult
+    from l2rebound.results import COLUMNS
+
+    config = Config(experiment="noise", teacher_dims=(2, 4, 1), noise_levels=(1e-4, 1e-3, 1e-2, 1e-1), runs=3)
+    sigma = np.asarray(config.noise_levels)
+    l2 = np.array([1e-3, 1e-2, 1e-1]) * sigma[:, None] ** 0.9
+    metrics = {name: l2 if name == "l2" else np.zeros_like(l2) for name in COLUMNS}
+    result = NoiseResult(config, sigma, metrics, np.ones(17), np.zeros((3, 17)), np.full(l2.shape, -1))
+    lines = {line.get_label(): line for line in result.figures()["l2"].axes[0].get_lines()}
+    curve = next(line for label, line in lines.items() if "geometric mean, as the fit" in label)
+    fitted = next(line for label, line in lines.items() if label.startswith("fit "))
+    np.testing.assert_allclose(curve.get_ydata(), fitted.get_ydata(), rtol=1e-12)
+    assert np.all(l2.mean(axis=1) > 3 * curve.get_ydata())

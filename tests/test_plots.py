@@ -63,7 +63,8 @@ def test_svg_carries_titles_and_min_epoch(tmp_path):
     normalised = next(p for p in paths if p.name.endswith("_normalised.svg")).read_text()
     absolute = next(p for p in paths if p.name.endswith("_absolute.svg")).read_text()
     assert "normalised to [0, 1]" in normalised and "averaged over 2 runs" in normalised
-    assert f"min ℓ₂ at epoch {DIP}" in normalised and f"min ℓ₂ at epoch {DIP}" in absolute
+    assert f"minimum of the mean normalised ℓ₂ curve: epoch {DIP}" in normalised
+    assert f"minimum of the mean ℓ₂ curve: epoch {DIP}" in absolute
     assert "1 of 3 runs diverged, not shown" in absolute
     assert "epochs=20; 3 runs" in absolute
 
@@ -72,7 +73,7 @@ def test_summary_reports_min_epoch_and_ratio():
     result = make_result()
     table = summary_table(result)
     rows = {line[:22].strip(): line[22:] for line in table.splitlines()}
-    assert rows["epoch of min ℓ₂"].split() == ["7", "±", "0"]
+    assert rows["epoch of min ℓ₂"].split()[:3] == ["7", "±", "0"]
     l2 = result.metrics["l2"]
     ratio = l2[:, -1] / l2[:, DIP]
     assert float(rows["final/min ratio"].split()[0]) == pytest.approx(ratio.mean(), rel=1e-3)
@@ -127,6 +128,41 @@ def test_aligned_distances_are_a_second_curve_drawn_at_their_epochs(tmp_path):
     rows = {line[:22].strip(): line[22:] for line in summary_table(result).splitlines()}
     assert float(rows["final aligned ℓ₂"].split()[0]) == pytest.approx(0.5 * result.metrics["l2"][:, -1].mean(),
                                                                       rel=1e-3)
+
+
+def test_the_mean_curve_minimum_and_the_runs_minima_are_told_apart():
+    """Two runs with minima at epochs 4 and 16: the figures mark the mean curve's minimum and give the runs' own
+    (10 ± 6), and the summary's row of the runs' own minima names the mean curve's beside it."""
+    t = np.arange(EPOCHS + 1, dtype=float)
+    l2 = np.stack([1 + 0.003 * (t - 4) ** 2, 1.2 + 0.001 * (t - 16) ** 2])
+    result = make_result(l2=l2, runs=2)
+    mean_curve = int(l2.mean(axis=0).argmin())
+    assert mean_curve not in (4, 10, 16)  # three different numbers, as in a real result
+    for view, fig in result.figures().items():
+        legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+        curve = "the mean normalised ℓ₂ curve" if view == "normalised" else "the mean ℓ₂ curve"
+        wanted = int(normalise(l2).mean(axis=0).argmin()) if view == "normalised" else mean_curve
+        assert f"minimum of {curve}: epoch {wanted}; each run's own minimum: epoch 10.0 ± 6.0" in legend, legend
+    row = next(line for line in summary_table(result).splitlines() if line.startswith("epoch of min ℓ₂"))
+    assert row[22:].split()[:3] == ["10", "±", "6"]
+    assert f"(each run's own minimum; the mean curve's: epoch {mean_curve})" in row
+
+
+def test_aligned_distances_are_drawn_where_computed_never_above_the_raw_distance():
+    """The aligned ℓ₂, recorded every 5 epochs, is at most the raw ℓ₂ there; between two kept epochs the raw ℓ₂
+    dips below both. Markers at the kept epochs, no line joining them, never above the raw ℓ₂."""
+    result = make_result()
+    every = np.arange(0, EPOCHS + 1, 5)  # DIP = 7 lies between 5 and 10
+    result.metrics["l2_aligned"][:, every] = 0.999 * result.metrics["l2"][:, every]
+    fig = result.figures()["absolute"]
+    raw = result.metrics["l2"].mean(axis=0)
+    drawn = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("ℓ₂ aligned")]
+    assert len(drawn) == 1 and drawn[0].get_linestyle() == "None"
+    x, y = drawn[0].get_data()
+    np.testing.assert_array_equal(x, every)
+    assert np.all(y <= raw[every])
+    joined = np.interp(DIP, every, result.metrics["l2_aligned"].mean(axis=0)[every])
+    assert joined > raw[DIP]  # what a line between the markers would have shown
 
 
 def test_normalise_ignores_missing_entries():

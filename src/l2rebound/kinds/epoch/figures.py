@@ -14,7 +14,8 @@ from l2rebound.results import finished_metrics, proven_optimal
 
 def figures(result: EpochResult, squared: bool = False) -> dict[str, Figure]:
     """The absolute and the normalised view of ``result``. The upper panel holds ℓ₂ (ℓ₂² with
-    ``squared``, the original figures' quantity) and, where recorded, the aligned ℓ₂; the absolute view also the
+    ``squared``, the original figures' quantity) and, where recorded, the aligned ℓ₂ (markers at the kept
+    epochs); the absolute view also the
     normal-form ℓ₂ unless it is never below the raw ℓ₂ (then the normal form is uninformative; it stays in
     the table), and the mean certified lower bound on the aligned ℓ₂ at the epochs where some run's search
     did not prove its aligned ℓ₂ optimal (elsewhere the two coincide)."""
@@ -35,26 +36,33 @@ def figures(result: EpochResult, squared: bool = False) -> dict[str, Figure]:
     normalised = {k: (normalise(metrics[k]).mean(axis=0), None, None)
                   for k in ("l2", "l2_aligned", "train_loss", "test_loss") if k in recorded}
     absolute = {k: (metrics[k].mean(axis=0), metrics[k].min(axis=0), metrics[k].max(axis=0)) for k in recorded}
-    if "l2_aligned_lower" in absolute:  # a thin line, no band: the aligned curve's band already spans the runs
+    if "l2_aligned_lower" in absolute:  # no band: the aligned distance's bars already span the runs
         absolute["l2_aligned_lower"] = (np.where(unproven, absolute["l2_aligned_lower"][0], np.nan), None, None)
     power = "²" if squared else ""
+    minima = metrics["l2"].argmin(axis=1)  # each run's own; squaring or normalising a run keeps its minimum
     return {
         "absolute": two_panels(absolute, f"Mean over {runs} runs, band: min–max over runs", note, "", log=True,
-                               power=power),
+                               power=power, run_minima=minima),
         "normalised": two_panels(
             normalised, f"Each run's curve normalised to [0, 1] (its min to its max), then averaged over {runs} runs",
-            note, " (normalised)", log=False, power=power),
+            note, " (normalised)", log=False, power=power, run_minima=minima),
     }
 
 
-def two_panels(series: dict, title: str, note: str, scale: str, log: bool, power: str = "") -> Figure:
+MARKERS = {"l2_aligned": ("o", 3), "l2_aligned_lower": ("_", 7), "l2_normal_form": ("s", 3)}
+"""Marker and size of the distances recorded at the kept epochs only: drawn where they were computed, never
+joined (a line between kept epochs would pass above the raw ℓ₂, which bounds them at every epoch)."""
+
+
+def two_panels(series: dict, title: str, note: str, scale: str, log: bool, power: str = "",
+               run_minima=None) -> Figure:
     """ℓ₂ over epochs above, losses below, sharing the epoch axis.
 
     series: metric name (a key of ``STYLE``) -> (centre, low, high), arrays (E + 1,); low and high
-    bound a shaded band, or are None for none. Only the epochs where the centre is finite are drawn
-    (the aligned distances exist every ``align_every`` epochs); ``l2_aligned_lower`` (needs ``l2_aligned``)
-    is drawn thin over the aligned curve's epochs, broken where it is NaN. The minimum of the ℓ₂ centre
-    curve is marked.
+    bound a shaded band, or are None for none. Only the epochs where the centre is finite are drawn: the
+    curves of every epoch as lines, the distances of ``MARKERS`` (recorded every ``align_every`` epochs) as
+    markers at those epochs, their band as a bar at each. The minimum of the ℓ₂ centre curve is marked, and
+    its legend tells it from ``run_minima`` (R,), the epochs of each run's own minimum (their mean ± std).
     title, note: figure title and the small subtitle line; scale: appended to the y labels.
     log: log y-axes, with non-positive values masked (left out) rather than clipped; an axis with no
     positive value at all (an exact start trained 0 epochs) stays linear.
@@ -71,18 +79,24 @@ def two_panels(series: dict, title: str, note: str, scale: str, log: bool, power
         label, colour, style = STYLE[name]
         label = label.replace(L2, L2 + power, 1) if name.startswith("l2") else label
         at = np.flatnonzero(np.isfinite(centre))
-        width = None
-        if name == "l2_aligned_lower":  # NaN where it equals the aligned distance: the line breaks there
-            at, width = np.flatnonzero(np.isfinite(series["l2_aligned"][0])), 0.8
         if np.any(centre[at] > 0):
             positive.add(ax)
-        ax.plot(at, shown(centre[at]), color=colour, ls=style, lw=width, label=label)
+        if name in MARKERS:
+            marker, size = MARKERS[name]
+            ax.plot(at, shown(centre[at]), marker, ls="none", color=colour, ms=size, mfc="none", label=label)
+            if low is not None:
+                ax.vlines(at, shown(low[at]), shown(high[at]), color=colour, alpha=0.35, lw=1)
+            continue
+        ax.plot(at, shown(centre[at]), color=colour, ls=style, label=label)
         if low is not None:
             ax.fill_between(at, shown(low[at]), shown(high[at]), color=colour, alpha=0.2, lw=0)
     l2 = series["l2"][0]
     best = int(np.argmin(l2))
+    mean_curve = f"the mean{' normalised' if scale else ''} {L2}{power} curve"
+    own = "" if run_minima is None else (f"; each run's own minimum: epoch {np.mean(run_minima):.1f} ± "
+                                          f"{np.std(run_minima):.1f}")
     top.plot([best], shown(l2[best : best + 1]), "o:", color="k", mfc=STYLE["l2"][1], lw=0.8,
-             label=f"min {L2}{power} at epoch {best}")
+             label=f"minimum of {mean_curve}: epoch {best}{own}")
     for ax in (top, bottom):
         ax.axvline(best, color="k", ls=":", lw=0.8)
         ax.set_yscale("log" if log and ax in positive else "linear")

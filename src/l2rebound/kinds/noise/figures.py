@@ -14,9 +14,10 @@ from l2rebound.plots import L2, STYLE, against_noise, subtitle
 
 
 def figures(result: NoiseResult, squared: bool = False) -> dict[str, Figure]:
-    """``{"l2": figure}``: ℓ₂ (or ℓ₂²) after training against σ on log–log axes: mean over runs with the
-    min–max band, the fitted power law with k and its 95% interval, and the levels left out of the fit
-    (precision floor) in grey."""
+    """``{"l2": figure}``: ℓ₂ (or ℓ₂²) after training against σ on log–log axes: the geometric mean over runs
+    with the min–max band, the fitted power law with k and its 95% interval, and the levels left out of the fit
+    (precision floor) in grey. The fit is of log ℓ₂ with one intercept per run, its c the geometric mean of
+    theirs, so the curve it is drawn against is the geometric mean too (the arithmetic one lies above it)."""
     power = 2 if squared else 1
     name = f"{L2}²" if squared else L2
     finished = np.where(np.asarray(result.diverged_at) < 0, result.metrics["l2"] ** power, np.nan)
@@ -25,15 +26,16 @@ def figures(result: NoiseResult, squared: bool = False) -> dict[str, Figure]:
     fit = fit_or_none(result, squared)
     floor = precision_floor(result)
     sigma = result.levels
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN levels stay NaN
-        mean, low, high = np.nanmean(finished, 1), np.nanmin(finished, 1), np.nanmax(finished, 1)
+        mean = np.exp(np.nanmean(np.log(finished), 1))  # ℓ₂ = 0 (σ = 0) gives 0, left out of the log axes
+        low, high = np.nanmin(finished, 1), np.nanmax(finished, 1)
     shown = sigma > 0
     fig = Figure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()
     colour = STYLE["l2"][1]
     ax.fill_between(sigma[shown], low[shown], high[shown], color=colour, alpha=0.2, lw=0, label="min–max over runs")
-    ax.plot(sigma[shown], mean[shown], "-", color=colour, label=f"{name} after training (mean)")
+    ax.plot(sigma[shown], mean[shown], "-", color=colour, label=f"{name} after training (geometric mean, as the fit)")
     ax.plot(sigma[shown & ~floor], mean[shown & ~floor], "o", color=colour, ms=4)
     if np.any(floor & shown):
         ax.plot(sigma[floor & shown], mean[floor & shown], "o", mfc="none", color="gray", ms=6,
