@@ -86,3 +86,15 @@ def test_numpy_numbers_are_numbers():
     assert (config.runs, config.learning_rate, config.teacher_dims) == (3, 0.5, (2, 5, 1))
     assert type(config.runs) is int and all(type(d) is int for d in config.teacher_dims)
     assert config.config_hash() == Config(runs=3, learning_rate=0.5, teacher_dims=(2, 5, 1)).config_hash()
+
+
+def test_figure_file_names_stay_short():
+    """Every figure's file name, the longest view and extension included, within 120 characters."""
+    from l2rebound.config import presets
+
+    crowded = Config(teacher_dims=(2, *[3] * 19, 1), learning_rate=0.0123456789, noise_sigma=0.000123456789,
+                     initial_permut=0.0314159265, alpha=0.000271828, beta=12.3456789, train="drr", optimizer="adam")
+    for config in [*presets.values(), crowded]:
+        name = f"{config.figure_stem()}_normalised_l2sq.png"
+        assert len(name.encode()) <= 120, name
+    assert crowded.figure_stem().endswith(f"_cfg-{crowded.config_hash()[:8]}")

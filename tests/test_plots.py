@@ -225,3 +225,25 @@ def test_a_result_gives_its_views_as_figures_and_refuses_others():
     assert result.figure("normalised").axes[0].get_yscale() == "linear"
     with pytest.raises(ValueError, match="absolute, normalised"):
         result.figure("spectrum")
+
+
+def test_the_theory_summary_of_a_noise_result_compares_level_by_level():
+    """Levels five decades apart: the summary states the predicted/measured ratio per level and run (here 1.01
+    at the lowest level and 0.99 elsewhere), never a mean of ℓ₂ over the levels, which only the largest fill."""
+    from l2rebound.kinds.noise.result import NoiseResult
+    from l2rebound.plots import theory_summary
+    from l2rebound.results import COLUMNS
+
+    config = Config(experiment="noise", teacher_dims=(2, 4, 1), noise_levels=(1e-5, 1e-3, 1e-1, 1.0), runs=2)
+    sigma = np.asarray(config.noise_levels)
+    l2 = 0.02 * sigma[:, None] * np.array([1.0, 1.5])
+    metrics = {name: l2 if name == "l2" else np.zeros_like(l2) for name in COLUMNS}
+    result = NoiseResult(config, sigma, metrics, np.ones(17), np.zeros((2, 17)), np.full(l2.shape, -1))
+    predicted = l2 * np.where(sigma[:, None] == 1e-5, 1.01, 0.99)
+    analysis = {"predicted_l2": predicted, "parts": np.ones((4, 2, 4)), "gn_eigenvalues": np.ones((2, 17)),
+                "hessian_eigenvalues": np.ones(17), "unsettled": np.ones(2, int), "null": np.zeros(2, int)}
+    first = theory_summary(result, analysis).splitlines()[0]
+    assert first.startswith("final ℓ₂, predicted linear response / measured, per level and finished run (4 levels)")
+    geometric = np.exp(np.mean(np.log(predicted / l2)))
+    assert f"geometric mean {geometric:.6g}, from 0.99 to 1.01; largest relative gap 0.01" in first
+    assert f"{l2.mean():.4g}" not in first

@@ -34,9 +34,11 @@ INT_LIMIT = 2**62
 SEED_LIMIT = 2**53
 """Seeds s with 0 <= s and s + runs <= SEED_LIMIT: every run's seed is then an exact double, so any tool
 that reads ``runs.csv`` gets it exactly (and JAX's 64-bit seed never wraps)."""
-STEM_BYTES = 160
-"""Longest figure-file stem in bytes; a longer one is cut and ends in a hash of the config, so every file
-name stays under the file systems' 255-byte limit."""
+STEM_BYTES = 100
+"""Longest figure-file stem in bytes; a longer one is cut and ends in a hash of the config, so that a figure's
+file name (the stem, its view and extension, e.g. ``_normalised_l2sq.png``) stays within about 120 characters,
+readable in a file browser and far under the file systems' 255-byte limit. The folder already names the config
+by its hash; the figure's subtitle lists every changed field."""
 
 NUMERICS_VERSION = 3
 """Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store

@@ -204,10 +204,20 @@ def theory_summary(result: Result, analysis: dict) -> str:
         with np.errstate(divide="ignore", invalid="ignore"):
             gap = np.abs(every_p / every_m - 1)
         gap = gap[np.isfinite(gap)]  # 0/0 at an exact start; nothing at all after 0 epochs
-        what = f"final {L2} (mean ± std over runs)" if curves else f"final {L2} over levels and finished runs"
-        lines.append(f"{what}: measured {np.nanmean(final_m):.4g} ± {np.nanstd(final_m):.3g}, predicted {label} "
-                     f"{np.nanmean(final_p):.4g} ± {np.nanstd(final_p):.3g}; largest relative gap "
-                     + (f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"))
+        largest = f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"
+        if curves:
+            lines.append(f"final {L2} (mean ± std over runs): measured {np.nanmean(final_m):.4g} ± "
+                         f"{np.nanstd(final_m):.3g}, predicted {label} {np.nanmean(final_p):.4g} ± "
+                         f"{np.nanstd(final_p):.3g}; largest relative gap {largest}")
+            continue
+        # the levels span decades: a mean over them would be the largest levels', so compare each training
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = final_p / final_m
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        spread = (f"geometric mean {np.exp(np.log(ratio).mean()):.6g}, from {ratio.min():.6g} to {ratio.max():.6g}"
+                  if ratio.size else "— (nothing to compare)")
+        lines.append(f"final {L2}, predicted {label} / measured, per level and finished run ({len(result.levels)} "
+                     f"levels): {spread}; largest relative gap {largest}")
     if curves and config.epochs:
         lines.append("epoch of each run's minimum: measured " + " ".join(map(str, measured[ok].argmin(axis=1)))
                      + "; predicted " + " ".join(map(str, analysis["predicted_l2"][ok].argmin(axis=1))))
