@@ -1,4 +1,4 @@
-"""The tutorial notebook runs from top to bottom and shows its figures."""
+"""The tutorial notebook runs from top to bottom, shows its figures and leaves no temporary folder behind."""
 
 from pathlib import Path
 
@@ -10,7 +10,10 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 
 
 @pytest.mark.slow
-def test_the_tutorial_runs_and_shows_its_figures(tmp_path):
+def test_the_tutorial_runs_and_shows_its_figures(tmp_path, monkeypatch):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # the kernel's temporary folders: none may be left
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     for cell in notebook.cells:  # run what a reader runs, not what was stored
         if cell.cell_type == "code":
@@ -20,4 +23,8 @@ def test_the_tutorial_runs_and_shows_its_figures(tmp_path):
     client.execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
-    assert sum("image/png" in output.get("data", {}) for output in outputs) >= 6
+    # presets A and B, the theory, the noise experiment, the sweep's phase diagram, the compression's two
+    assert sum("image/png" in output.get("data", {}) for output in outputs) >= 9
+    text = "".join(output.get("text", "") for output in outputs)
+    assert "SweepResult(" in text and "aligned ℓ₂ in [" in text and "support recovered" in text
+    assert not list(temporary.iterdir())
