@@ -309,7 +309,7 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
         if on_kept and len(wanted_in[block]):
             on_kept(wanted_in[block], done[-1][1])
 
-    queue = []  # the blocks dispatched, oldest first: (index, metrics, state after it)
+    queue = []  # the blocks dispatched and not yet handled, oldest first: (index, metrics, state after it)
     try:
         for block in range(first, len(starts)):
             # keep_theta is static: the same value for every block, so that one compile serves them all
@@ -321,9 +321,10 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
                                                 np.pad(wanted - starts[block], (0, slots - len(wanted)), "edge"))
             queue.append((block, metrics, state))
             if len(queue) > 1:  # dispatch is asynchronous: a block's results are handled while the next one runs
-                collect(*queue.pop(0))
+                collect(*queue[0])
+                del queue[0]  # after: an interrupt while it is fetched finds it still queued
         if queue:
-            collect(*queue.pop(0))
+            collect(*queue[0])
     except KeyboardInterrupt:
         if blocks:
             _keep_blocks(blocks, done, queue, first, epochs, length, fetch)
