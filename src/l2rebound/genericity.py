@@ -84,33 +84,40 @@ def is_generic(theta, dims: tuple[int, ...]) -> jax.Array:
     return ~jnp.any(violations(theta, dims))
 
 
+def _move(theta, flagged, key):
+    """θ (P,) with every entry of the mask ``flagged`` (P,) moved: a zero to ±``ZERO_JITTER``·(1 + u), any other
+    entry away from zero by ``MOVE_ULPS`` relative units; nothing else."""
+    key_sign, key_size = jax.random.split(key)
+    sign = jnp.where(jax.random.bernoulli(key_sign, shape=theta.shape), 1.0, -1.0).astype(theta.dtype)
+    fresh = sign * ZERO_JITTER * (1 + jax.random.uniform(key_size, theta.shape, theta.dtype))
+    moved = jnp.where(theta == 0, fresh, theta * (1 + MOVE_ULPS * jnp.finfo(theta.dtype).eps))
+    return jnp.where(flagged, moved, theta)
+
+
 @partial(jax.jit, static_argnames="dims")
 def jitter_round(theta, dims: tuple[int, ...], key):
     """One round of the jitter: move every entry of θ (P,) that ``violations`` flags, and nothing else.
     Without control flow, so it is cheap inside the training scan; a coincidence that a move creates
     (vanishingly rare) is caught by the next round."""
-    key_sign, key_size = jax.random.split(key)
-    sign = jnp.where(jax.random.bernoulli(key_sign, shape=theta.shape), 1.0, -1.0).astype(theta.dtype)
-    fresh = sign * ZERO_JITTER * (1 + jax.random.uniform(key_size, theta.shape, theta.dtype))
-    moved = jnp.where(theta == 0, fresh, theta * (1 + MOVE_ULPS * jnp.finfo(theta.dtype).eps))
-    return jnp.where(_flagged(theta, dims), moved, theta)
+    return _move(theta, _flagged(theta, dims), key)
 
 
 @partial(jax.jit, static_argnames="dims")
 def project_jitter(theta, dims: tuple[int, ...], key):
     """Jitter rounds until θ (P,) is generic (at most ``MAX_ROUNDS``). The identity, bit for bit, on a
-    generic θ."""
+    generic θ. Each round checks θ once: the mask that decides whether to go on is the one it moves by."""
 
     def body(state):
-        theta, key, rounds = state
+        theta, flagged, key, rounds = state
         key, key_round = jax.random.split(key)
-        return jitter_round(theta, dims, key_round), key, rounds + 1
+        theta = _move(theta, flagged, key_round)
+        return theta, _flagged(theta, dims), key, rounds + 1
 
     def cond(state):
-        theta, _, rounds = state
-        return (rounds < MAX_ROUNDS) & jnp.any(_flagged(theta, dims))
+        _, flagged, _, rounds = state
+        return (rounds < MAX_ROUNDS) & jnp.any(flagged)
 
-    theta, _, _ = jax.lax.while_loop(cond, body, (theta, key, 0))
+    theta, _, _, _ = jax.lax.while_loop(cond, body, (theta, _flagged(theta, dims), key, 0))
     return theta
 
 
