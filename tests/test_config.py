@@ -68,6 +68,7 @@ def test_presets_are_valid_and_frozen():
     ({"runs": 2.5}, "--runs must be an integer (got 2.5)"),
     ({"runs": float("inf")}, "--runs must be an integer (got inf)"),
     ({"seed": 2**64}, "--seed must be an integer below 2^62 in size"),
+    ({"runs": 10**400}, "--runs must be an integer below 2^62 in size"),  # too large for a float
     ({"teacher_dims": "2,4,1"}, "--teacher-dims must be a sequence of integer layer widths"),
     ({"teacher_dims": (2, 4.5, 1)}, "--teacher-dims must be a sequence of integer layer widths"),
     ({"noise_levels": 1e-3, "experiment": "noise"}, "--noise-levels must be a sequence of numbers"),

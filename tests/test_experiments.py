@@ -229,3 +229,15 @@ def test_a_diverging_run_finishes_with_nan_distances_and_students_from_its_diver
         for name in ("l2", "l2_aligned", "l2_normal_form"):
             assert np.isnan(result.metrics[name][r, start:]).all()
         assert np.isfinite(result.metrics["l2_aligned"][r, result.kept_epochs[~after]]).all()
+
+
+def test_training_holds_the_state_of_one_block_only():
+    """The state kept for an interrupt is the latest block's: the live arrays do not grow with the blocks."""
+    config = TINY.replace(epochs=1000, optimizer="adam", align_every=0)  # 21 blocks of epochs
+    sizes = []
+
+    def measure(n):
+        sizes.append(sum(a.nbytes for a in jax.live_arrays()))
+
+    run_epoch_experiment(config, measure)
+    assert len(sizes) >= 20 and max(sizes[5:]) <= 1.5 * sizes[2], sizes

@@ -284,3 +284,18 @@ def test_a_sweep_without_out_is_computed_in_memory_like_run(tmp_path, monkeypatc
     assert in_memory.frame().equals(stored.frame())
     with pytest.raises(ConfigError, match="needs out="):
         l2rebound.sweep(TINY, grid, engine="dask", scheduler="tcp://localhost:1", progress=False)
+
+
+def test_the_recompute_command_names_a_student_wider_than_its_teacher(tmp_path):
+    import shlex
+
+    from l2rebound.cli import build_parser, config_from_args
+    from l2rebound.config import presets
+
+    base = presets["D"].replace(runs=2, epochs=5, dataset_size=64, test_set_size=16)
+    axes = [make_axis("alpha", [0.1, 0.2])]
+    line = sweeps.command(base, axes, [], tmp_path)
+    assert "--student-dims 2,25,25,1" in line
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    again = config_from_args(args, args.cell_experiment or "epoch")
+    assert sweeps.sweep_hash(again, axes, []) == sweeps.sweep_hash(base, axes, [])

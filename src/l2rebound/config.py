@@ -193,9 +193,10 @@ class Config:
                 if isinstance(value, bool) or not isinstance(value, numbers.Real):
                     raise ConfigError(f"{flag(f.name)} must be {'an integer' if kind is int else 'a number'}, not "
                                       f"{type(value).__name__} (got {value!r})")
-                if kind is int and not (math.isfinite(value) and value == int(value)):
+                if kind is int and not isinstance(value, numbers.Integral) and not (
+                        math.isfinite(value) and value == int(value)):
                     raise ConfigError(f"{flag(f.name)} must be an integer (got {value!r})")
-                if kind is int and abs(value) >= INT_LIMIT:
+                if kind is int and abs(value) >= INT_LIMIT:  # an integer of any size compares without overflow
                     raise ConfigError(f"{flag(f.name)} must be an integer below 2^62 in size (got {value!r})")
                 object.__setattr__(self, f.name, kind(value))
             elif f.name in ("teacher_dims", "student_dims", "noise_levels") and value is not None:

@@ -304,6 +304,9 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
 
     def collect(block, metrics, after):
         done.append(fetch(block, metrics, after))  # one step: an interrupt finds a block's results whole or absent
+        if len(done) > 1:  # an interrupt keeps the state after the latest block only: free the one before
+            piece, students, _, count = done[-2]
+            done[-2] = (piece, students, None, count)
         if on_progress:
             on_progress(advanced[block])
         if on_kept and len(wanted_in[block]):

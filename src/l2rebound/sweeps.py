@@ -236,7 +236,10 @@ def command(base: Config, axes: list[Axis], zipped, out: Path, stats=(), facet=(
     words = ["l2rebound", "sweep", "--out", str(out)]
     if base.experiment != Config.experiment:
         words += ["--experiment", base.experiment]
-    for name, value in base.changed_fields().items():  # the swept ones too: the same base, the same sweep folder
+    fields = base.changed_fields()  # the swept ones too: the same base, the same sweep folder
+    if base.student_dims != base.teacher_dims:  # a student of the default widths is no change, but for its teacher
+        fields["student_dims"] = base.student_dims
+    for name, value in fields.items():
         words += [flag(name), text(value)]
     for axis in axes:
         words += ["--grid", f"{option(axis.field)}=" + ("/" if isinstance(axis.values[0], tuple) else ",").join(
