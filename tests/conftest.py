@@ -3,6 +3,7 @@ compilation cache kept in a temporary folder (tests never write into the user's 
 (``tests/example_plugin``) registered for the whole session, so that every registry-driven battery covers its
 kind and rule too."""
 
+import ast
 import atexit
 import contextlib
 import io
@@ -83,6 +84,32 @@ def tiny() -> Config:
 @pytest.fixture
 def tiny_noise() -> Config:
     return TINY_NOISE
+
+
+HEAVY = ("jax", "optax", "matplotlib", "scipy", "pandas")
+"""What importing the package, building its CLI or naming a plugin must not load."""
+
+
+def heavy_modules_after(statements: str) -> list[str]:
+    """The modules of ``HEAVY`` that a fresh interpreter has loaded after running ``statements``."""
+    import subprocess
+    import sys
+
+    code = f"import sys; {statements}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def assert_same_result(got, expected) -> None:
+    """Every table column and every array of two results equal, bit for bit (NaN where NaN)."""
+    import numpy as np
+
+    for stem, columns in expected.tables().items():
+        for column, values in columns.items():
+            np.testing.assert_array_equal(got.tables()[stem][column], values, err_msg=f"{stem}.{column}")
+    for stem, arrays in expected.arrays().items():
+        for key, array in arrays.items():
+            assert np.array_equal(got.arrays()[stem][key], array, equal_nan=True), (stem, key)
 
 
 def run_cli(*argv) -> tuple[int, str, str]:

@@ -5,7 +5,7 @@ import logging
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, assert_same_result
 
 from l2rebound import store
 from l2rebound.certify import Budget, certified_align
@@ -123,13 +123,7 @@ def test_an_interrupt_inside_a_chunk_keeps_its_finished_blocks_and_resumes_bit_i
     progress = []
     resumed = run_epoch_experiment(config, progress.append, checkpoint)
     assert progress[0] == stands_at * config.runs and sum(progress) == config.runs * config.epochs
-    fresh = run_epoch_experiment(config)
-    for stem, columns in fresh.tables().items():
-        for column, values in columns.items():
-            np.testing.assert_array_equal(resumed.tables()[stem][column], values, err_msg=f"{stem}.{column}")
-    for stem, arrays in fresh.arrays().items():
-        for key, array in arrays.items():
-            assert np.array_equal(resumed.arrays()[stem][key], array, equal_nan=True), (stem, key)
+    assert_same_result(resumed, run_epoch_experiment(config))
 
 
 def test_blocks_kept_by_another_config_are_not_resumed(tmp_path):

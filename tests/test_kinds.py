@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_same_result
 from matplotlib.figure import Figure
 
 import l2rebound
@@ -139,9 +140,4 @@ def test_every_kind_counts_its_progress_and_resumes_an_interrupted_run_bit_for_b
     resumed_progress = []
     resumed = compute(config, on_progress=resumed_progress.append, checkpoint=checkpoint)
     assert sum(resumed_progress) == total  # kept chunks count as done
-    for stem, columns in fresh.tables().items():
-        for column, values in columns.items():
-            np.testing.assert_array_equal(resumed.tables()[stem][column], values, err_msg=f"{stem}.{column}")
-    for stem, arrays in fresh.arrays().items():
-        for key, array in arrays.items():
-            assert np.array_equal(resumed.arrays()[stem][key], array, equal_nan=True), (stem, key)
+    assert_same_result(resumed, fresh)
