@@ -462,3 +462,10 @@ def test_ctrl_c_says_exactly_what_it_kept_and_the_same_command_resumes_from_it(t
     code, _, err = run_cli(*argv, "--force")
     assert code == 130 and not partial.folder.exists()
     assert err == "interrupted before any block of epochs finished: nothing was kept; the same command starts over\n"
+
+    def interrupted_load(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "load", interrupted_load)  # Ctrl-C while a stored result is read back
+    code, _, err = run_cli(*argv)
+    assert code == 130 and "the result is stored in" in err and "nothing was kept" not in err

@@ -40,8 +40,13 @@ def run(args) -> int:
 
         checkpoint = store.Checkpoint(args.out, config)
         kept = kept_work(checkpoint)
-        warn(f"interrupted: kept in {checkpoint.folder}: {kept}; the same command resumes from there" if kept else
-             "interrupted before any block of epochs finished: nothing was kept; the same command starts over")
+        if not args.force and store.is_finished(store.result_dir(args.out, config)):  # stored, by this or another
+            warn(f"interrupted; the result is stored in {store.result_dir(args.out, config)}: the same command "
+                 "shows it")
+        else:
+            warn(f"interrupted: kept in {checkpoint.folder}: {kept}; the same command resumes from there" if kept
+                 else "interrupted before any block of epochs finished: nothing was kept; the same command starts "
+                      "over")
         return 130
     with store.lock(args.out, config):  # no --force elsewhere replaces the folder while its figures are written
         return report(folder, result, args.squared)
