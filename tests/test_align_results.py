@@ -198,3 +198,24 @@ def test_a_lower_bound_stored_in_float32_is_rounded_down():
     values = np.random.default_rng(2).uniform(0, 1, 1000)
     stored = round_down(values, np.float32)
     assert stored.dtype == np.float32 and np.all(stored <= values) and np.all(values - stored < 1.2e-7 * values)
+
+
+def test_small_networks_are_aligned_exactly_at_the_default_budget():
+    """Random starts of 2,3,3,1 (a few ulps from nowhere): every stored pair is proven optimal, although the
+    default node budget alone leaves some of the same pairs unproven."""
+    from l2rebound.certify import Budget, certified_align
+    from l2rebound.nets import pad
+    from l2rebound.precision import float64
+    from l2rebound.results import proven_optimal
+
+    config = Config(teacher_dims=(2, 3, 3, 1), student_init="random", bias_init="uniform", optimizer="adam",
+                    dataset_size=64, test_set_size=16, epochs=20, runs=6, align_every=5)
+    assert config.align_budget == 4  # the default
+    result = run_epoch_experiment(config)
+    upper, lower = result.metrics["l2_aligned"], result.metrics["l2_aligned_lower"]
+    kept = np.isfinite(upper)
+    assert kept.sum() == 6 * 5 and proven_optimal(upper[kept], lower[kept]).all()
+    teachers = [np.asarray(float64(pad)(t, config.teacher_dims, config.student_dims)) for t in result.teacher]
+    budgeted = [certified_align(theta, teachers[r], config.student_dims, Budget(nodes=4)).optimal
+                for r in range(6) for theta in result.kept_theta[r]]
+    assert not all(budgeted)  # the test would pass without the rule otherwise

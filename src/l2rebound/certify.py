@@ -764,6 +764,21 @@ def _branch(prob: _Problem, search: _Search, cover, heap: list, counter) -> floa
 # entry points
 
 
+EXACT_WIDTH = 6
+EXACT_LAYERS = 3
+"""A network with at most ``EXACT_LAYERS`` hidden layers of at most ``EXACT_WIDTH`` units each is searched to the
+end whatever the node budget (``node_budget``): its group is small enough for the search to finish in a
+fraction of a second, so its stored distances are exact."""
+
+
+def node_budget(dims: tuple[int, ...], nodes: int | None) -> int | None:
+    """The nodes beyond the root that a stored result's alignment searches, for a config's ``align_budget``
+    ``nodes``: None (to the end) for a network within ``EXACT_WIDTH`` and ``EXACT_LAYERS``, else ``nodes``. A
+    function of the config alone: the same students give the same numbers."""
+    hidden = dims[1:-1]
+    return None if len(hidden) <= EXACT_LAYERS and max(hidden) <= EXACT_WIDTH else nodes
+
+
 def certified_align(theta_s, theta_t, dims: tuple[int, ...], budget: Budget | None = None) -> Alignment:
     """Certified min_g ‖g·θ_s − θ_t‖₂ over the symmetry group. θ_s, θ_t: (P,) (NumPy or JAX; computed in
     float64). ``budget``: a ``Budget`` (``None``: search to the end, which is fast for hidden widths up to

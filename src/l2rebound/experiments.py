@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
-from l2rebound.certify import Budget, certified_align
+from l2rebound.certify import Budget, certified_align, node_budget
 from l2rebound.config import Config, ConfigError
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
@@ -120,9 +120,10 @@ def spread(tree):
 def alignments(students, teachers, dims: tuple[int, ...], align_budget: int | None):
     """For each finite student of θ (..., P), relabelled onto its teacher (..., P) (broadcast): (its index,
     ``certified_align``'s ``Alignment``), searching at most ``align_budget`` nodes beyond the root (``None``:
-    to the end). A node budget, never a time: the same students give the same numbers."""
+    to the end), or to the end for a small network (``certify.node_budget``). A node budget, never a time: the
+    same students give the same numbers."""
     students, teachers = np.broadcast_arrays(np.asarray(students), np.asarray(teachers))
-    budget = Budget(nodes=align_budget)
+    budget = Budget(nodes=node_budget(dims, align_budget))
     for index in np.ndindex(*students.shape[:-1]):
         if np.all(np.isfinite(students[index])):
             yield index, certified_align(students[index], teachers[index], dims, budget)

@@ -38,7 +38,9 @@ def add(commands) -> None:
     align.add_argument("--epoch", type=int, default=None, metavar="E",
                        help="FOLDER: a kept epoch (0, k, 2k, ..., E for --align-every k) [default: the last]")
     align.add_argument("--align-budget", type=int, default=None, metavar="N",
-                       help="branch-and-bound nodes to search beyond the root (>= 0) [default: FOLDER: its config's; "
+                       help="branch-and-bound nodes to search beyond the root (>= 0) [default: as the stored distances "
+                            "were computed: networks of at most 3 hidden layers of at most 6 units to the end, others: "
+                            "FOLDER: its config's; "
                             f"files: {Config.align_budget}]")
     align.set_defaults(handler=run)
 
@@ -117,7 +119,7 @@ def run(args) -> int:
         if len(args.inputs) == 1 and args.inputs[0].is_dir():
             student, teacher, dims, config, stored, picked = _kept_pair(
                 args.inputs[0], 1 if args.run is None else args.run, args.epoch)
-            budget = config.align_budget if args.align_budget is None else args.align_budget
+            default = config.align_budget
             print(f"{args.inputs[0]}: {picked}, kept student (A) against its teacher (B)")
         elif len(args.inputs) == 2:
             if args.run is not None or args.epoch is not None:
@@ -127,7 +129,7 @@ def run(args) -> int:
                 return fail(f"{args.inputs[0]} has dims {','.join(map(str, dims))} and {args.inputs[1]} has "
                              f"{','.join(map(str, other))}: both networks need the same widths (pad the narrower "
                              "one with zero units)")
-            budget = Config.align_budget if args.align_budget is None else args.align_budget
+            default = Config.align_budget
         else:
             return fail("align takes two network files A.npz B.npz, or one result folder (got "
                          f"{' '.join(map(str, args.inputs))})")
@@ -137,8 +139,10 @@ def run(args) -> int:
         return fail("the networks' parameters must be finite")
     if max(np.abs(student).max(initial=0), np.abs(teacher).max(initial=0)) > MAX_PARAMETER:
         return fail(f"parameters above {MAX_PARAMETER:g} in size: their squared distance would overflow")
-    from l2rebound.certify import Budget, certified_align
+    from l2rebound.certify import Budget, certified_align, node_budget
 
+    # as the stored distances were computed (a small network to the end), unless a budget is given
+    budget = node_budget(dims, default) if args.align_budget is None else args.align_budget
     aligned = certified_align(student, teacher, dims, Budget(nodes=budget))
     print(f"upper    {aligned.upper:.12g}   (‖g·θ_A − θ_B‖₂ for the g below)")
     print(f"lower    {aligned.lower:.12g}   (certified: no relabelling comes closer)")
@@ -146,7 +150,8 @@ def run(args) -> int:
     print(f"optimal  {'yes' if aligned.optimal else 'no'}   "
           + ("(the search ended: upper is the least distance)" if aligned.optimal else
              f"(the budget of {budget} nodes ran out; --align-budget searches further)"))
-    print(f"nodes    {aligned.nodes} (the root and at most {budget} more)")
+    print(f"nodes    {aligned.nodes} (the root and " + ("as many more as the search needed: a small network)"
+                                                     if budget is None else f"at most {budget} more)"))
     if stored is not None:
         shown = ["not stored" if np.isnan(v) else f"{v:.12g}" for v in stored]
         print(f"stored   l2_aligned {shown[0]}, l2_aligned_lower {shown[1]}")
