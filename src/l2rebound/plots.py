@@ -202,7 +202,8 @@ def theory_summary(result: Result, analysis: dict) -> str:
         final_p, final_m = (predicted[ok, -1], measured[ok, -1]) if curves else (predicted[ok], measured[ok])
         every_p, every_m = (predicted[ok, 1:], measured[ok, 1:]) if curves else (final_p, final_m)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gap = np.abs(every_p / every_m - 1)
+            ratio = every_p / every_m
+        gap = np.abs(ratio - 1)
         gap = gap[np.isfinite(gap)]  # 0/0 at an exact start; nothing at all after 0 epochs
         largest = f"{gap.max():.3g}" if gap.size else "— (nothing to compare)"
         if curves:
@@ -210,9 +211,8 @@ def theory_summary(result: Result, analysis: dict) -> str:
                          f"{np.nanstd(final_m):.3g}, predicted {label} {np.nanmean(final_p):.4g} ± "
                          f"{np.nanstd(final_p):.3g}; largest relative gap {largest}")
             continue
-        # the levels span decades: a mean over them would be the largest levels', so compare each training
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = final_p / final_m
+        # the levels span decades: a mean over them would be the largest levels', so compare each training (over
+        # levels, every value is a final one: ``ratio`` is final_p / final_m)
         ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
         spread = (f"geometric mean {np.exp(np.log(ratio).mean()):.6g}, from {ratio.min():.6g} to {ratio.max():.6g}"
                   if ratio.size else "— (nothing to compare)")

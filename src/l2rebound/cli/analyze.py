@@ -112,14 +112,15 @@ def analyze_sweep(folder: Path, force: bool, no_progress: bool) -> int:
     sweep = sweeps.load(folder)
     base = sweep.base
     cells = [Path(folder).parent / f"{base.experiment}-{cell}" for cell in sweep.hashes]
-    for cell in cells:  # any field may be swept, the optimiser and the projection too
-        reason = refused(cell, store.load_config(cell), base.experiment)
+    configs = [store.load_config(cell) for cell in cells]
+    for cell, config in zip(cells, configs):  # any field may be swept, the optimiser and the projection too
+        reason = refused(cell, config, base.experiment)
         if reason:
             return fail(f"{reason} (a cell of {folder})")
     print(f"analysing the {len(cells)} cells of {folder}")
     cache, predicted = {}, []
     try:
-        with progress_bar(sum(store.load_config(cell).runs for cell in cells), not no_progress, unit="run") as bar:
+        with progress_bar(sum(config.runs for config in configs), not no_progress, unit="run") as bar:
             for cell in cells:
                 with held(cell) as result:
                     predicted.append(analysis_of(cell, result, force, bar.update, cache, say=lambda line: None)
