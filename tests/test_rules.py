@@ -2,7 +2,8 @@
 ``rules.all_optimizers()``: the built-in ones and those of installed packages, the example plugin's included),
 generated from the registries: a new member is tested here with no new test code, against finite
 differences, autodiff and its NumPy oracle (``reference``, or the one the member carries), alone and in
-training."""
+training. A rule with state beside θ (``Rule.blocks > 1``) is tested on its whole z, alone; the epoch engine
+trains θ alone, so its training is tested with the engine that trains that state."""
 
 import dataclasses
 from functools import partial
@@ -31,7 +32,9 @@ H = 1e-5
 penalty sums, about ε·Σ|terms of R|/H. For |θ_i| >= 0.05 and the dims and hypers here, the truncation is at
 most H²β²/6 = 4e-8 of an entry (drr's α term has |R'''| = β²|R'|; β = 50) and the rounding about 1e-8 of the
 largest entry (Σ|terms| / max|∇R| is at most about P = 751). The tolerance, 1e-6 of the largest entry, is 20
-times the 5e-8 measured; a wrong factor or a dropped term is off by far more."""
+times the 5e-8 measured; a wrong factor or a dropped term is off by far more. A rule with state (pmmp) is a
+polynomial of degree 4 in entries of at most 1.5, so its truncation is below 1e-9, and its rounding as above
+over blocks·P entries."""
 
 
 def rule_oracle(name: str) -> reference.ReferenceRule:
@@ -63,6 +66,32 @@ def theta_away_from_zero(dims, seed: int) -> jax.Array:
     return jnp.asarray(rng.choice([-1.0, 1.0], P) * rng.uniform(0.05, 1.5, P))
 
 
+def point(rule, dims, seed: int) -> jax.Array:
+    """z (blocks·P,) where every term of the rule's penalty is active: θ is ``theta_away_from_zero``, each
+    block of the rule's state uniform in [0.1, 0.9], inside (0, 1) where a probability lives and away from 0
+    where a multiplier would switch its terms off. For a rule without state, z = θ."""
+    theta = theta_away_from_zero(dims, seed)
+    if rule.blocks == 1:
+        return theta
+    state = np.random.default_rng([seed, 1]).uniform(0.1, 0.9, (rule.blocks - 1) * theta.size)
+    return jnp.concatenate([theta, jnp.asarray(state)])
+
+
+def descent_signs(rule, P: int) -> np.ndarray:
+    """(blocks·P,): 1 where ``grad`` is ∂R/∂z, -1 on the ascent blocks, where it is -∂R/∂z."""
+    signs = np.ones((rule.blocks, P))
+    signs[list(rule.ascent)] = -1
+    return signs.ravel()
+
+
+def trained_by_the_epoch_engine(names) -> list:
+    """The rules ``names`` as parameters; one with state beside θ is skipped, by name."""
+    return [pytest.param(name, marks=pytest.mark.skip(
+        reason=f"{name} trains state beside theta (blocks = {all_rules()[name].blocks}), the epoch engine theta "
+               "alone: the compression procedure's engine trains it, tested with that engine"))
+            if all_rules()[name].blocks > 1 else name for name in names]
+
+
 @partial(jax.jit, static_argnums=0)
 def central_differences(penalty, theta, factor, hyper):
     """(R(θ + H e_i) - R(θ - H e_i)) / 2H for every i, shape (P,), in one call."""
@@ -75,10 +104,11 @@ def central_differences(penalty, theta, factor, hyper):
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: ",".join(map(str, d)))
 @pytest.mark.parametrize("name", list(all_rules()))
 def test_rule_grad_matches_finite_differences_of_its_penalty(name, dims):
-    rule, theta, factor = all_rules()[name], theta_away_from_zero(dims, sum(dims)), jnp.asarray(layer_factors(dims))
+    rule, factor = all_rules()[name], jnp.asarray(layer_factors(dims))
+    z, signs = point(rule, dims, sum(dims)), descent_signs(rule, factor.size)
     for alpha, beta, rho in HYPERS:
-        fd = np.asarray(central_differences(rule.penalty, theta, factor, hyper(alpha, beta, rho)))
-        grad = rule.grad(theta, factor, hyper(alpha, beta, rho))
+        fd = signs * np.asarray(central_differences(rule.penalty, z, factor, hyper(alpha, beta, rho)))
+        grad = rule.grad(z, factor, hyper(alpha, beta, rho))
         np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max(), err_msg=(alpha, beta, rho))
 
 
@@ -86,10 +116,11 @@ def test_rule_grad_matches_finite_differences_of_its_penalty(name, dims):
 @pytest.mark.parametrize("name", list(all_rules()))
 def test_rule_grad_matches_autodiff_of_its_penalty(name, dims):
     # away from 0 only: at θ_i = 0 autodiff takes d|θ|/dθ = 1, the closed form sign(0) = 0
-    rule, theta, factor = all_rules()[name], theta_away_from_zero(dims, sum(dims) + 1), jnp.asarray(layer_factors(dims))
+    rule, factor = all_rules()[name], jnp.asarray(layer_factors(dims))
+    z, signs = point(rule, dims, sum(dims) + 1), descent_signs(rule, factor.size)
     for alpha, beta, rho in HYPERS:
-        auto = jax.grad(rule.penalty)(theta, factor, hyper(alpha, beta, rho))
-        grad = rule.grad(theta, factor, hyper(alpha, beta, rho))
+        auto = signs * jax.grad(rule.penalty)(z, factor, hyper(alpha, beta, rho))
+        grad = rule.grad(z, factor, hyper(alpha, beta, rho))
         # the same formula in another order: a few ulps
         np.testing.assert_allclose(grad, auto, rtol=1e-12, atol=1e-13 * np.abs(auto).max(), err_msg=(alpha, beta, rho))
 
@@ -98,17 +129,69 @@ def test_rule_grad_matches_autodiff_of_its_penalty(name, dims):
 @pytest.mark.parametrize("name", list(all_rules()))
 def test_rule_matches_its_numpy_oracle(name, dims):
     """Through the engine's ``regulariser_grad`` (which supplies the layer factors), at θ with exact zeros,
-    where both take sign(0) = 0."""
-    oracle = rule_oracle(name)
-    theta = theta_away_from_zero(dims, sum(dims) + 2).at[::7].set(0.0)
+    where both take sign(0) = 0; a rule with state on its whole z."""
+    rule, oracle = all_rules()[name], rule_oracle(name)
     factor, spec = jnp.asarray(layer_factors(dims)), Spec(dims, name, "gd", "off", 0)
+    z = point(rule, dims, sum(dims) + 2).at[:factor.size:7].set(0.0)
     fac = reference.layer_factors(dims)
     for alpha, beta, rho in HYPERS:
-        ours = regulariser_grad(spec, hyper(alpha, beta, rho), theta)
-        expected = oracle.grad(np.asarray(theta), fac, alpha, beta, rho)
-        np.testing.assert_allclose(ours, expected, rtol=1e-13, atol=0, err_msg=(alpha, beta, rho))
-        np.testing.assert_allclose(all_rules()[name].penalty(theta, factor, hyper(alpha, beta, rho)),
-                                   oracle.penalty(np.asarray(theta), fac, alpha, beta, rho), rtol=1e-13, atol=0)
+        ours = regulariser_grad(spec, hyper(alpha, beta, rho), z)
+        expected = oracle.grad(np.asarray(z), fac, alpha, beta, rho)
+        penalty = oracle.penalty(np.asarray(z), fac, alpha, beta, rho)
+        # a rule with state: its oracle writes the formula in another form, whose rounding differs where its
+        # terms cancel, so 1e-10 of the largest entry; a rule without state: the same formula, a few ulps
+        rtol, atol = (1e-13, 0) if rule.blocks == 1 else (1e-10, 1e-10 * np.abs(expected).max())
+        np.testing.assert_allclose(ours, expected, rtol=rtol, atol=atol, err_msg=(alpha, beta, rho))
+        np.testing.assert_allclose(rule.penalty(z, factor, hyper(alpha, beta, rho)), penalty, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("name", list(all_rules()))
+def test_rule_starts_at_theta_and_its_projection_is_idempotent(name):
+    rule, dims = all_rules()[name], DIMS[0]
+    theta = theta_away_from_zero(dims, 5)
+    for start in (theta, theta.astype(jnp.float32)):
+        z = rule.start(start, hyper(*HYPERS[0]))
+        assert z.shape == (rule.blocks * theta.size,) and z.dtype == start.dtype
+        np.testing.assert_array_equal(z[:theta.size], start)
+    moved = 3 * point(rule, dims, 6) - 1  # the state's blocks in [-0.7, 1.7]: out of [0, 1] on both sides
+    once = rule.after_step(moved)
+    assert once.shape == moved.shape
+    np.testing.assert_array_equal(rule.after_step(once), once)
+
+
+def test_pmmp_starts_with_theta_kept_for_sure_and_projects_p_onto_probabilities():
+    rule, dims, h = RULES["pmmp"], DIMS[0], hyper(*HYPERS[0])
+    theta, factor = theta_away_from_zero(dims, 7), jnp.asarray(layer_factors(dims))
+    P = theta.size
+    z = rule.start(theta, h)
+    np.testing.assert_array_equal(z, np.concatenate([theta, theta, np.ones(P), np.zeros(P)]))  # θ, w, p, u
+    # θ = w·Bernoulli(1) exactly: the constraint's terms vanish, the expected L0 norm is α·Σ factor
+    np.testing.assert_allclose(rule.penalty(z, factor, h), HYPERS[0][0] * np.sum(factor), rtol=1e-13)
+    np.testing.assert_array_equal(rule.grad(z, factor, h), np.concatenate([np.zeros(2 * P), factor * h.alpha,
+                                                                           np.zeros(P)]))
+    moved = jnp.asarray(np.random.default_rng(8).normal(0.5, 1.0, 4 * P))
+    p = np.asarray(moved[2 * P:3 * P])
+    assert (p < 0).any() and (p > 1).any() and ((0 < p) & (p < 1)).any()
+    projected = np.asarray(rule.after_step(moved))
+    np.testing.assert_array_equal(projected[2 * P:3 * P], np.clip(p, 0, 1))
+    np.testing.assert_array_equal(np.delete(projected, np.s_[2 * P:3 * P]), np.delete(moved, np.s_[2 * P:3 * P]))
+
+
+def test_pmmp_refuses_theta_alone():
+    """The epoch engine passes θ (P,): pmmp says so rather than read θ as its four blocks."""
+    dims, h = DIMS[0], hyper(*HYPERS[0])
+    theta, factor = theta_away_from_zero(dims, 9), jnp.asarray(layer_factors(dims))
+    for member in (RULES["pmmp"].penalty, RULES["pmmp"].grad):
+        with pytest.raises(ValueError, match="pmmp trains z"):
+            member(theta, factor, h)
+    with pytest.raises(ValueError, match="pmmp trains z"):
+        regulariser_grad(Spec(dims, "pmmp", "gd", "off", 0), h, theta)
+
+
+def test_a_rule_climbs_only_blocks_of_its_state():
+    for blocks, ascent in ((0, ()), (2, (0,)), (2, (2,))):
+        with pytest.raises(ValueError, match="ascent"):
+            dataclasses.replace(RULES["pmmp"], blocks=blocks, ascent=ascent)
 
 
 @pytest.mark.parametrize("name", list(all_optimizers()))
@@ -128,7 +211,7 @@ def test_optimizer_steps_match_its_numpy_oracle(name):
 
 
 @pytest.mark.parametrize("optimizer", list(all_optimizers()))
-@pytest.mark.parametrize("rule", list(all_rules()))
+@pytest.mark.parametrize("rule", trained_by_the_epoch_engine(all_rules()))
 def test_training_matches_the_numpy_oracle(rule, optimizer):
     rule_oracle(rule)
     optimizer_oracle(optimizer)
@@ -156,7 +239,7 @@ def test_training_matches_the_numpy_oracle(rule, optimizer):
         assert abs(expected["l2"][-1] - expected["l2"][0]) > 1e-4
 
 
-@pytest.mark.parametrize("rule", list(all_rules()))
+@pytest.mark.parametrize("rule", trained_by_the_epoch_engine(all_rules()))
 def test_masked_training_matches_the_numpy_oracle(rule):
     """Fine-tuning a pruned student: the masked entries stay exactly zero, the others follow the oracle."""
     config = Config(teacher_dims=(2, 6, 5, 1), dataset_size=300, test_set_size=60, runs=2, epochs=40, train=rule,

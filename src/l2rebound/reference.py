@@ -99,7 +99,9 @@ def layer_factors(dims):
 
 class ReferenceRule(NamedTuple):
     """A training rule's oracle: ``penalty(theta (P,), fac (P,), alpha, beta, rho) -> float`` and its
-    gradient ``grad(...) -> (P,)`` with ``sign(0) = 0``; ``fac`` is :func:`layer_factors` in theta's dtype."""
+    gradient ``grad(...) -> (P,)`` with ``sign(0) = 0``; ``fac`` is :func:`layer_factors` in theta's dtype. For
+    a rule with state (``Rule.blocks > 1``) ``theta`` is its whole z (blocks·P,), as is the gradient, negated
+    on the blocks that climb the penalty (``Rule.ascent``)."""
 
     penalty: Callable
     grad: Callable
@@ -139,10 +141,34 @@ def _drr_grad(theta, fac, alpha, beta, rho):
     return (alpha * fac) * beta * np.sign(theta) * np.exp(-beta * np.abs(theta)) + 2.0 * (rho * fac) * theta
 
 
+def _pmmp_split(z, fac):
+    """``(theta, w, p, u)``, each of ``fac``'s shape ``(P,)``, of ``z`` of shape ``(4P,)``."""
+    return np.split(np.asarray(z), [fac.size, 2 * fac.size, 3 * fac.size])
+
+
+def _pmmp_penalty(z, fac, alpha, beta, rho):
+    """``z = (theta, w, p, u)``: ``alpha * sum(fac * p) + sum(u * E[(theta - w B)^2])`` with ``B`` a Bernoulli of
+    mean ``p``: ``E[(theta - w B)^2] = p (theta - w)^2 + (1 - p) theta^2``, the squared mean gap plus the
+    variance."""
+    theta, w, p, u = _pmmp_split(z, fac)
+    return float(alpha * np.sum(fac * p) + np.sum(u * (p * (theta - w) ** 2 + (1.0 - p) * theta ** 2)))
+
+
+def _pmmp_grad(z, fac, alpha, beta, rho):
+    """The penalty's derivatives in theta, w and p, and minus its derivative in u (u climbs it): shape (4P,)."""
+    theta, w, p, u = _pmmp_split(z, fac)
+    expected = p * (theta - w) ** 2 + (1.0 - p) * theta ** 2
+    d_theta = 2.0 * u * (p * (theta - w) + (1.0 - p) * theta)
+    d_w = -2.0 * u * p * (theta - w)
+    d_p = alpha * fac + u * ((theta - w) ** 2 - theta ** 2)
+    return np.concatenate([d_theta, d_w, d_p, -expected])
+
+
 REFERENCE_RULES = {
     "vanilla": ReferenceRule(_vanilla_penalty, _vanilla_grad),
     "l1": ReferenceRule(_l1_penalty, _l1_grad),
     "drr": ReferenceRule(_drr_penalty, _drr_grad),
+    "pmmp": ReferenceRule(_pmmp_penalty, _pmmp_grad),
 }
 """Oracles of the training rules, keyed by the names of ``rules.RULES``."""
 
