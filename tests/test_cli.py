@@ -413,8 +413,10 @@ def help_of(command: str) -> str:
 
 
 def test_help_lists_only_what_the_command_takes():
-    assert "--prune-threshold" not in help_of("reproduce") and "--finetune-epochs" not in help_of("reproduce")
-    assert "--noise-levels" in help_of("reproduce") and "--noise-sigma" in help_of("reproduce")
+    reproduce = help_of("reproduce")
+    assert "--prune-threshold" not in reproduce  # the compress experiment's only
+    assert "--noise-levels" in reproduce and "--noise-sigma" in reproduce and "--alphas" in reproduce
+    assert "--initial-permut" in reproduce and "--initial-permut" not in help_of("procedure")  # ignored there
     assert "(the compress experiment needs >= 1)" in help_of("compress")
     noise = help_of("noise")
     assert noise.count("[default: the original 25 levels") == 1 and "1.6150000000000003e-05" not in noise

@@ -20,7 +20,7 @@ TIERS = [
     ("results and their analysis, NumPy only", [r"results", r"fit", r"pruning", r"reference", r"published",
                                                 r"kinds\.\w+\.result"]),
     ("the JAX engine", [r"precision", r"kernel", r"nets", r"data", r"genericity", r"train", r"symmetry", r"certify",
-                        r"experiments", r"kinds\.\w+\.engine"]),
+                        r"stopping", r"thresholds", r"experiments", r"kinds\.\w+\.(engine|phases)"]),
     ("figures, matplotlib", [r"plots", r"diagrams", r"kinds\.\w+\.figures"]),
     ("sweeps, theory, published figures", [r"sweeps", r"engines", r"theory", r"reproduce"]),
     ("the entry points: the package, its API and its command line", [r"", r"api", r"cli(\.\w+)?"]),

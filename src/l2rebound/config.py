@@ -74,6 +74,17 @@ def parse_noise_levels(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in np.geomspace(start, stop, count))
 
 
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """Parse ``"0,0.05,0.1"`` into a tuple of regulariser strengths."""
+    try:
+        return tuple(float(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--alphas expects a list of numbers like 0,0.05,0.1, got {text!r}") from None
+
+
+PAPER_ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5, 2.0, 5.0, 10.0)
+"""The α grid of the compression procedure's published study."""
+
 SEED_NOISE_LEVELS = tuple(1e-5 * 1.615**i for i in range(25))
 """The original Experiment C grid: 25 levels 1e-5·1.615^i, i = 0…24 (1e-5 to 0.99)."""
 
@@ -138,6 +149,16 @@ class Config:
         metadata=_opt("training rule: regulariser gradient added to the loss gradient", rule_names, member=rule),
     )
     alpha: float = field(default=1e-4, metadata=_opt("regulariser strength alpha for l1 and drr (>= 0)", parse=float))
+    alpha_scale: str = field(
+        default="total",
+        metadata=_opt("total: alpha as given; per-sample: alpha divided by --dataset-size (the loss is a mean over "
+                      "samples, so this keeps the regulariser's weight per sample fixed)", ("total", "per-sample")),
+    )
+    layer_factors: str = field(
+        default="on",
+        metadata=_opt("on: drr weighs each layer's parameters by (P/L)/n_l; off: every parameter alike",
+                      ("on", "off")),
+    )
     beta: float = field(default=10.0, metadata=_opt("drr sharpness beta (> 0)", parse=float))
     rho: float = field(default=0.0, metadata=_opt("drr weight-decay strength rho (>= 0)", parse=float))
     optimizer: str = field(
@@ -177,9 +198,38 @@ class Config:
     )
     finetune_epochs: int = field(
         default=0,
-        metadata=_opt("compress: epochs of training after pruning with the pruned entries held at 0 (>= 0; needs "
-                      "--prune-threshold > 0)", parse=int, per_kind=True),
+        metadata=_opt("epochs of training after pruning with the pruned entries held at 0 (>= 0); compress: all of "
+                      "them (needs a prune threshold > 0); procedure: at most these", parse=int, per_kind=True),
     )
+    alphas: tuple[float, ...] = field(
+        default=PAPER_ALPHAS,
+        metadata=_opt("procedure: the regulariser strengths alpha, a list 0,0.05,... (each >= 0, none repeated) "
+                      "[default: the published grid of 15, 0 to 10]", parse=parse_alphas, per_kind=True),
+    )
+    validation_set_size: int = field(
+        default=5000, metadata=_opt("procedure: validation samples, which choose when to stop and which state to "
+                                    "keep (>= 1)", parse=int, per_kind=True))
+    min_epochs: int = field(
+        default=0, metadata=_opt("procedure: epochs before the regularised phase may stop (<= --epochs)",
+                                    parse=int, per_kind=True))
+    finetune_min_epochs: int = field(
+        default=0, metadata=_opt("procedure: epochs before fine-tuning may stop (<= --finetune-epochs)",
+                                  parse=int, per_kind=True))
+    check_every: int = field(
+        default=10, metadata=_opt("procedure: epochs between checks of the validation loss (>= 1)", parse=int,
+                                  per_kind=True))
+    smoothing_window: int = field(
+        default=30, metadata=_opt("procedure: validation losses the saturation test reads (>= 5)", parse=int,
+                                  per_kind=True))
+    tamade_tolerance: float = field(
+        default=0.01, metadata=_opt("procedure: pruning keeps the training loss within (1 + this) times the "
+                                    "unpruned one (> 0)", parse=float, per_kind=True))
+    tamade_resolution: float = field(
+        default=1e-7, metadata=_opt("procedure: width at which the threshold's bisection stops (> 0)",
+                                    parse=float, per_kind=True))
+    finetune_train: str = field(
+        default="vanilla", metadata=_opt("procedure: fine-tune without the regulariser (vanilla) or with the "
+                                         "training rule (same)", ("vanilla", "same"), per_kind=True))
     seed: int = field(default=42, metadata=_opt(
         "base seed; run r draws everything from seed + r (0 <= seed, seed + runs <= 2^53)", parse=int))
     epochs: int = field(default=500, metadata=_opt("training epochs E (>= 0); one full-batch step each", parse=int))
@@ -201,8 +251,8 @@ class Config:
                 if kind is int and abs(value) >= INT_LIMIT:  # an integer of any size compares without overflow
                     raise ConfigError(f"{flag(f.name)} must be an integer below 2^62 in size (got {value!r})")
                 object.__setattr__(self, f.name, kind(value))
-            elif f.name in ("teacher_dims", "student_dims", "noise_levels") and value is not None:
-                what = numbers.Real if f.name == "noise_levels" else numbers.Integral
+            elif f.name in ("teacher_dims", "student_dims", "noise_levels", "alphas") and value is not None:
+                what = numbers.Real if f.name in ("noise_levels", "alphas") else numbers.Integral
                 if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or not all(
                         isinstance(v, what) and not isinstance(v, bool) for v in value):
                     raise ConfigError(f"{flag(f.name)} must be a sequence of "
@@ -213,6 +263,7 @@ class Config:
         object.__setattr__(self, "teacher_dims", tuple(map(int, self.teacher_dims)))
         object.__setattr__(self, "student_dims", tuple(map(int, self.student_dims)))
         object.__setattr__(self, "noise_levels", tuple(float(v) for v in self.noise_levels))
+        object.__setattr__(self, "alphas", tuple(float(v) for v in self.alphas))
         self._validate()
 
     def _validate(self) -> None:
@@ -229,7 +280,8 @@ class Config:
             raise ConfigError(f"the experiment kind {spec.name!r} names config fields that are not kind-specific ones "
                               f"or do not exist: {', '.join(sorted(unknown))}")
         for f in dataclasses.fields(self):
-            if f.metadata.get("per_kind") and f.name not in spec.fields and getattr(self, f.name) != f.default:
+            if ((f.metadata.get("per_kind") and f.name not in spec.fields or f.name in spec.ignored)
+                    and getattr(self, f.name) != f.default):
                 raise ConfigError(f"{flag(f.name)} is not used by the {self.experiment} experiment")
             choices = choices_of(f)
             value = getattr(self, f.name)
@@ -259,19 +311,26 @@ class Config:
         if repeated:
             raise ConfigError("--noise-levels must not repeat a level "
                               f"(repeated: {', '.join(f'{v:g}' for v in repeated)})")
+        if not self.alphas or not all(0 <= v < float("inf") for v in self.alphas):
+            raise ConfigError(f"--alphas must be one or more finite numbers >= 0 (got {self.alphas})")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise ConfigError(f"--alphas must not repeat a value (got {self.alphas})")
         if not 0 <= self.seed <= SEED_LIMIT - self.runs:
             raise ConfigError(f"--seed must be an integer with 0 <= seed and seed + runs <= 2^53 (got {self.seed} with "
                               f"{self.runs} runs)")
         if self.projection != "margin" and self.margin != Config.margin:
             raise ConfigError("--margin is only used with --projection margin")
-        positive = {"learning_rate": self.learning_rate, "beta": self.beta, "margin": self.margin}
+        positive = {"learning_rate": self.learning_rate, "beta": self.beta, "margin": self.margin,
+                    "tamade_tolerance": self.tamade_tolerance, "tamade_resolution": self.tamade_resolution}
         nonnegative = {"noise_sigma": self.noise_sigma, "initial_permut": self.initial_permut, "alpha": self.alpha,
                        "rho": self.rho, "prune_threshold": self.prune_threshold}
         at_least = {"runs": (self.runs, 1), "dataset_size": (self.dataset_size, 1),
                     "test_set_size": (self.test_set_size, 1),
                     "epochs": (self.epochs, 0), "projection_frequency": (self.projection_frequency, 0),
                     "align_every": (self.align_every, 0), "align_budget": (self.align_budget, 0),
-                    "finetune_epochs": (self.finetune_epochs, 0)}
+                    "finetune_epochs": (self.finetune_epochs, 0), "min_epochs": (self.min_epochs, 0),
+                    "finetune_min_epochs": (self.finetune_min_epochs, 0),
+                    "smoothing_window": (self.smoothing_window, 5)}
         for name, value in positive.items():
             if not value > 0 or value != value or value == float("inf"):
                 raise ConfigError(f"{flag(name)} must be a finite number > 0 (got {value})")
@@ -281,6 +340,18 @@ class Config:
         for name, (value, low) in at_least.items():
             if value < low:
                 raise ConfigError(f"{flag(name)} must be an integer >= {low} (got {value})")
+        if self.min_epochs > self.epochs or self.finetune_min_epochs > self.finetune_epochs:
+            if spec.rule_state:  # only the kinds that stop on validation read these
+                raise ConfigError(f"--min-epochs ({self.min_epochs}) must be at most --epochs ({self.epochs}), and "
+                                  f"--finetune-min-epochs ({self.finetune_min_epochs}) at most --finetune-epochs "
+                                  f"({self.finetune_epochs})")
+        trained = rule(self.train)
+        if trained.blocks > 1 and not spec.rule_state:
+            raise ConfigError(f"--train {self.train} trains per-parameter state beside theta: only the kinds "
+                              f"{', '.join(registry.kinds_with('rule_state'))} run it")
+        if trained.needs and self.optimizer not in trained.needs:
+            raise ConfigError(f"--train {self.train} needs --optimizer {' or '.join(trained.needs)} (got "
+                              f"{self.optimizer})")
         if self.finetune_epochs and not self.prune_threshold:
             raise ConfigError("--finetune-epochs trains a pruned student: it needs --prune-threshold > 0")
         for name in spec.required:
@@ -360,6 +431,12 @@ class Config:
         return "_".join(parts) + tail
 
 
+def alpha_of(config: Config, alpha):
+    """The strength α (a number or an array) as the rules use it: per training sample (divided by the dataset
+    size) under ``alpha_scale`` per-sample, else as given."""
+    return alpha / config.dataset_size if config.alpha_scale == "per-sample" else alpha
+
+
 KIND_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("per_kind"))
 """Fields that only some experiment kinds use (``KindSpec.fields``); the others keep their defaults."""
 
@@ -408,6 +485,15 @@ PRESETS: dict[str, dict[str, Any]] = {
           "student_init": "random", "optimizer": "adam", "learning_rate": 1e-2, "train": "drr", "alpha": 0.1,
           "beta": 10.0, "rho": 0.0, "noise_sigma": 1e-3, "epochs": 5000, "projection_frequency": 0,
           "align_every": 500, "prune_threshold": 1e-3},
+    # The compression study behind the paper of ℓ₂-Experiments, as its authors' code runs it: one teacher 2,5,8,1
+    # (Lux's initialisation, first-layer weights 2W + 1, second 2W), fresh 2,25,25,1 students, 300 noisy samples,
+    # Adam 1e-3, DRR with beta 5 and alpha per training sample, no per-layer factors, validation-based stopping,
+    # pruning by search and plain fine-tuning.
+    "paper-compress": {"experiment": "procedure", "teacher_dims": (2, 5, 8, 1), "student_dims": (2, 25, 25, 1),
+                       "noise_sigma": 0.08, "dataset_size": 300, "validation_set_size": 5000, "test_set_size": 10_000,
+                       "optimizer": "adam", "learning_rate": 1e-3, "train": "drr", "beta": 5.0, "rho": 0.0,
+                       "alpha_scale": "per-sample", "layer_factors": "off", "alphas": PAPER_ALPHAS, "runs": 10,
+                       "epochs": 20_000, "min_epochs": 1500, "finetune_epochs": 10_000, "finetune_min_epochs": 33},
 }
 """Named set-ups as the fields they set (``--preset NAME`` on the command of their experiment); explicit
 options override them."""

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
 from l2rebound.certify import Budget, certified_align, node_budget
-from l2rebound.config import Config, ConfigError
+from l2rebound.config import Config, ConfigError, alpha_of
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
@@ -54,14 +54,15 @@ def attach_provenance(result: Result) -> Result:
 
 
 def spec_of(config: Config) -> Spec:
-    return Spec(config.student_dims, config.train, config.optimizer, config.projection, config.projection_frequency)
+    return Spec(config.student_dims, config.train, config.optimizer, config.projection, config.projection_frequency,
+                config.layer_factors == "on")
 
 
 def hyper_of(config: Config, runs: int, sigma=None) -> Hyper:
     """Per-run hyper-parameters (runs,) in the config's dtype, as NumPy arrays (placed on the devices by
     ``spread``, with no compiled operation); ``sigma`` overrides the noise level."""
     sigma = config.noise_sigma if sigma is None else sigma
-    values = (config.learning_rate, sigma, config.alpha, config.beta, config.rho, config.margin)
+    values = (config.learning_rate, sigma, alpha_of(config, config.alpha), config.beta, config.rho, config.margin)
     return Hyper(*(np.broadcast_to(np.asarray(v, config.dtype), (runs,)) for v in values))
 
 

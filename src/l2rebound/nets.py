@@ -62,6 +62,21 @@ def init_glorot(key, dims: tuple[int, ...], bias_init: str, dtype) -> jax.Array:
     return flatten(layers)
 
 
+def init_lux(key, dims: tuple[int, ...], dtype) -> jax.Array:
+    """Lux's default initialisation of a dense tanh network (its ``Dense`` layers' defaults): weights
+    U(±g·sqrt(3 / fan_in)), with gain g = 5/3 for a tanh layer and 1 for the linear output layer; biases
+    U(±1 / sqrt(fan_in)). Returns θ of shape (P,)."""
+    layers = []
+    last = len(dims) - 2
+    for index, (key_l, d_in, d_out) in enumerate(zip(jax.random.split(key, len(dims) - 1), dims[:-1], dims[1:])):
+        key_w, key_b = jax.random.split(key_l)
+        gain = 1.0 if index == last else 5.0 / 3.0
+        limit, bias_limit = gain * np.sqrt(3.0 / d_in), 1.0 / np.sqrt(d_in)
+        layers.append((jax.random.uniform(key_w, (d_out, d_in), dtype, -limit, limit),
+                       jax.random.uniform(key_b, (d_out,), dtype, -bias_limit, bias_limit)))
+    return flatten(layers)
+
+
 def pad(theta, dims: tuple[int, ...], wide_dims: tuple[int, ...]) -> jax.Array:
     """Embed a network into a wider shape: the new hidden units get exactly zero incoming and outgoing
     weights and zero bias, so the function is unchanged. θ (P,) -> (P_wide,)."""

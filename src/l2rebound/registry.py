@@ -43,6 +43,7 @@ BUILTIN_KINDS = {
     "epoch": "l2rebound.kinds.epoch:SPEC",
     "noise": "l2rebound.kinds.noise:SPEC",
     "compress": "l2rebound.kinds.compress:SPEC",
+    "procedure": "l2rebound.kinds.procedure:SPEC",
 }
 """The package's own kinds: name -> reference to its ``KindSpec``. The first is the default experiment."""
 
@@ -69,6 +70,7 @@ class KindSpec:
     fields: the kind-specific config fields it uses (``config.KIND_FIELDS``); the others must keep their
         defaults in its configs.
     required: config fields that must be at least 1 for this kind.
+    ignored: general config fields that it does not read: a value other than the default is refused.
     example: config fields of a small example that runs in seconds (tests, docs).
     sweepable: a sweep can run it per cell: it records per-run curves over epochs (``curves``).
     packable: ``"module:function"`` training several of its configs that differ only in traced fields in one
@@ -77,6 +79,7 @@ class KindSpec:
         ``align_every`` epochs (``kept_epochs``, ``kept_theta``): rebound statistics, ``align``, normalised
         views. Otherwise its metrics are final values over noise levels, (S, R), with ``levels`` (S,).
     theory: the linear-response analysis (``l2rebound analyze``) applies to it.
+    rule_state: it trains rules that carry per-parameter state (``rules.Rule.blocks`` > 1).
     """
 
     name: str
@@ -88,11 +91,13 @@ class KindSpec:
     views: tuple[str, ...]
     fields: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
     example: Mapping[str, Any] = field(default_factory=dict, hash=False)
     sweepable: bool = False
     packable: str | None = None
     curves: bool = False
     theory: bool = False
+    rule_state: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", str(self.name)):

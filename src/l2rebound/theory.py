@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from l2rebound.config import alpha_of
 from l2rebound.data import Split
 from l2rebound.nets import forward
 from l2rebound.precision import float64
@@ -166,12 +167,13 @@ def linear_response(spec: Spectrum, delta0, g, learning_rate: float, epochs: int
     return np.linalg.norm(components(spec, delta0, g, learning_rate, np.arange(epochs + 1), rtol), axis=1)
 
 
-@partial(jax.jit, static_argnames=("rule", "dims"))
-def _drift(h, teacher, start, noise, sigmas, hyper: Hyper, learning_rate, rule: str, dims: tuple[int, ...]):
+@partial(jax.jit, static_argnames=("rule", "dims", "per_layer"))
+def _drift(h, teacher, start, noise, sigmas, hyper: Hyper, learning_rate, rule: str, dims: tuple[int, ...],
+           per_layer: bool):
     """The iteration of ``regularised_response``, compiled. For each σ of ``sigmas`` (S,), with the loss-only
     response δ^loss_t = start[t] + σ·noise[t] ((E + 1, P) each), iterate the drift d from 0 through epochs
     0..E − 1. Returns ‖δ^loss_t + d_t‖ for t = 0..E, (S, E + 1), and d_E, (S, P)."""
-    spec = Spec(dims, rule, "gd", "off", 0)
+    spec = Spec(dims, rule, "gd", "off", 0, per_layer)
 
     def one(sigma):
         def step(d, paths):
@@ -187,7 +189,8 @@ def _drift(h, teacher, start, noise, sigmas, hyper: Hyper, learning_rate, rule: 
 
 @float64
 def regularised_response(gn: Spectrum, teacher, delta0, g_unit, sigmas, learning_rate: float, epochs: int,
-                         hyper: Hyper, rule: str, dims: tuple[int, ...], rtol: float | None = None) -> dict:
+                         hyper: Hyper, rule: str, dims: tuple[int, ...], rtol: float | None = None,
+                         per_layer: bool = True) -> dict:
     """The linear response with the regulariser of the training rule ``rule`` kept exact (module docstring),
     for one run at each noise level of ``sigmas`` (S,).
 
@@ -208,7 +211,7 @@ def regularised_response(gn: Spectrum, teacher, delta0, g_unit, sigmas, learning
     h = (vectors * stiffness) @ vectors.T
     sigmas = np.asarray(sigmas, dtype=np.float64)
     l2, drift = (np.asarray(a) for a in _drift(h, np.asarray(teacher, np.float64), start, noise, sigmas, hyper,
-                                                learning_rate, rule, dims))
+                                                learning_rate, rule, dims, per_layer))
     settled = time_constants(gn.values, learning_rate, rtol) <= epochs
     parts = []
     for final in (start[-1] + sigmas[:, None] * noise[-1], drift):
@@ -280,7 +283,8 @@ def predict_noise(teacher, dims: tuple[int, ...], train: Split, student_init, le
 def strengths(config) -> Hyper:
     """The scalars the training rule of ``config`` reads (α, β, ρ), as the training step passes them, in
     float64 (the step size and σ enter the theory elsewhere: 0 here)."""
-    return Hyper(*(np.float64(v) for v in (0.0, 0.0, config.alpha, config.beta, config.rho, config.margin)))
+    alpha = alpha_of(config, config.alpha)
+    return Hyper(*(np.float64(v) for v in (0.0, 0.0, alpha, config.beta, config.rho, config.margin)))
 
 
 THEORY_VERSION = 2
@@ -351,7 +355,8 @@ def analyze(result, on_progress=None, cache: dict | None = None) -> dict[str, np
             cache[key] = _teacher_terms(teacher, dims, train)
         gn, unit = cache[key]
         delta0 = starts[r] - teacher
-        response = regularised_response(gn, teacher, delta0, unit, sigmas, eta, epochs, hyper, config.train, dims)
+        response = regularised_response(gn, teacher, delta0, unit, sigmas, eta, epochs, hyper, config.train, dims,
+                                        per_layer=config.layer_factors == "on")
         if noise:
             out["predicted_l2"].append(response["l2"][:, -1])
             out["predicted_l2_loss_only"].append(_loss_only_noise(gn, unit, delta0, sigmas, eta, epochs))

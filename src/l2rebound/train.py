@@ -34,6 +34,7 @@ class Spec:
     optimizer: str  # a name of rules.optimizer_names()
     projection: str  # "jitter" | "margin" | "off"
     projection_frequency: int  # 0: never; n: after epochs n, 2n, ...
+    layer_factors: bool = True  # drr's per-layer weights (P / L) / n_l; False: 1 for every parameter
 
 
 class Hyper(NamedTuple):
@@ -120,8 +121,12 @@ def step_loss_and_grad(theta, dims, x, y):
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
     """Gradient (P,) of the penalty of the registered rule ``rules.rule(spec.rule)`` at θ (P,), added to the
     loss gradient."""
-    factor = jnp.asarray(layer_factors(spec.dims), theta.dtype)
-    return rules.rule(spec.rule).grad(theta, factor, hyper)
+    return rules.rule(spec.rule).grad(theta, factors(spec.dims, spec.layer_factors, theta.dtype), hyper)
+
+
+def factors(dims: tuple[int, ...], per_layer: bool, dtype):
+    """The rules' per-parameter factor (P,): ``layer_factors(dims)``, or ones when ``per_layer`` is off."""
+    return jnp.asarray(layer_factors(dims) if per_layer else np.ones(len(layer_factors(dims))), dtype)
 
 
 def evaluate(spec: Spec, hyper: Hyper, problem: Problem, theta, train_loss):

@@ -36,7 +36,8 @@ def config_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...] | Non
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
         meta = f.metadata
-        if meta.get("cli") is False or meta.get("per_kind") and f.name not in used:
+        if (meta.get("cli") is False or meta.get("per_kind") and f.name not in used
+                or all(f.name in spec.ignored for spec in specs)):
             continue  # not an option, or one that these experiments do not use
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default

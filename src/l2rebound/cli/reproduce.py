@@ -1,5 +1,6 @@
 """``l2rebound reproduce A|B|C``: the set-up of a published figure of ℓ₂-Experiments, stored as an ordinary
-result and drawn over the published curve."""
+result and drawn over the published curve; ``l2rebound reproduce compression``: the compression study behind
+the paper, one procedure experiment per rule, drawn side by side."""
 
 from __future__ import annotations
 
@@ -15,25 +16,36 @@ from l2rebound.cli.common import (
     stored,
     typed,
 )
-from l2rebound.config import PRESETS, Config, parse_noise_levels
+from l2rebound.config import PRESETS, Config, ConfigError, parse_noise_levels
+from l2rebound.rules import rule_names
 
 PUBLISHED = sorted(name.removeprefix("seed-") for name in PRESETS if name.startswith("seed-"))
 """The published figures that ``reproduce`` re-creates: X for each preset ``seed-X``."""
 
 
+STUDY = "compression"
+"""The compression study: preset ``paper-compress`` under each rule of ``--procedures``."""
+PROCEDURES = ("drr", "l1", "pmmp")
+
 COMMAND = "reproduce"
 
 
 def add(commands) -> None:
-    kinds = tuple(dict.fromkeys(PRESETS[f"seed-{figure}"]["experiment"] for figure in PUBLISHED))
+    kinds = tuple(dict.fromkeys([*(PRESETS[f"seed-{figure}"]["experiment"] for figure in PUBLISHED),
+                                 PRESETS["paper-compress"]["experiment"]]))
     reproduce = commands.add_parser(
         COMMAND, help="re-create a published figure of ℓ₂-Experiments and draw ours over it",
         description="Run the set-up of published figure A, B or C (presets seed-A, seed-B, seed-C; options override "
                     "them), store it as an ordinary result, and draw our curve over the published one in its own view "
                     "(normalised ℓ₂² and losses over epochs; ℓ₂² against σ on log–log axes), with the RMS difference "
-                    "and both curves' shape statistics. Writes <stem>_published.{svg,png} into the result folder.",
+                    "and both curves' shape statistics. Writes <stem>_published.{svg,png} into the result folder. "
+                    "'compression' runs the compression study of the paper as its authors' code does (preset "
+                    "paper-compress) once per rule of --procedures, stores each as a procedure result, draws them "
+                    "side by side against alpha (<stem>_compression.{svg,png} in --out) and states both claims "
+                    "in numbers.",
     )
-    reproduce.add_argument("figure", choices=PUBLISHED, help="the published figure")
+    reproduce.add_argument("figure", choices=[*PUBLISHED, STUDY], help="the published figure, or the compression "
+                           "study")
     config_options(reproduce, kinds, "set-up options (defaults: the figure's preset, README 'Presets')")
     output_options(reproduce)
     reproduce.add_argument("--scan", type=typed(parse_noise_levels), metavar="LIST|START:STOP:COUNT", default=None,
@@ -47,14 +59,55 @@ def add(commands) -> None:
     reproduce.add_argument("--teachers", type=int, default=1, metavar="K",
                            help="figure C: run the set-up for K teachers (seeds seed, seed + runs + 1, ...) "
                                 "and draw the spread of their mean curves [default: 1]")
+    reproduce.add_argument("--procedures", default=",".join(PROCEDURES), metavar="RULE,...",
+                           help="compression: the training rules to compare, each a procedure experiment "
+                                f"[default: {','.join(PROCEDURES)}]")
     reproduce.set_defaults(handler=run)
+
+
+def run_study(args) -> int:
+    """``reproduce compression``: one procedure experiment per rule, drawn and judged together."""
+    from l2rebound.kinds.procedure.figures import comparison_figure
+    from l2rebound.kinds.procedure.result import claims
+    from l2rebound.plots import write_figure
+
+    if args.scan is not None or args.theory or args.teachers != 1:
+        return fail("--scan, --theory and --teachers apply to figures A, B and C, not to the compression study")
+    procedures = [name.strip() for name in args.procedures.split(",") if name.strip()]
+    unknown = [name for name in procedures if name not in rule_names()]
+    if not procedures or unknown or len(set(procedures)) != len(procedures):
+        return fail(f"--procedures must name distinct training rules among {', '.join(rule_names())} "
+                    f"(got {args.procedures!r})")
+    base = config_from_args(args, "procedure", preset="paper-compress")
+    try:
+        configs = [base.replace(train=name) for name in procedures]
+    except ConfigError as error:
+        return fail(str(error))
+    for config in configs:  # every set-up is valid and writable before the first trains
+        store.check_writable(args.out, config)
+    results = []
+    for config in configs:
+        folder, result = stored(config, args)
+        code = report(folder, result)
+        if code:
+            return code
+        results.append(result)
+    stem = args.out / f"{base.replace(train=PRESETS['paper-compress']['train']).figure_stem()}_{STUDY}"
+    for path in write_figure(comparison_figure(results), stem):
+        print(f"figure: {path}")
+    print("\n".join(claims(results)))
+    return 0
 
 
 def run(args) -> int:
     from l2rebound import reproduce
     from l2rebound.plots import write_figure
 
+    if args.figure == STUDY:
+        return run_study(args)
     config = config_from_args(args, Config.experiment, preset=f"seed-{args.figure}")
+    if args.procedures != ",".join(PROCEDURES):
+        return fail("--procedures applies to the compression study only")
     if args.teachers < 1 or args.teachers > 1 and args.figure != "C":
         return fail("--teachers must be 1 or more, and more than 1 only for figure C (a noise experiment's "
                      f"single teacher; figures A and B draw a teacher per run) (got {args.teachers})")

@@ -1,0 +1,256 @@
+"""The compression procedure's engine entry: teacher and data, the regularised phase, pruning, fine-tuning,
+and every pruned student aligned to its teacher by the certified search (JAX, then NumPy on the host).
+
+Runs are the grid ``alphas`` × ``runs`` repetitions, α slowest: run k·R + i (0-based) has α = alphas[k] and
+repetition i + 1. Repetition i draws its student and its data from seed + i (common to every α); the teacher
+is one network for all runs, drawn from ``seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l2rebound import rules
+from l2rebound.config import Config, alpha_of
+from l2rebound.experiments import attach_provenance
+from l2rebound.kernel import forward
+from l2rebound.kinds.compress.engine import aligned_students
+from l2rebound.kinds.procedure import phases
+from l2rebound.kinds.procedure.result import ProcedureResult
+from l2rebound.nets import init_lux, num_params, pad
+from l2rebound.precision import float64
+from l2rebound.pruning import alive_units, recovery, teacher_support
+from l2rebound.results import with_manifest
+from l2rebound.thresholds import magnitude_pruned, random_gradient_pruned, tamade
+from l2rebound.train import Hyper, step_loss_and_grad
+
+BLOCK = 500
+"""Epochs per compiled call: progress is reported, and finished batches are noticed, between calls."""
+
+
+def teacher_of(config: Config) -> jax.Array:
+    """The one teacher θ_t (P_teacher,): Lux's default initialisation from ``seed``, then the first layer's
+    weights W ← 2W + 1 and the second layer's W ← 2W, so that its function bends within the input square."""
+    dims = config.teacher_dims
+    theta = init_lux(jax.random.key(config.seed), dims, jnp.dtype(config.dtype))
+    first, second = dims[1] * dims[0], dims[1] * (dims[0] + 1)
+    theta = theta.at[:first].set(2 * theta[:first] + 1)
+    if len(dims) > 3:
+        theta = theta.at[second:second + dims[2] * dims[1]].multiply(2)
+    return theta
+
+
+@partial(jax.jit, static_argnames=("config",))
+def _repetition(config: Config, teacher, seed):
+    """Student (P,) and data (``phases.Data``) of one repetition, drawn from ``seed``."""
+    dims, dtype = config.student_dims, jnp.dtype(config.dtype)
+    key_student, key_train, key_val, key_test = jax.random.split(jax.random.key(seed), 4)
+    padded = pad(teacher, config.teacher_dims, dims)
+
+    def split(key, n):
+        key_x, key_z = jax.random.split(key)
+        x = jax.random.uniform(key_x, (n, dims[0]), dtype, -1.0, 1.0)
+        clean = forward(padded, dims, x)
+        return x, clean, clean + config.noise_sigma * jax.random.normal(key_z, clean.shape, dtype)
+
+    (train_x, _, train_y), (val_x, _, val_y), (test_x, test_clean, test_y) = (
+        split(key_train, config.dataset_size), split(key_val, config.validation_set_size),
+        split(key_test, config.test_set_size))
+    data = phases.Data(train_x, train_y, val_x, val_y, test_x, test_y, test_clean)
+    return init_lux(key_student, dims, dtype), data
+
+
+def hyper_of(config: Config, alphas) -> Hyper:
+    """Per-run strengths (runs,): α per training sample when ``alpha_scale`` says so (the loss is a mean)."""
+    alphas = alpha_of(config, np.asarray(alphas, float))
+    full = lambda v: np.full(len(alphas), v, config.dtype)  # noqa: E731
+    return Hyper(full(config.learning_rate), full(config.noise_sigma), alphas.astype(config.dtype),
+                 full(config.beta), full(config.rho), full(config.margin))
+
+
+def phase_of(config: Config, rule: str, min_epochs: int, max_epochs: int) -> phases.Phase:
+    return phases.Phase(config.student_dims, rule, config.train, config.optimizer, config.layer_factors == "on",
+                        config.check_every, config.smoothing_window, min_epochs, max_epochs)
+
+
+def _kept(checkpoint, key: str, like):
+    """The tree shaped as ``like`` and the extra entries kept under ``key`` in ``checkpoint``, or None."""
+    kept = checkpoint.load(key) if checkpoint is not None else None
+    if kept is None:
+        return None
+    leaves, tree = jax.tree.flatten(like)
+    return jax.tree.unflatten(tree, [jnp.asarray(kept[f"leaf{i}"]) for i in range(len(leaves))]), kept
+
+
+def _keep(checkpoint, key: str, tree, **extra) -> None:
+    checkpoint.save(key, {**{f"leaf{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(tree))},
+                          **{name: np.asarray(value) for name, value in extra.items()}})
+
+
+def run_phase(phase: phases.Phase, hyper: Hyper, data: phases.Data, state: phases.State, on_progress=None,
+              checkpoint=None, name: str = "phase"):
+    """A phase of every run to its end (``phases.advance`` in blocks of ``BLOCK`` epochs until no run is left).
+    When half of a batch has stopped, the runs still going move to a batch of their own (a new compile, at most
+    log2(R) of them), so that the cost follows the epochs trained rather than the longest run.
+
+    ``on_progress(n)`` is told of run-epochs done, a stopped run's unused epochs counted when it stops. With a
+    ``checkpoint``, the finished phase is kept under ``name``, and an interrupt (``KeyboardInterrupt``) keeps
+    where it stood: the same call then goes on from there, its kept work counted as done."""
+    runs, total = len(state.running), len(state.running) * phase.max_epochs
+    finished = _kept(checkpoint, f"{name}-end", state)
+    if finished is not None:
+        if on_progress is not None:
+            on_progress(total)
+        return finished[0]
+    done, credited, rows = 0, 0, np.arange(runs)  # rows: the runs of the batch in training, as rows of ``state``
+    resumed = _kept(checkpoint, f"{name}-interrupted", state)
+    if resumed is not None:
+        state, kept = resumed
+        done, credited, rows = int(kept["done"]), int(kept["credited"]), kept["rows"]
+        if on_progress is not None:
+            on_progress(credited)
+    def taken(rows):
+        return jax.tree.map(lambda a: a[rows], (hyper, data, state))
+
+    batch = taken(rows)
+
+    def merged():
+        return jax.tree.map(lambda whole, part: jnp.asarray(whole).at[rows].set(part), state, batch[2])
+
+    try:
+        while done < phase.max_epochs and len(rows):
+            length = min(BLOCK, phase.max_epochs - done)
+            batch = (*batch[:2], phases.advance(phase, *batch, done + 1, length))
+            done += length
+            stopped = ~np.asarray(batch[2].running)
+            left = int(np.where(stopped, phase.max_epochs, done).sum()) + (runs - len(rows)) * phase.max_epochs
+            step, credited = left - credited, left
+            if stopped.all() or 2 * stopped.sum() >= len(rows):
+                state = merged()
+                rows = rows[~stopped]
+                batch = taken(rows)
+            if on_progress is not None:
+                on_progress(step)
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            _keep(checkpoint, f"{name}-interrupted", merged(), done=done, credited=credited, rows=rows)
+        raise
+    state = merged()
+    if on_progress is not None:
+        on_progress(total - credited)
+    if checkpoint is not None:
+        _keep(checkpoint, f"{name}-end", state)
+    return state
+
+
+@partial(jax.jit, static_argnames=("config",))
+def prune_runs(config: Config, theta, train_x, train_y, keys):
+    """Random-gradient pruning, TAMADE at ``tamade_tolerance`` on the training loss, random-gradient pruning
+    again, for a batch of students θ (R, P) with their training data (R, N, d) and keys (R,); returns the
+    pruned θ (R, P) and the thresholds (R,)."""
+    dims = config.student_dims
+
+    def loss_grad(theta, x, y):
+        return step_loss_and_grad(theta, dims, x, y)
+
+    def one(theta, train_x, train_y, key):
+        key_first, key_second = jax.random.split(key)
+        samples = train_x.shape[0]
+        theta = random_gradient_pruned(loss_grad, theta, key_first, samples, dims)
+        threshold, _ = tamade(lambda t: phases.mse(t, dims, train_x, train_y), theta, config.tamade_tolerance,
+                              config.tamade_resolution)
+        theta = magnitude_pruned(theta, threshold)
+        return random_gradient_pruned(loss_grad, theta, key_second, samples, dims), threshold
+
+    return jax.vmap(one)(theta, train_x, train_y, keys)
+
+
+@float64
+def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
+    """The compression procedure for ``config`` (pure: the same config gives the same numbers). ``on_progress(n)``
+    is called as run-epochs complete (R·(E + F) at most: stopped runs are counted when they stop)."""
+    dims, runs = config.student_dims, len(config.alphas) * config.runs
+    params = num_params(dims)
+    teacher = teacher_of(config)
+    seeds = config.seed + 1 + np.arange(config.runs)
+    students, data = zip(*(_repetition(config, teacher, int(seed)) for seed in seeds))
+    repeat = lambda a: jnp.tile(a, (len(config.alphas),) + (1,) * (a.ndim - 1))  # noqa: E731
+    student = repeat(jnp.stack(students))
+    data = jax.tree.map(lambda *leaves: repeat(jnp.stack(leaves)), *data)
+    alphas = np.repeat(config.alphas, config.runs)
+    hyper = hyper_of(config, alphas)
+    rule = rules.rule(config.train)
+    z = jax.vmap(rule.start)(student, hyper)
+    mask = jnp.ones((runs, params), student.dtype)
+
+    clock = time.perf_counter()
+    seconds = {}
+
+    def lap(name):  # this process's seconds per part, recorded in the manifest
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    regular = phase_of(config, config.train, config.min_epochs, config.epochs)
+    state = jax.vmap(partial(phases.start, regular))(z, mask, jnp.full(runs, jnp.inf, student.dtype),
+                                                     jnp.zeros(runs, bool))
+    state = run_phase(regular, hyper, data, state, on_progress, checkpoint, "regularised")
+    first_epochs, first_turns = np.asarray(state.stopped_at), np.asarray(state.turns)
+    z, opt = jax.vmap(phases.result)(state)
+    before = np.asarray(z[:, :params])
+    lap("training")
+
+    keys = jax.random.split(jax.random.key(config.seed), runs)
+    theta, thresholds = prune_runs(config, z[:, :params], data.train_x, data.train_y, keys)
+    mask = (theta != 0).astype(theta.dtype)
+    mask.block_until_ready()
+    lap("pruning")
+    z = jnp.concatenate([theta, z[:, params:]], axis=1)
+    z = rule.prune(z, mask) if rule.prune is not None else z
+    tune_rule = config.train if config.finetune_train == "same" else "vanilla"
+    tune = phase_of(config, tune_rule, config.finetune_min_epochs, config.finetune_epochs)
+    state = jax.vmap(partial(phases.start, tune))(z, mask, state.authors, state.diverged)
+    state = state._replace(opt=opt, best_opt=opt)  # the optimiser's moments carry over from the regularised phase
+    state = run_phase(tune, hyper, data, state, on_progress, checkpoint, "finetune")
+    z, _ = jax.vmap(phases.result)(state)
+    after = np.array(z[:, :params])
+    lap("training")
+    diverged = np.asarray(state.diverged)
+    after[diverged] = np.nan
+
+    # the authors' number: the lowest test loss at a turning point; with none at all, the last check's
+    authors = np.where(np.isfinite(np.asarray(state.authors)), np.asarray(state.authors), np.asarray(state.last_test))
+    final = jnp.asarray(np.nan_to_num(after))
+    test = np.asarray(jax.vmap(partial(phases.mse, dims=dims))(final, x=data.test_x, y=data.test_y))
+    clean = np.asarray(jax.vmap(partial(phases.mse, dims=dims))(final, x=data.test_x, y=data.test_clean))
+    val = np.asarray(jax.vmap(partial(phases.mse, dims=dims))(final, x=data.val_x, y=data.val_y))
+    padded = np.asarray(pad(teacher, config.teacher_dims, dims))
+    aligned = aligned_students(after, padded, dims, config.align_budget)
+    lap("alignment")
+    support = teacher_support(padded, dims, zero_biases=False)
+    recovered = recovery(aligned["theta"], padded, support)
+    finite = ~diverged
+    alive = np.array([alive_units(t, dims) if ok else (-1,) * (len(dims) - 2) for t, ok in zip(after, finite)])
+    table = {
+        "run": np.arange(1, runs + 1), "alpha": alphas, "repetition": np.tile(np.arange(1, config.runs + 1),
+                                                                             len(config.alphas)),
+        "authors_test_loss": np.where(finite, authors, np.nan), "test_loss": np.where(finite, test, np.nan),
+        "clean_test_loss": np.where(finite, clean, np.nan), "validation_loss": np.where(finite, val, np.nan),
+        "nonzero": np.where(finite, (after != 0).sum(axis=1), -1),
+        "nonzero_trained": np.where(finite, (before != 0).sum(axis=1), -1),
+        **{f"alive_units_{h}": alive[:, h - 1] for h in range(1, len(dims) - 1)},
+        "support_recovered": np.where(finite, recovered["support_recovered"], -1),
+        "l2_aligned": aligned["upper"], "l2_aligned_lower": aligned["lower"],
+        "threshold": np.asarray(thresholds), "epochs_regularised": first_epochs,
+        "epochs_finetune": np.asarray(state.stopped_at), "turning_points": first_turns + np.asarray(state.turns),
+        "diverged": diverged.astype(int)}
+    result = ProcedureResult(config, table, {"teacher": padded, "trained": before, "pruned": after,
+                                             "aligned": aligned["theta"]})
+    result = attach_provenance(result)
+    return with_manifest(result, {**result.manifest, "seconds": {k: round(v, 3) for k, v in seconds.items()}})
