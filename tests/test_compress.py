@@ -199,3 +199,18 @@ def test_a_compress_sweep_leaves_out_runs_whose_pruned_student_diverged(near):
     assert summary["support_recovered"][1] == 1
     assert summary["diverged_at"].tolist() == [NEAR.epochs + 3, -1]
     assert (near.compression["nonzero_after"] >= 0).all()  # the result itself is left as it was
+
+
+def test_pruning_by_search_keeps_the_training_loss_within_its_tolerance():
+    """The students pruned by search lose at most the tolerance of their training loss (random-gradient pruning
+    removes only entries that cannot change the output), and the near students, whose noise sits below the
+    teacher's weights, still recover the teacher's pattern; fine-tuning without the regulariser is vanilla."""
+    config = NEAR.replace(prune_method="search", tamade_tolerance=0.05, finetune_train="vanilla")
+    result = l2rebound.run(config, progress=False)
+    before, after = result.metrics["train_loss"][:, config.epochs], result.finetune["train_loss"][:, 0]
+    assert np.all(after <= (1 + config.tamade_tolerance) * before * (1 + 1e-12))
+    assert np.all(result.compression["threshold"] > 0)
+    np.testing.assert_array_equal(result.compression["nonzero_after"], (result.students["after"] != 0).sum(axis=1))
+    tuned_by_the_rule = l2rebound.run(config.replace(finetune_train="same"), progress=False)
+    assert not np.array_equal(tuned_by_the_rule.students["after"], result.students["after"])
+    assert "pruned by search" in result.summary() and "without the regulariser" in result.summary()

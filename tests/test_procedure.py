@@ -176,3 +176,60 @@ def test_pmmp_runs_the_procedure_and_settles_its_probabilities():
     result = kind("procedure").compute(config)
     assert result.metrics["diverged"][0] == 0
     assert np.isfinite(result.metrics["test_loss"][0])
+
+
+def test_an_interrupted_procedure_says_what_it_kept(tmp_path):
+    from l2rebound import store
+    from l2rebound.experiments import kept_work
+
+    config = example("procedure")
+    checkpoint = store.Checkpoint(tmp_path, config)
+    seen = []
+
+    def interrupt(n):
+        seen.append(n)
+        if len(seen) == 2:  # the regularised phase has finished: the fine-tuning's first report
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        kind("procedure").compute(config, on_progress=interrupt, checkpoint=checkpoint)
+    assert "regularised phase: trainings 1–4 finished" in kept_work(checkpoint)
+
+
+def test_a_diverging_procedure_is_reported_not_raised():
+    config = example("procedure").replace(optimizer="gd", learning_rate=1e6, alphas=(0.0,), runs=1)
+    result = kind("procedure").compute(config)
+    assert result.metrics["diverged"].tolist() == [1]
+    assert "diverged" in result.warnings()[0] and "--learning-rate" in result.warnings()[0]
+    assert np.isnan(result.metrics["test_loss"][0]) and result.metrics["nonzero"][0] == -1
+
+
+SMALL = ("--teacher-dims", "2,2,1", "--student-dims", "2,4,1", "--alphas", "0,0.5", "--runs", "2",
+         "--dataset-size", "32", "--validation-set-size", "32", "--test-set-size", "32", "--epochs", "60",
+         "--min-epochs", "40", "--finetune-epochs", "40", "--learning-rate", "1e-2")
+
+
+def test_reproduce_compression_runs_each_procedure_and_states_the_claims(tmp_path):
+    from conftest import run_cli
+
+    code, out, err = run_cli("reproduce", "compression", "--procedures", "drr,l1", *SMALL, "--out", tmp_path,
+                             "--no-progress")
+    assert code == 0, err
+    assert len(list(tmp_path.glob("procedure-*"))) == 2
+    assert len(list(tmp_path.glob("*_compression.png"))) == 1
+    assert "drr, authors' test loss: best alpha 0.5" in out and "l1, recovery:" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--alphas", "0,-1"), "--alphas"),
+    (("--validation-set-size", "0"), "--validation-set-size"),
+    (("--tamade-tolerance", "0"), "--tamade-tolerance"),
+    (("--procedures", "drr,nonsense"), "--procedures"),
+    (("--procedures", "pmmp", "--optimizer", "gd"), "--optimizer adam"),
+])
+def test_bad_input_to_the_study_fails_in_one_line_and_writes_nothing(argv, message, tmp_path):
+    from conftest import run_cli
+
+    code, out, err = run_cli("reproduce", "compression", *SMALL, *argv, "--out", tmp_path)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())

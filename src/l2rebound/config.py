@@ -196,6 +196,13 @@ class Config:
         metadata=_opt("compress: after training, every parameter with |theta| < T is set to 0 (global magnitude "
                       "pruning; 0: none; >= 0)", parse=float, per_kind=True),
     )
+    prune_method: str = field(
+        default="threshold",
+        metadata=_opt("compress: threshold: every |theta| < --prune-threshold is pruned; search: random-gradient "
+                      "pruning, the largest threshold keeping the training loss within 1 + --tamade-tolerance "
+                      "times the unpruned one, random-gradient pruning again", ("threshold", "search"),
+                      per_kind=True),
+    )
     finetune_epochs: int = field(
         default=0,
         metadata=_opt("epochs of training after pruning with the pruned entries held at 0 (>= 0); compress: all of "
@@ -222,14 +229,14 @@ class Config:
         default=30, metadata=_opt("procedure: validation losses the saturation test reads (>= 5)", parse=int,
                                   per_kind=True))
     tamade_tolerance: float = field(
-        default=0.01, metadata=_opt("procedure: pruning keeps the training loss within (1 + this) times the "
+        default=0.01, metadata=_opt("pruning by search keeps the training loss within (1 + this) times the "
                                     "unpruned one (> 0)", parse=float, per_kind=True))
     tamade_resolution: float = field(
-        default=1e-7, metadata=_opt("procedure: width at which the threshold's bisection stops (> 0)",
+        default=1e-7, metadata=_opt("pruning by search: width at which the threshold's bisection stops (> 0)",
                                     parse=float, per_kind=True))
     finetune_train: str = field(
-        default="vanilla", metadata=_opt("procedure: fine-tune without the regulariser (vanilla) or with the "
-                                         "training rule (same)", ("vanilla", "same"), per_kind=True))
+        default="same", metadata=_opt("fine-tune with the training rule (same) or without a regulariser (vanilla)",
+                                      ("same", "vanilla"), per_kind=True))
     seed: int = field(default=42, metadata=_opt(
         "base seed; run r draws everything from seed + r (0 <= seed, seed + runs <= 2^53)", parse=int))
     epochs: int = field(default=500, metadata=_opt("training epochs E (>= 0); one full-batch step each", parse=int))
@@ -493,7 +500,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "noise_sigma": 0.08, "dataset_size": 300, "validation_set_size": 5000, "test_set_size": 10_000,
                        "optimizer": "adam", "learning_rate": 1e-3, "train": "drr", "beta": 5.0, "rho": 0.0,
                        "alpha_scale": "per-sample", "layer_factors": "off", "alphas": PAPER_ALPHAS, "runs": 10,
-                       "epochs": 20_000, "min_epochs": 1500, "finetune_epochs": 10_000, "finetune_min_epochs": 33},
+                       "epochs": 20_000, "min_epochs": 1500, "finetune_epochs": 10_000, "finetune_min_epochs": 33,
+                       "finetune_train": "vanilla"},
 }
 """Named set-ups as the fields they set (``--preset NAME`` on the command of their experiment); explicit
 options override them."""

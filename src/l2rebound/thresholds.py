@@ -7,8 +7,13 @@ alone, e.g. the training set's mean squared error.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
+
+from l2rebound.kernel import forward
+from l2rebound.train import step_loss_and_grad
 
 
 def magnitude_pruned(theta, threshold):
@@ -54,3 +59,23 @@ def random_gradient_pruned(loss_grad, theta, key, samples: int, dims: tuple[int,
     y = jax.random.normal(key_y, (samples, dims[-1]), theta.dtype)
     _, grad = loss_grad(theta, x, y)
     return jnp.where(grad == 0, jnp.zeros_like(theta), theta)
+
+
+@partial(jax.jit, static_argnames=("dims",))
+def searched(theta, x, y, keys, dims: tuple[int, ...], tolerance, resolution):
+    """A batch of trained networks θ (R, P) pruned by search, each on its own training data x (R, N, d0), y (R,
+    N, dL): random-gradient pruning, the TAMADE threshold of the training set's mean squared error at
+    ``tolerance``, random-gradient pruning again (each random batch as large as the training set, drawn from the
+    run's key (R,)). Returns the pruned θ (R, P) and the thresholds (R,)."""
+
+    def loss_grad(theta, x, y):
+        return step_loss_and_grad(theta, dims, x, y)
+
+    def one(theta, x, y, key):
+        first, second = jax.random.split(key)
+        theta = random_gradient_pruned(loss_grad, theta, first, x.shape[0], dims)
+        threshold, _ = tamade(lambda t: jnp.mean((forward(t, dims, x) - y) ** 2), theta, tolerance, resolution)
+        theta = magnitude_pruned(theta, threshold)
+        return random_gradient_pruned(loss_grad, theta, second, x.shape[0], dims), threshold
+
+    return jax.vmap(one)(theta, x, y, keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 from l2rebound.config import Config
@@ -25,6 +26,7 @@ from l2rebound.precision import float64
 from l2rebound.pruning import alive_units, prune, recovery, teacher_support
 from l2rebound.results import COLUMNS, METRICS, kept_epochs
 from l2rebound.symmetry import apply
+from l2rebound.thresholds import searched
 
 
 class _Phase(NamedTuple):
@@ -51,6 +53,18 @@ def aligned_students(students, teachers, dims: tuple[int, ...], align_budget: in
     return out
 
 
+def searched_students(config: Config, train: Config, students, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """The trained students (R, P) of ``train`` (the epoch config of the compression config ``config``) pruned
+    by search on their own training data (``thresholds.searched`` at ``config``'s tolerance and resolution;
+    each run's random batches from its seed): the pruned students (R, P) and their thresholds (R,)."""
+    _, problem, _, _ = setup_runs(train, seeds, seeds)
+    labels = problem.train.labels(np.asarray(train.noise_sigma, train.dtype))
+    keys = jax.vmap(jax.random.key)(np.asarray(seeds))
+    pruned, thresholds = searched(np.asarray(students, train.dtype), problem.train.x, labels, keys,
+                                  train.student_dims, config.tamade_tolerance, config.tamade_resolution)
+    return np.asarray(pruned), np.asarray(thresholds)
+
+
 @float64
 def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
     """The compression experiment for ``config`` (pure, like the epoch experiment). Three phases, each resumable
@@ -59,14 +73,21 @@ def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
     is called as run-epochs complete (R · 2(E + F) in total)."""
     epochs, tune_epochs = config.epochs, config.finetune_epochs
     check_memory(config.replace(epochs=epochs + tune_epochs))  # the vanilla phase is the longest
-    train = config.replace(experiment="epoch", prune_threshold=Config.prune_threshold, finetune_epochs=0)
-    tune, plain = train.replace(epochs=tune_epochs), train.replace(train="vanilla", epochs=epochs + tune_epochs)
+    train = config.replace(experiment="epoch", prune_threshold=Config.prune_threshold, finetune_epochs=0,
+                           prune_method=Config.prune_method, tamade_tolerance=Config.tamade_tolerance,
+                           tamade_resolution=Config.tamade_resolution, finetune_train=Config.finetune_train)
+    tune = train.replace(epochs=tune_epochs, **({"train": "vanilla"} if config.finetune_train == "vanilla" else {}))
+    plain = train.replace(train="vanilla", epochs=epochs + tune_epochs)
     phase = (lambda prefix: _Phase(checkpoint, prefix)) if checkpoint else (lambda prefix: None)
     keep = kept_epochs(train)  # ends at E
     first = train_plan(epoch_plan([train]), keep, on_progress, [phase("train-")])
     before = first["kept_theta"][:, -1]
-    pruned, mask = prune(before, config.prune_threshold)
     seeds = config.seed + np.arange(1, config.runs + 1)
+    if config.prune_method == "search":
+        pruned, thresholds = searched_students(config, train, before, seeds)
+        mask = (pruned != 0).astype(pruned.dtype)
+    else:
+        (pruned, mask), thresholds = prune(before, config.prune_threshold), np.full(config.runs, config.prune_threshold)
 
     def finetune(index, progress, blocks):
         rows = index - 1
@@ -93,7 +114,7 @@ def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
         return np.where(np.isfinite(theta).all(axis=1), (theta != 0).sum(axis=1), -1)
 
     last = {name: tuned[name][:, -1] for name in METRICS}
-    table = {"run": np.arange(1, config.runs + 1), "threshold": np.full(config.runs, config.prune_threshold),
+    table = {"run": np.arange(1, config.runs + 1), "threshold": thresholds,
              "nonzero_before": nonzero(before), "nonzero_after": nonzero(after),
              **{f"alive_units_{h}": alive[:, h - 1] for h in range(1, len(dims) - 1)},
              **{f"teacher_units_{h}": np.full(config.runs, config.teacher_dims[h]) for h in range(1, len(dims) - 1)},

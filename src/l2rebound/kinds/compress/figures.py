@@ -101,7 +101,7 @@ def networks_figure(result: CompressionResult, run: int | None = None) -> Figure
     if not proven_optimal(upper, lower):
         distance += f" (certified ≥ {lower:.4g})" if np.isfinite(lower) else " (no certified lower bound)"
     title = (f"Run {index + 1} of {runs}: {config.train} for {config.epochs} epochs, pruned at |θ| < "
-             f"{config.prune_threshold:g}\n{support}; {distance}")
+             f"{float(row['threshold']):.3g}\n{support}; {distance}")
     return network_figure(panels, title=title)
 
 
@@ -138,7 +138,7 @@ def _per_run(ax, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _tick_labels(config) -> list[str]:
     tune, epochs = config.finetune_epochs, config.epochs
     return [f"vanilla\n{epochs + tune} epochs,\nno regulariser", f"trained\n{epochs} epochs,\n{rule_text(config)}",
-            f"pruned\n|θ| < {config.prune_threshold:g}"
+            ("pruned\nby search" if config.prune_method == "search" else f"pruned\n|θ| < {config.prune_threshold:g}")
             + (f",\n+{tune} epochs masked" if tune else ",\nnot fine-tuned")]
 
 

@@ -34,7 +34,8 @@ also relabelled onto the padded teacher by their certified alignment, and the fi
 
 def compression_table(config) -> Table:
     """The columns of ``compression.csv``, one row per run, for a config with H hidden layers. ``before``: the
-    trained student at epoch E; ``after``: pruned at ``prune_threshold`` and fine-tuned ``finetune_epochs``;
+    trained student at epoch E; ``after``: pruned (at ``prune_threshold``, or by search: ``threshold`` is then
+    each run's) and fine-tuned ``finetune_epochs``;
     ``vanilla``: the student trained without regulariser or pruning for E + F epochs from the same start on the
     same data. ``alive_units_h``: hidden units of layer h with a non-zero incoming and a non-zero outgoing
     weight after pruning; ``teacher_units_h``: the teacher's width. ``support_recovered`` (0/1), ``l1_after``
@@ -260,6 +261,19 @@ def rule_text(config) -> str:
     return config.train + ("" if config.train == "vanilla" else f", α={config.alpha:g}")
 
 
+def pruning_text(config) -> str:
+    """How the trained students were pruned, for people."""
+    if config.prune_method == "search":
+        return f"pruned by search (training loss within {1 + config.tamade_tolerance:g}x the unpruned one)"
+    return f"pruned at |θ| < {config.prune_threshold:g}"
+
+
+def tuning_text(config) -> str:
+    """How the pruned students were fine-tuned, for people."""
+    plain = config.finetune_train == "vanilla" and config.train != "vanilla"
+    return f"fine-tuned {config.finetune_epochs} epochs" + (" without the regulariser" if plain else "")
+
+
 
 def units_table(result: CompressionResult) -> list[str]:
     """The text beside the comparison: alive units per hidden layer (median and range over the runs whose
@@ -308,9 +322,8 @@ def compression_summary(result: CompressionResult) -> str:
     config = result.config
     counted, trained = pruned_counted(result), finished(result, "before")
     students, width = num_params(config.student_dims), 36
-    header = (f"compression: trained {config.epochs} epochs ({rule_text(config)}), pruned at |θ| < "
-              f"{config.prune_threshold:g}, fine-tuned {config.finetune_epochs} epochs; vanilla: "
-              f"{config.epochs + config.finetune_epochs} epochs, no regulariser")
+    header = (f"compression: trained {config.epochs} epochs ({rule_text(config)}), {pruning_text(config)}, "
+              f"{tuning_text(config)}; vanilla: {config.epochs + config.finetune_epochs} epochs, no regulariser")
     lines = [header, f"{'':<{width}}{'median [range]':<22}over {int(counted.sum())} of {config.runs} runs"]
 
     def row(name, text, note=""):

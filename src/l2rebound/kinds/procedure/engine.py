@@ -17,7 +17,7 @@ import numpy as np
 
 from l2rebound import rules
 from l2rebound.config import Config, alpha_of
-from l2rebound.experiments import attach_provenance
+from l2rebound.experiments import PARTIAL, attach_provenance
 from l2rebound.kernel import forward
 from l2rebound.kinds.compress.engine import aligned_students
 from l2rebound.kinds.procedure import phases
@@ -26,8 +26,8 @@ from l2rebound.nets import init_lux, num_params, pad
 from l2rebound.precision import float64
 from l2rebound.pruning import alive_units, recovery, teacher_support
 from l2rebound.results import with_manifest
-from l2rebound.thresholds import magnitude_pruned, random_gradient_pruned, tamade
-from l2rebound.train import Hyper, step_loss_and_grad
+from l2rebound.thresholds import searched
+from l2rebound.train import Hyper
 
 BLOCK = 500
 """Epochs per compiled call: progress is reported, and finished batches are noticed, between calls."""
@@ -79,7 +79,7 @@ def phase_of(config: Config, rule: str, min_epochs: int, max_epochs: int) -> pha
 
 
 def _kept(checkpoint, key: str, like):
-    """The tree shaped as ``like`` and the extra entries kept under ``key`` in ``checkpoint``, or None."""
+    """(the tree shaped as ``like``, the other entries) kept under ``key`` in ``checkpoint``, or None."""
     kept = checkpoint.load(key) if checkpoint is not None else None
     if kept is None:
         return None
@@ -88,6 +88,7 @@ def _kept(checkpoint, key: str, like):
 
 
 def _keep(checkpoint, key: str, tree, **extra) -> None:
+    """Keep ``tree``'s leaves (the first has a row per run, as ``experiments.kept_work`` reads it) and ``extra``."""
     checkpoint.save(key, {**{f"leaf{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(tree))},
                           **{name: np.asarray(value) for name, value in extra.items()}})
 
@@ -102,16 +103,16 @@ def run_phase(phase: phases.Phase, hyper: Hyper, data: phases.Data, state: phase
     ``checkpoint``, the finished phase is kept under ``name``, and an interrupt (``KeyboardInterrupt``) keeps
     where it stood: the same call then goes on from there, its kept work counted as done."""
     runs, total = len(state.running), len(state.running) * phase.max_epochs
-    finished = _kept(checkpoint, f"{name}-end", state)
-    if finished is not None:
-        if on_progress is not None:
-            on_progress(total)
-        return finished[0]
+    key = f"{name}-runs-1-{runs}"  # a chunk of every run, in the store's naming (``experiments.CHUNK_KEY``)
     done, credited, rows = 0, 0, np.arange(runs)  # rows: the runs of the batch in training, as rows of ``state``
-    resumed = _kept(checkpoint, f"{name}-interrupted", state)
-    if resumed is not None:
-        state, kept = resumed
-        done, credited, rows = int(kept["done"]), int(kept["credited"]), kept["rows"]
+    kept = _kept(checkpoint, key, state)
+    if kept is not None:
+        state, extra = kept
+        if PARTIAL not in extra:  # the phase finished
+            if on_progress is not None:
+                on_progress(total)
+            return state
+        done, credited, rows = int(extra["epochs_done"]), int(extra["credited"]), extra["rows"]
         if on_progress is not None:
             on_progress(credited)
     def taken(rows):
@@ -138,36 +139,15 @@ def run_phase(phase: phases.Phase, hyper: Hyper, data: phases.Data, state: phase
                 on_progress(step)
     except KeyboardInterrupt:
         if checkpoint is not None:
-            _keep(checkpoint, f"{name}-interrupted", merged(), done=done, credited=credited, rows=rows)
+            _keep(checkpoint, key, merged(), credited=credited, rows=rows, **{PARTIAL: done // BLOCK},
+                  trainings=runs, epochs_done=done, epochs=phase.max_epochs)
         raise
     state = merged()
+    if checkpoint is not None:
+        _keep(checkpoint, key, state)
     if on_progress is not None:
         on_progress(total - credited)
-    if checkpoint is not None:
-        _keep(checkpoint, f"{name}-end", state)
     return state
-
-
-@partial(jax.jit, static_argnames=("config",))
-def prune_runs(config: Config, theta, train_x, train_y, keys):
-    """Random-gradient pruning, TAMADE at ``tamade_tolerance`` on the training loss, random-gradient pruning
-    again, for a batch of students θ (R, P) with their training data (R, N, d) and keys (R,); returns the
-    pruned θ (R, P) and the thresholds (R,)."""
-    dims = config.student_dims
-
-    def loss_grad(theta, x, y):
-        return step_loss_and_grad(theta, dims, x, y)
-
-    def one(theta, train_x, train_y, key):
-        key_first, key_second = jax.random.split(key)
-        samples = train_x.shape[0]
-        theta = random_gradient_pruned(loss_grad, theta, key_first, samples, dims)
-        threshold, _ = tamade(lambda t: phases.mse(t, dims, train_x, train_y), theta, config.tamade_tolerance,
-                              config.tamade_resolution)
-        theta = magnitude_pruned(theta, threshold)
-        return random_gradient_pruned(loss_grad, theta, key_second, samples, dims), threshold
-
-    return jax.vmap(one)(theta, train_x, train_y, keys)
 
 
 @float64
@@ -207,7 +187,8 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
     lap("training")
 
     keys = jax.random.split(jax.random.key(config.seed), runs)
-    theta, thresholds = prune_runs(config, z[:, :params], data.train_x, data.train_y, keys)
+    theta, thresholds = searched(z[:, :params], data.train_x, data.train_y, keys, dims, config.tamade_tolerance,
+                                 config.tamade_resolution)
     mask = (theta != 0).astype(theta.dtype)
     mask.block_until_ready()
     lap("pruning")
