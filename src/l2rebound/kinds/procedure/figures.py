@@ -9,6 +9,8 @@ a dashed line. ``alpha_axes`` draws one metric onto given axes, so that a figure
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -35,6 +37,12 @@ def alpha_axes(ax, result: ProcedureResult, metric: str, label: str | None = Non
     if np.any(alphas == 0):
         ax.axhline(t[metric][alphas == 0][0], color=line.get_color(), ls="--", lw=1)
     ax.set_yscale("log")
+    positive = alphas[alphas > 0]
+    if len(positive) > 1 and positive.max() > 10 * positive.min():
+        # the small strengths, where the effects are, would crowd at the left of a linear axis
+        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
+        decades = range(int(np.ceil(np.log10(positive.min()))), int(np.floor(np.log10(positive.max()))) + 1)
+        ax.set_xticks([0.0, *(10.0**k for k in decades)])
     ax.set_xlabel("α (per training sample)" if result.config.alpha_scale == "per-sample" else "α")
 
 
@@ -96,6 +104,8 @@ def comparison_figure(results: list[ProcedureResult]) -> Figure:
     axes[3].axhline(np.count_nonzero(results[0].params["teacher"]), color="grey", ls=":", lw=1, label="teacher")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.suptitle(f"compression procedures against α: median and interquartile range over "
-                 f"{results[0].config.runs} repetitions\n{subtitle(results[0])}", fontsize=10)
+    rules = ", ".join(result.config.train for result in results)
+    setup = textwrap.fill(results[0].config.describe(skip=("runs", "train")), 110)
+    fig.suptitle(f"compression procedures ({rules}) against α: median and interquartile range over "
+                 f"{results[0].config.runs} repetitions\n{setup}", fontsize=10)
     return fig
