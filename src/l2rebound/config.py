@@ -348,7 +348,7 @@ class Config:
             if value < low:
                 raise ConfigError(f"{flag(name)} must be an integer >= {low} (got {value})")
         if self.min_epochs > self.epochs or self.finetune_min_epochs > self.finetune_epochs:
-            if spec.rule_state:  # only the kinds that stop on validation read these
+            if "min_epochs" in spec.fields:  # the kinds that stop on validation
                 raise ConfigError(f"--min-epochs ({self.min_epochs}) must be at most --epochs ({self.epochs}), and "
                                   f"--finetune-min-epochs ({self.finetune_min_epochs}) at most --finetune-epochs "
                                   f"({self.finetune_epochs})")
@@ -359,7 +359,8 @@ class Config:
         if trained.needs and self.optimizer not in trained.needs:
             raise ConfigError(f"--train {self.train} needs --optimizer {' or '.join(trained.needs)} (got "
                               f"{self.optimizer})")
-        if self.finetune_epochs and not self.prune_threshold:
+        if self.finetune_epochs and not self.prune_threshold and self.prune_method == "threshold" and (
+                "prune_threshold" in spec.fields):
             raise ConfigError("--finetune-epochs trains a pruned student: it needs --prune-threshold > 0")
         for name in spec.required:
             if not getattr(self, name) >= 1:
@@ -492,10 +493,10 @@ PRESETS: dict[str, dict[str, Any]] = {
           "student_init": "random", "optimizer": "adam", "learning_rate": 1e-2, "train": "drr", "alpha": 0.1,
           "beta": 10.0, "rho": 0.0, "noise_sigma": 1e-3, "epochs": 5000, "projection_frequency": 0,
           "align_every": 500, "prune_threshold": 1e-3},
-    # The compression study behind the paper of ℓ₂-Experiments, as its authors' code runs it: one teacher 2,5,8,1
-    # (Lux's initialisation, first-layer weights 2W + 1, second 2W), fresh 2,25,25,1 students, 300 noisy samples,
-    # Adam 1e-3, DRR with beta 5 and alpha per training sample, no per-layer factors, validation-based stopping,
-    # pruning by search and plain fine-tuning.
+    # The compression study behind the paper of ℓ₂-Experiments, set up as its published study script: one
+    # teacher 2,5,8,1 (Lux's initialisation, first-layer weights 2W + 1, second 2W), fresh 2,25,25,1 students,
+    # 300 noisy samples, Adam 1e-3, DRR with beta 5 and alpha per training sample, no per-layer factors,
+    # validation-based stopping, pruning by search and plain fine-tuning.
     "paper-compress": {"experiment": "procedure", "teacher_dims": (2, 5, 8, 1), "student_dims": (2, 25, 25, 1),
                        "noise_sigma": 0.08, "dataset_size": 300, "validation_set_size": 5000, "test_set_size": 10_000,
                        "optimizer": "adam", "learning_rate": 1e-3, "train": "drr", "beta": 5.0, "rho": 0.0,

@@ -214,7 +214,7 @@ register_rule(Rule("drr", "sum over layers of factor_l * (alpha * (1 - exp(-beta
                    _drr_penalty, _drr_grad, ("alpha", "beta", "rho")))
 
 
-# PMMP, the probabilistic minimax method, with the formulas of the authors' code: z = (θ, w, p, u), each (P,).
+# PMMP, the probabilistic minimax method: z = (θ, w, p, u), each (P,).
 # θ_i is kept with probability p_i (dimensionless), at the value w_i (units of θ); α·Σ factor·p is the expected
 # L0 norm. u_i (loss units per unit of θ squared) is a Lagrange multiplier of the constraint that the random
 # weight w_i·Bernoulli(p_i) be θ_i: its mean w_i p_i equal to θ_i and its variance w_i² p_i (1 - p_i) zero, so

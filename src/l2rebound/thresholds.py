@@ -24,8 +24,8 @@ def magnitude_pruned(theta, threshold):
 def tamade(loss, theta, tolerance, resolution):
     """The largest threshold t, found by bisection, for which ``loss(magnitude_pruned(θ, t))`` stays at most
     (1 + ``tolerance``)·``loss(θ)``: the interval [0, 2·max|θ|] is halved, keeping the upper half whenever its
-    midpoint passes, until it is at most ``resolution`` wide (or its midpoint no longer moves in θ's
-    precision). The loss need not be monotone in t; the answer is the last midpoint that passed (0 if none).
+    midpoint passes, until it is at most ``resolution`` wide or its ends are adjacent numbers of θ's precision.
+    The loss need not be monotone in t; the answer is the last midpoint that passed (0 if none).
 
     Returns (threshold, bisection steps), both scalars.
     """
@@ -35,7 +35,8 @@ def tamade(loss, theta, tolerance, resolution):
     def unfinished(search):
         low, high, _, _ = search
         middle = (low + high) / 2
-        return (jnp.abs(high - low) > resolution) & (middle != low)
+        # adjacent floats: the midpoint rounds onto an end, and halving would no longer move either
+        return (jnp.abs(high - low) > resolution) & (middle != low) & (middle != high)
 
     def halve(search):
         low, high, found, steps = search

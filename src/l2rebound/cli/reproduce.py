@@ -78,6 +78,8 @@ def run_study(args) -> int:
     if not procedures or unknown or len(set(procedures)) != len(procedures):
         return fail(f"--procedures must name distinct training rules among {', '.join(rule_names())} "
                     f"(got {args.procedures!r})")
+    if getattr(args, "train", None) is not None:
+        return fail("--train is set by the study: name the training rules with --procedures")
     base = config_from_args(args, "procedure", preset="paper-compress")
     try:
         configs = [base.replace(train=name) for name in procedures]
@@ -92,7 +94,7 @@ def run_study(args) -> int:
         if code:
             return code
         results.append(result)
-    stem = args.out / f"{base.replace(train=PRESETS['paper-compress']['train']).figure_stem()}_{STUDY}"
+    stem = args.out / f"{base.figure_stem()}_{STUDY}-{'-'.join(procedures)}"
     for path in write_figure(comparison_figure(results), stem):
         print(f"figure: {path}")
     print("\n".join(claims(results)))

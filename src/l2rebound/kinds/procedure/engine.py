@@ -40,9 +40,7 @@ def teacher_of(config: Config) -> jax.Array:
     theta = init_lux(jax.random.key(config.seed), dims, jnp.dtype(config.dtype))
     first, second = dims[1] * dims[0], dims[1] * (dims[0] + 1)
     theta = theta.at[:first].set(2 * theta[:first] + 1)
-    if len(dims) > 3:
-        theta = theta.at[second:second + dims[2] * dims[1]].multiply(2)
-    return theta
+    return theta.at[second:second + dims[2] * dims[1]].multiply(2)  # the output layer of a one-hidden-layer net
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -81,10 +79,12 @@ def phase_of(config: Config, rule: str, min_epochs: int, max_epochs: int) -> pha
 def _kept(checkpoint, key: str, like):
     """(the tree shaped as ``like``, the other entries) kept under ``key`` in ``checkpoint``, or None."""
     kept = checkpoint.load(key) if checkpoint is not None else None
-    if kept is None:
-        return None
     leaves, tree = jax.tree.flatten(like)
-    return jax.tree.unflatten(tree, [jnp.asarray(kept[f"leaf{i}"]) for i in range(len(leaves))]), kept
+    names = [f"leaf{i}" for i in range(len(leaves))]
+    if kept is None or not all(name in kept and kept[name].shape == np.shape(leaf)
+                               for name, leaf in zip(names, leaves)):
+        return None  # nothing kept, or what is kept does not fit (another version): computed again
+    return jax.tree.unflatten(tree, [jnp.asarray(kept[name]) for name in names]), kept
 
 
 def _keep(checkpoint, key: str, tree, **extra) -> None:
@@ -150,23 +150,34 @@ def run_phase(phase: phases.Phase, hyper: Hyper, data: phases.Data, state: phase
     return state
 
 
+def prepare(config: Config):
+    """What the runs start from: the teacher (P_teacher,), each run's α (R,), strengths (``Hyper`` of (R,)),
+    data (``phases.Data`` of R runs) and z (R, B·P), the rule's start at each run's fresh student."""
+    teacher = teacher_of(config)
+    seeds = config.seed + 1 + np.arange(config.runs)
+    students, data = zip(*(_repetition(config, teacher, int(seed)) for seed in seeds))
+    repeat = lambda a: jnp.tile(a, (len(config.alphas),) + (1,) * (a.ndim - 1))  # noqa: E731
+    data = jax.tree.map(lambda *leaves: repeat(jnp.stack(leaves)), *data)
+    alphas = np.repeat(config.alphas, config.runs)
+    hyper = hyper_of(config, alphas)
+    return teacher, alphas, hyper, data, jax.vmap(rules.rule(config.train).start)(repeat(jnp.stack(students)), hyper)
+
+
+def _ended(state: phases.State, max_epochs: int) -> np.ndarray:
+    """(R,) the epoch each run's phase ended at: 0 for a phase of no epochs, -1 for a run that did not run it."""
+    stopped = np.asarray(state.stopped_at)
+    return np.where(stopped >= 0, stopped, 0 if max_epochs == 0 else -1)
+
+
 @float64
 def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
     """The compression procedure for ``config`` (pure: the same config gives the same numbers). ``on_progress(n)``
     is called as run-epochs complete (R·(E + F) at most: stopped runs are counted when they stop)."""
     dims, runs = config.student_dims, len(config.alphas) * config.runs
     params = num_params(dims)
-    teacher = teacher_of(config)
-    seeds = config.seed + 1 + np.arange(config.runs)
-    students, data = zip(*(_repetition(config, teacher, int(seed)) for seed in seeds))
-    repeat = lambda a: jnp.tile(a, (len(config.alphas),) + (1,) * (a.ndim - 1))  # noqa: E731
-    student = repeat(jnp.stack(students))
-    data = jax.tree.map(lambda *leaves: repeat(jnp.stack(leaves)), *data)
-    alphas = np.repeat(config.alphas, config.runs)
-    hyper = hyper_of(config, alphas)
+    teacher, alphas, hyper, data, z = prepare(config)
     rule = rules.rule(config.train)
-    z = jax.vmap(rule.start)(student, hyper)
-    mask = jnp.ones((runs, params), student.dtype)
+    mask = jnp.ones((runs, params), z.dtype)
 
     clock = time.perf_counter()
     seconds = {}
@@ -178,10 +189,10 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
         clock = now
 
     regular = phase_of(config, config.train, config.min_epochs, config.epochs)
-    state = jax.vmap(partial(phases.start, regular))(z, mask, jnp.full(runs, jnp.inf, student.dtype),
-                                                     jnp.zeros(runs, bool))
+    state = jax.vmap(partial(phases.start, regular))(z, mask, jnp.full(runs, jnp.inf, z.dtype),
+                                                     jnp.full(runs, jnp.nan, z.dtype), jnp.zeros(runs, bool))
     state = run_phase(regular, hyper, data, state, on_progress, checkpoint, "regularised")
-    first_epochs, first_turns = np.asarray(state.stopped_at), np.asarray(state.turns)
+    first_epochs, first_turns = _ended(state, config.epochs), np.asarray(state.turns)
     z, opt = jax.vmap(phases.result)(state)
     before = np.asarray(z[:, :params])
     lap("training")
@@ -196,7 +207,7 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
     z = rule.prune(z, mask) if rule.prune is not None else z
     tune_rule = config.train if config.finetune_train == "same" else "vanilla"
     tune = phase_of(config, tune_rule, config.finetune_min_epochs, config.finetune_epochs)
-    state = jax.vmap(partial(phases.start, tune))(z, mask, state.authors, state.diverged)
+    state = jax.vmap(partial(phases.start, tune))(z, mask, state.authors, state.last_test, state.diverged)
     state = state._replace(opt=opt, best_opt=opt)  # the optimiser's moments carry over from the regularised phase
     state = run_phase(tune, hyper, data, state, on_progress, checkpoint, "finetune")
     z, _ = jax.vmap(phases.result)(state)
@@ -229,7 +240,8 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
         "support_recovered": np.where(finite, recovered["support_recovered"], -1),
         "l2_aligned": aligned["upper"], "l2_aligned_lower": aligned["lower"],
         "threshold": np.asarray(thresholds), "epochs_regularised": first_epochs,
-        "epochs_finetune": np.asarray(state.stopped_at), "turning_points": first_turns + np.asarray(state.turns),
+        "epochs_finetune": _ended(state, config.finetune_epochs),
+        "turning_points": first_turns + np.asarray(state.turns),
         "diverged": diverged.astype(int)}
     result = ProcedureResult(config, table, {"teacher": padded, "trained": before, "pruned": after,
                                              "aligned": aligned["theta"]})

@@ -32,6 +32,8 @@ def alpha_axes(ax, result: ProcedureResult, metric: str, label: str | None = Non
     the α = 0 median as a dashed baseline where the grid holds α = 0."""
     t = result.per_alpha()
     alphas = t["alpha"]
+    if not np.isfinite(t[metric]).any():  # every run diverged: nothing to draw on a log scale
+        return
     line, = ax.plot(alphas, t[metric], "o-", color=colour, label=label or result.config.train)
     ax.fill_between(alphas, t[f"{metric}_q1"], t[f"{metric}_q3"], color=line.get_color(), alpha=0.25, lw=0)
     if np.any(alphas == 0):

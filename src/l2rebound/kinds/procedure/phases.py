@@ -92,14 +92,14 @@ def mse(theta, dims, x, y):
     return jnp.mean((forward(theta, dims, x) - y) ** 2)
 
 
-def start(phase: Phase, z, mask, authors, diverged) -> State:
-    """A run's state at the start of ``phase``: z (B·P,) and its mask (P,), the authors' running minimum so far
-    and whether the run has diverged (a diverged run does not run)."""
+def start(phase: Phase, z, mask, authors, last_test, diverged) -> State:
+    """A run's state at the start of ``phase``: z (B·P,) and its mask (P,), and from the phases before: the
+    authors' running minimum, the last check's test loss (NaN before any) and whether the run has diverged (a
+    diverged run does not run)."""
     inf = jnp.asarray(jnp.inf, z.dtype)
     opt = rules.optimizer(phase.optimizer).transform().init(z)
     return State(z, opt, mask, ~diverged, jnp.asarray(-1), diverged, inf, jnp.full(phase.recent, jnp.nan, z.dtype),
-                 z, opt, jnp.asarray(0), inf, authors, jnp.asarray(jnp.nan, z.dtype),
-                 jnp.asarray(jnp.nan, z.dtype))
+                 z, opt, jnp.asarray(0), inf, authors, jnp.asarray(jnp.nan, z.dtype), last_test)
 
 
 def settled(phase: Phase, z):
@@ -116,19 +116,22 @@ def step(phase: Phase, hyper: Hyper, data: Data, state: State, epoch):
     theta = state.z[:p]
     _, grad = step_loss_and_grad(theta, dims, data.train_x, data.train_y)
     grad = jnp.zeros_like(state.z).at[:p].set(grad * state.mask)
+    carries_state = state.z.shape[0] > p
+    # a rule with state is idle at α = 0: θ follows the loss alone and the state (with its moments) stays put
+    idle = carries_state & (hyper.alpha == 0)
     if phase.rule != "vanilla":
-        grad = grad + rule.grad(state.z, factors(dims, phase.layer_factors, state.z.dtype), hyper)
+        grad = grad + jnp.where(idle, 0, rule.grad(state.z, factors(dims, phase.layer_factors, state.z.dtype), hyper))
     direction, opt = rules.optimizer(phase.optimizer).transform().update(grad, state.opt)
     z = state.z - hyper.learning_rate * direction
-    if phase.rule != phase.state_rule and z.shape[0] > p:
-        # fine-tuning: the rule's state blocks (and their moments) stay where the regularised phase left them
-        frozen = jnp.arange(z.shape[0]) >= p
+    if carries_state:
+        # fine-tuning without the rule leaves its state where the regularised phase left it
+        frozen = (jnp.arange(z.shape[0]) >= p) & (idle | (phase.rule != phase.state_rule))
         z = jnp.where(frozen, state.z, z)
         opt = jax.tree.map(lambda new, old: jnp.where(frozen, old, new) if new.shape == z.shape else new,
                            opt, state.opt)
-    else:
-        z = rule.after_step(z)
     z = z.at[:p].multiply(state.mask)
+    if phase.rule == phase.state_rule:
+        z = rule.after_step(z)  # a projection of the state: no change to a state that did not move
 
     check = (epoch % phase.every == 0) | (epoch == phase.max_epochs)
     # validation losses are needed at checks and in the window that the saturation test reads

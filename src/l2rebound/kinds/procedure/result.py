@@ -1,7 +1,7 @@
 """The compression procedure's result: one row per run of the α grid, the pruned students, and the text
 summary per α (NumPy only).
 
-Two test metrics are stored. ``authors_test_loss`` is the number the procedure's authors plot: the lowest
+Two test metrics are stored. ``authors_test_loss`` is the number the published study plots: the lowest
 test loss at any turning point of the validation loss, over both phases. It picks its epoch by looking at the
 test set, so it is optimistic. ``test_loss`` is the test loss of the state that validation alone chose (the
 procedure's returned student). ``clean_test_loss`` is the latter against the teacher's noiseless outputs: the
@@ -161,9 +161,15 @@ def claims(results: list[ProcedureResult]) -> list[str]:
             lines.append(f"{rule}: no alpha = 0 run in the grid: no baseline to compare with")
             continue
         base = int(np.flatnonzero(t["alpha"] == 0)[0])
+        if not np.any(t["alpha"] > 0):
+            lines.append(f"{rule}: only alpha = 0 in the grid: nothing to compare with it")
+            continue
         for metric, name in (("authors_test_loss", "authors' test loss"), ("test_loss", "validation-chosen test loss"),
                              ("clean_test_loss", "clean-label test loss")):
-            values = np.where(t["alpha"] > 0, t[metric], np.inf)
+            values = np.where((t["alpha"] > 0) & np.isfinite(t[metric]), t[metric], np.inf)
+            if not np.isfinite(values).any():
+                lines.append(f"{rule}, {name}: every run with alpha > 0 diverged")
+                continue
             best = int(np.argmin(values))
             change = t[metric][best] / t[metric][base] - 1
             separate = t[f"{metric}_q3"][best] < t[f"{metric}_q1"][base]
