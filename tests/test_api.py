@@ -76,7 +76,7 @@ def test_bad_input_is_a_config_error_naming_the_option(call, message):
 
 
 def test_presets_are_read_only_configs_and_replace_follows_the_teacher():
-    assert set(presets) == {"A", "B", "C", "C-script", "seed-A", "seed-B", "seed-C", "D"}
+    assert set(presets) == {"A", "B", "C", "C-script", "seed-A", "seed-B", "seed-C", "D", "paper-compress"}
     assert presets["C-script"].experiment == "noise" and presets["C-script"].learning_rate == 1e-3
     assert presets["C-script"].epochs == 100 and presets["C"] == l2rebound.Config(experiment="noise")
     with pytest.raises(TypeError):

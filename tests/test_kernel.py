@@ -1,9 +1,10 @@
 """The fused CPU kernel (l2rebound.kernel) against the NumPy reference: loss, gradient and outputs for
 several architectures, sample counts that do not fill a block, batches of runs (spread over threads: the
-same bits as run by run), its tanh, and the exactly-zero gradient of a student equal to its teacher; its
-Threefry hash against known answers, NumPy and XLA's own lowering. And its build at first use: into the
-cache (reused by the next process), one warning and XLA alone without a compiler or when the build fails,
-nothing global changed in JAX unless asked."""
+same bits as run by run), its tanh, and the exactly-zero gradient of a student equal to its teacher; in
+float32, against XLA's float32 programs and its own float32 tanh and genericity check; its Threefry hash
+against known answers, NumPy and XLA's own lowering. And its build at first use: into the cache (reused by
+the next process), one warning and XLA alone without a compiler or when the build fails, nothing global
+changed in JAX unless asked."""
 
 import json
 import os
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from l2rebound import Config, genericity, kernel, reference
+from l2rebound import Config, genericity, kernel, nets, reference, train
 from l2rebound.experiments import run_experiment
 from l2rebound.nets import layer_slices, num_params
 from l2rebound.train import step_loss_and_grad
@@ -35,6 +36,15 @@ def kernel_on():
         pytest.skip("no C++ compiler: the kernel cannot be built here")
     if not kernel.enabled(jnp.float64):
         pytest.skip("the kernel does not serve here (not a CPU backend, or its build failed: see the warning)")
+
+
+F32_TOL = 2.0**-16
+"""Kernel against XLA in float32, relative to the largest magnitude compared: 256 units of float32's rounding
+unit u = 2^-24. The two round differently (their own tanh, within 3 and 5 ulp; products and sums over
+samples in another order), so each carries its own rounding error; for these sizes (dot products of up to 60
+terms through up to 4 layers, sums over up to 300 samples, accumulated in float32) both stay within some tens
+of u of the float64 reference (measured: at most 40 u). 256 u leaves that margin, and is still 2^-16: far
+below what a wrong term or a float64/float32 mix-up would give, and far above float64's agreement (1e-13)."""
 
 
 def _problem(dims, n, seed, runs=None):
@@ -76,7 +86,9 @@ def test_kernel_builds_wherever_a_compiler_exists():
     if kernel.switched_off() or kernel.find_compiler() is None:
         pytest.skip("switched off, or no C++ compiler here")
     assert kernel.available(), "a C++ compiler exists but the kernel did not build: see the KernelUnavailableWarning"
-    assert kernel.fast_path(jnp.float64) == "fused-kernel" and kernel.fast_path(jnp.float32) == "xla"
+    assert kernel.fast_path(jnp.float64) == kernel.fast_path(jnp.float32) == "fused-kernel"
+    assert kernel.enabled(jnp.float32) and kernel.enabled(np.float32) and kernel.enabled("float32")
+    assert not kernel.enabled(jnp.float16) and not kernel.enabled(jnp.bfloat16)
 
 
 _NOTHING_GLOBAL = """
@@ -180,14 +192,15 @@ def test_batches_of_runs_under_vmap_match_run_by_run():
 
 
 @pytest.mark.usefixtures("kernel_on")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("runs", [2, 7, 31])
-def test_runs_spread_over_threads_give_the_bits_of_each_run_alone(runs):
+def test_runs_spread_over_threads_give_the_bits_of_each_run_alone(runs, dtype):
     # one call with a batch of runs spreads them over XLA's threads; each alone takes the serial path
     dims = (2, 25, 25, 1)
-    theta, x, y = _problem(dims, 300, seed=runs, runs=runs)
-    x_test = np.random.default_rng(runs).uniform(-1, 1, (runs, 70, 2))
+    theta, x, y = (a.astype(dtype) for a in _problem(dims, 300, seed=runs, runs=runs))
+    x_test = np.random.default_rng(runs).uniform(-1, 1, (runs, 70, 2)).astype(dtype)
     theta[:, ::97] = 0.0  # something for the genericity check to find
-    rtol = genericity.TOLERANCE_ULPS * np.finfo(np.float64).eps
+    rtol = genericity.TOLERANCE_ULPS * np.finfo(dtype).eps
 
     def step(t, x, y, x_test):
         loss, grad = kernel.loss_and_grad(t, dims, x, y)
@@ -199,6 +212,7 @@ def test_runs_spread_over_threads_give_the_bits_of_each_run_alone(runs):
         for got, want in zip(batch, alone(theta[r], x[r], y[r], x_test[r])):
             np.testing.assert_array_equal(got[r], want)
     assert np.any(batch[3])
+    assert all(a.dtype == dtype for a in batch[:3])
 
 
 @pytest.mark.usefixtures("kernel_on")
@@ -215,10 +229,11 @@ def test_tanh_within_four_ulp_and_special_values():
 
 
 @pytest.mark.usefixtures("kernel_on")
-def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_student_equal_to_teacher_has_exactly_zero_loss_and_gradient(dtype):
     # labels from the kernel's own forward: the residual is zero bit for bit, so nothing moves at sigma = 0
     dims = (2, 25, 25, 1)
-    theta, x, _ = _problem(dims, 1000, seed=5)
+    theta, x, _ = (a.astype(dtype) for a in _problem(dims, 1000, seed=5))
     y = kernel.forward(jnp.asarray(theta), dims, x)
     loss, grad = step_loss_and_grad(jnp.asarray(theta), dims, jnp.asarray(x), y)
     assert float(loss) == 0.0
@@ -274,9 +289,11 @@ def test_xla_path_trains_to_the_same_numbers(fields):
 
 
 def test_float32_exact_start_stays_on_its_teacher():
-    # float32 never uses the kernel: labels and the step both come from XLA, which must agree bit for bit
+    # labels and the step both come from the kernel where it serves float32 (else both from XLA): the
+    # residual is zero bit for bit, so the student never leaves its teacher
     result = run_experiment(Config(initial_permut=0.0, noise_sigma=0.0, runs=2, epochs=10, dataset_size=200,
                                    test_set_size=20, dtype="float32"))
+    assert result.manifest["fast_path"] == kernel.fast_path("float32")
     assert not np.any(result.metrics["l2"]) and not np.any(result.metrics["train_loss"])
 
 
@@ -287,6 +304,135 @@ def test_shapes_that_do_not_match_dims_are_refused():
     if kernel.enabled(jnp.float64):
         with pytest.raises(ValueError, match="dims"):
             kernel.forward(theta, (2, 7, 3), jnp.ones((50, 8)))
+
+
+@pytest.mark.usefixtures("kernel_on")
+def test_mixed_dtypes_are_refused_by_the_step_and_promoted_by_forward():
+    # the kernel's targets take one dtype throughout; forward falls back to nets.forward, which promotes
+    dims = (2, 7, 3)
+    theta, x, y = _problem(dims, 50, seed=1)
+    with pytest.raises(TypeError, match="one dtype"):
+        kernel.loss_and_grad(jnp.asarray(theta, jnp.float32), dims, jnp.asarray(x), jnp.asarray(y, jnp.float32))
+    out = kernel.forward(jnp.asarray(theta, jnp.float32), dims, jnp.asarray(x))
+    assert out.dtype == jnp.float64
+    np.testing.assert_array_equal(out, nets.forward(jnp.asarray(theta, jnp.float32), dims, jnp.asarray(x)))
+
+
+# --- float32 --------------------------------------------------------------------------------------------
+
+def test_the_kernel_serves_float32_on_a_cpu():
+    if kernel.switched_off() or kernel.find_compiler() is None or jax.default_backend() != "cpu":
+        pytest.skip("switched off, no C++ compiler, or not a CPU backend")
+    assert kernel.enabled(jnp.float32) and kernel.fast_path("float32") == "fused-kernel"
+
+
+def _close(got, want, reference, what):
+    """|got - want| within F32_TOL of the largest |reference|, elementwise."""
+    scale = np.abs(np.asarray(reference, np.float64)).max()
+    error = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)).max()
+    assert error <= F32_TOL * scale, f"{what}: {error:.3g} > {F32_TOL:.3g} * {scale:.3g}"
+
+
+@pytest.mark.usefixtures("kernel_on")
+@pytest.mark.parametrize("dims", [(2, 25, 25, 1), (3, 40, 60, 30, 2), (2, 5, 4, 3, 1), (1, 70, 3)],
+                         ids=lambda d: ",".join(map(str, d)))
+@pytest.mark.parametrize("n", [1, 127, 300])
+def test_float32_matches_xla_float32_under_vmap(dims, n):
+    """Loss, gradient and outputs of a batch of 3 runs under jax.vmap, float32 in and out, against XLA's
+    float32 programs (``train.loss_and_grad``, ``nets.forward``), and both against the float64 reference
+    computed from the same float32 inputs; within F32_TOL (256 float32 rounding units, see there) of the
+    largest magnitude. n = 127 leaves the kernel's 128-sample float32 block one short."""
+    theta, x, y = (a.astype(np.float32) for a in _problem(dims, n, seed=n + sum(dims), runs=3))
+    mine = jax.jit(jax.vmap(lambda t, x, y: kernel.loss_and_grad(t, dims, x, y)))(theta, x, y)
+    xla = jax.jit(jax.vmap(lambda t, x, y: train.loss_and_grad(t, dims, x, y)))(theta, x, y)
+    out = jax.jit(jax.vmap(lambda t, x: kernel.forward(t, dims, x)))(theta, x)
+    out_xla = jax.jit(jax.vmap(lambda t, x: nets.forward(t, dims, x)))(theta, x)
+    assert all(a.dtype == jnp.float32 for a in (*mine, *xla, out, out_xla))
+    for r in range(3):
+        t_ref, x_ref, y_ref = (a[r].astype(np.float64) for a in (theta, x, y))
+        ref_loss, ref_grad = reference.loss_and_grad(t_ref, dims, x_ref, y_ref)
+        for got, want, ref, what in ((mine[0][r], xla[0][r], ref_loss, "loss"),
+                                     (mine[1][r], xla[1][r], ref_grad, "gradient"),
+                                     (out[r], out_xla[r], reference.forward(t_ref, dims, x_ref), "outputs")):
+            _close(got, want, ref, what)
+            _close(got, ref, ref, what + " against float64")
+            _close(want, ref, ref, what + " of XLA against float64")
+
+
+@pytest.mark.usefixtures("kernel_on")
+def test_float32_tanh_within_four_ulp_and_special_values():
+    # about 3 ulp of float32 at worst (3.05 over every float32 in [2^-20, 12]); XLA's own float32 tanh: 4.5
+    dims = (1, 1, 1)
+    identity = jnp.array([1.0, 0.0, 1.0, 0.0], jnp.float32)  # h = tanh(x), output h
+    tiny = np.finfo(np.float32).tiny  # below it the CPU treats inputs as zero (flush to zero, as XLA's threads)
+    z = np.concatenate([np.linspace(-25, 25, 200_001), np.geomspace(tiny, 1e-3, 1000),
+                        -np.geomspace(1e-12, 3, 1000)]).astype(np.float32)
+    out = np.asarray(kernel.forward(identity, dims, z[:, None]))[:, 0].astype(np.float64)
+    exact = np.tanh(z.astype(np.float64))
+    assert np.max(np.abs(out - exact) / np.spacing(np.abs(exact).astype(np.float32))) <= 4
+    special = np.asarray(kernel.forward(identity, dims, np.array([[np.nan], [np.inf], [-np.inf], [40.0], [-1e3]],
+                                                                  np.float32)))
+    assert special.dtype == np.float32 and np.isnan(special[0, 0])
+    np.testing.assert_array_equal(special[1:, 0], [1.0, -1.0, 1.0, -1.0])
+
+
+def _brute_force_float32(theta, dims):
+    """``brute_force_violations`` in float32 arithmetic throughout (NumPy keeps float32 with float32 operands)."""
+    theta = np.asarray(theta, np.float32)
+    rtol = np.float32(genericity.TOLERANCE_ULPS * np.finfo(np.float32).eps)
+    mask = theta == 0
+    with np.errstate(all="ignore"):
+        for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
+            w, b = theta[ws].reshape(d_out, d_in), np.abs(theta[bs])
+            close = np.abs(b[:, None] - b[None, :]) <= rtol * np.maximum(b[:, None], b[None, :])
+            mask[bs] |= np.any(close & np.tri(d_out, k=-1, dtype=bool), axis=1) & (b > 0)
+            a = np.abs(w)
+            ratio = a[None, :, :] / np.where(a[:, None, :] > 0, a[:, None, :], np.float32(1))
+            t = ratio[..., None] * np.arange(1, genericity.RATIO_BOUND + 1, dtype=np.float32)
+            p = np.round(t)
+            hit = np.any((p >= 1) & (p <= genericity.RATIO_BOUND) & (np.abs(t - p) <= rtol * t), axis=-1)
+            valid = (a[:, None, :] > 0) & (a[None, :, :] > 0) & np.tri(d_out, k=-1, dtype=bool).T[:, :, None]
+            mask[ws] |= np.any(hit & valid, axis=0).reshape(-1)
+    return mask
+
+
+@pytest.mark.usefixtures("kernel_on")
+@pytest.mark.parametrize("dims", [(3, 9, 7, 2), (2, 25, 25, 1), (2, 130, 90, 1)], ids=lambda d: ",".join(map(str, d)))
+def test_float32_check_decides_as_comparing_every_pair_in_float32(dims):
+    # float32's own tolerance (4 float32 epsilons) and arithmetic; columns over 64 rows take the sorted path
+    rng = np.random.default_rng(sum(dims) + 32)
+    rtol = genericity.TOLERANCE_ULPS * np.finfo(np.float32).eps
+    flagged = 0
+    for trial in range(20):
+        theta = adversarial(rng, dims) if trial % 2 else rng.normal(size=num_params(dims))
+        theta = theta.astype(np.float32)
+        nudge = rng.random(theta.size) < 0.1  # a few float32 ulps off the planted coincidences
+        theta[nudge] *= 1 + rng.integers(-6, 7, nudge.sum()).astype(np.float32) * np.finfo(np.float32).eps
+        got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
+        np.testing.assert_array_equal(got, _brute_force_float32(theta, dims), err_msg=f"trial {trial}")
+        flagged += got.sum()
+    assert flagged >= 10
+
+
+@pytest.mark.usefixtures("kernel_on")
+def test_float32_violations_match_the_jax_check_on_planted_coincidences():
+    # as in float64: exact coincidences of every kind (in float32), none within a few ulps of the tolerance's edge
+    dims = (2, 25, 25, 1)
+    (_, _), (w2, b2), _ = layer_slices(dims)
+    rng = np.random.default_rng(12)
+    rtol = genericity.TOLERANCE_ULPS * np.finfo(np.float32).eps
+    for _ in range(20):
+        theta = rng.normal(size=num_params(dims)).astype(np.float32)
+        zero, (bi, bj), (row_a, row_b), col = rng.integers(theta.size), rng.choice(25, 2, replace=False), \
+            rng.choice(25, 2, replace=False), rng.integers(25)
+        theta[zero] = 0.0
+        theta[b2.start + bj] = -theta[b2.start + bi]  # C2: equal |b|
+        weight = lambda row, col=col: w2.start + row * 25 + col  # noqa: E731
+        theta[weight(row_b)] = theta[weight(row_a)] * rng.integers(1, 11) / rng.integers(1, 11)  # C3: p/q
+        expected = np.asarray(genericity.violations(jnp.asarray(theta), dims))
+        got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
+        np.testing.assert_array_equal(got, expected)
+        assert got[zero] and got[b2.start + max(bi, bj)] and got[weight(max(row_a, row_b))]
 
 
 # --- Threefry -------------------------------------------------------------------------------------------

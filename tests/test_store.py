@@ -347,7 +347,7 @@ def test_a_store_without_room_is_refused_before_training(tmp_path, monkeypatch, 
     out = tmp_path / "out"
     code, _, err = run_tiny("--out", out)
     assert code == 2 and len(err.splitlines()) == 1
-    assert err.startswith(f"l2rebound: error: cannot store results in {out}: this result needs about 1.05 MB on "
+    assert err.startswith(f"l2rebound: error: cannot store results in {out}: this result needs about 1.07 MB on "
                           f"disk and {tmp_path} has 100 kB free; free space there")
     assert list(tmp_path.iterdir()) == []
 

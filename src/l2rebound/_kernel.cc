@@ -1,15 +1,22 @@
 // Fused CPU kernel for the training step's hot part: the mean-squared-error loss of a tanh network and its
-// gradient, and the network's outputs, in float64. One call handles a batch of runs (the leading axes that
-// vmap gives it), spread over the threads of XLA's CPU thread pool: runs are independent, so each is
-// computed exactly as it would be alone, whichever thread takes it.
+// gradient, and the network's outputs, in float64 or float32. One call handles a batch of runs (the leading
+// axes that vmap gives it), spread over the threads of XLA's CPU thread pool: runs are independent, so each
+// is computed exactly as it would be alone, whichever thread takes it.
 //
 // Why: on a CPU, XLA executes forward and backward pass as separate small matrix products and elementwise
 // loops over all N samples, each a pass through memory. Here the samples are taken in blocks of
 // BLOCK; a block's activations stay in cache while every layer is evaluated forward and backward, and the
-// arithmetic runs on SIMD vectors whose lanes are samples (GCC vector extensions: 8 doubles, which the
-// compiler maps onto the building machine's widest vectors: l2rebound.kernel builds with -march=native). The
-// products are register-tiled (several rows or a 4 x 4 tile of the weight gradient per pass), so that each
-// value loaded from memory serves several multiply-adds.
+// arithmetic runs on SIMD vectors whose lanes are samples (GCC vector extensions of 64 bytes: 8 doubles or
+// 16 floats, which the compiler maps onto the building machine's widest vectors: l2rebound.kernel builds
+// with -march=native). A float32 block therefore holds twice the samples of a float64 one in the same
+// registers, and each instruction does twice the work. The products are register-tiled (several rows or a
+// 4 x 4 tile of the weight gradient per pass), so that each value loaded from memory serves several
+// multiply-adds.
+//
+// Every computation is a template on the floating type T (double or float) and accumulates in T itself, as
+// XLA's float32 programs do; only tanh has a version per type (its constants and table are the type's).
+// The float64 arithmetic and its order are fixed: the store reuses float64 results by their config's hash,
+// so any change to a float64 bit would silently mix old and new numbers.
 //
 // Layout (as l2rebound.nets): θ = W1, b1, W2, b2, ... with W_l (d_l, d_{l-1}) row-major; hidden layers
 // h = tanh(W h + b), linear output; x (n, d0) and y (n, dL) row-major. The loss is the *sum* over samples
@@ -21,17 +28,21 @@
 // And the Threefry-2x32 hash of jax.random (ThreefryImpl), which compiles faster as a call than as XLA's loop.
 //
 // Exposed to JAX through the XLA FFI (jax.ffi): l2rebound.kernel compiles this file into a shared library
-// at first use, loads it with ctypes and registers the handler symbols LossGrad, Forward, Violations and
-// Threefry (C linkage, see XLA_FFI_DEFINE_HANDLER_SYMBOL) as the targets "l2rebound_loss_grad",
-// "l2rebound_forward", "l2rebound_violations" and "l2rebound_threefry2x32".
+// at first use, loads it with ctypes and registers the handler symbols (C linkage, see
+// XLA_FFI_DEFINE_HANDLER_SYMBOL) LossGrad, Forward, Violations (float64) and LossGradF32, ForwardF32,
+// ViolationsF32 (float32) as the targets "l2rebound_loss_grad", "l2rebound_forward", "l2rebound_violations"
+// and the same names with "_f32", and Threefry as "l2rebound_threefry2x32". A target per type rather than
+// one that looks at its buffers' types: XLA then checks every operand's type before the call.
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -40,19 +51,54 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-typedef double v8 __attribute__((vector_size(64)));
-typedef int64_t i8 __attribute__((vector_size(64)));
-constexpr int LANES = 8;
-constexpr int VECS = 8;                    // vectors per block row
-constexpr int BLOCK = LANES * VECS;        // samples per block
-
 #define INLINE inline __attribute__((always_inline))
 
-INLINE v8 splat(double a) { return v8{a, a, a, a, a, a, a, a}; }
+// One SIMD vector of T (64 bytes), the integer vector of the same lane count that its comparisons give, and
+// the constants that depend on the type.
+template <class T>
+struct Simd;
 
-// 2^(j/16) and 2^(j/16) - 1 for j = 0..15, each split into lanes 0-7 and 8-15: the table of vtanh.
+template <>
+struct Simd<double> {
+  typedef double Vec __attribute__((vector_size(64)));
+  typedef int64_t Int __attribute__((vector_size(64)));
+  typedef int64_t Lane;  // an element of Int
+  static constexpr int LANES = 8;
+  static constexpr double SHIFTER = 0x1.8p52;  // adding it rounds |t| < 2^51 to an integer, ties to even
+  static INLINE Vec splat(double a) { return Vec{a, a, a, a, a, a, a, a}; }
+  static INLINE Int lanes() { return Int{0, 1, 2, 3, 4, 5, 6, 7}; }
+};
+
+template <>
+struct Simd<float> {
+  typedef float Vec __attribute__((vector_size(64)));
+  typedef int32_t Int __attribute__((vector_size(64)));
+  typedef int32_t Lane;
+  static constexpr int LANES = 16;
+  static constexpr float SHIFTER = 0x1.8p23f;  // adding it rounds |t| < 2^22 to an integer, ties to even
+  static INLINE Vec splat(float a) { return Vec{a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+  static INLINE Int lanes() { return Int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
+};
+
+template <class T>
+using Vec = typename Simd<T>::Vec;
+template <class T>
+using Int = typename Simd<T>::Int;
+template <class T>
+constexpr int LANES = Simd<T>::LANES;
+constexpr int VECS = 8;  // vectors per block row: the register tiling below is written for 8
+template <class T>
+constexpr int BLOCK = LANES<T> * VECS;  // samples per block: 64 in float64, 128 in float32
+
+// Every lane a (each lane written, so that a is kept bit for bit, -0.0 included).
+template <class T>
+INLINE Vec<T> splat(T a) {
+  return Simd<T>::splat(a);
+}
+
+// 2^(j/16) and 2^(j/16) - 1 for j = 0..15, each split into lanes 0-7 and 8-15: the table of vtanh (float64).
 struct Exp2Table {
-  v8 pow_lo, pow_hi, pm1_lo, pm1_hi;
+  Vec<double> pow_lo, pow_hi, pm1_lo, pm1_hi;
   Exp2Table() {
     for (int j = 0; j < 16; j++) {
       const long double e = std::expm1l(j * 0.693147180559945309417232121458176568L / 16);
@@ -63,14 +109,29 @@ struct Exp2Table {
 };
 const Exp2Table kExp2;
 
+// The same table in float32: its 16 entries fill one vector, so a lookup is a one-vector shuffle.
+struct Exp2TableF {
+  Vec<float> pow, pm1;
+  Exp2TableF() {
+    for (int j = 0; j < 16; j++) {
+      const long double e = std::expm1l(j * 0.693147180559945309417232121458176568L / 16);
+      pm1[j] = static_cast<float>(e);
+      pow[j] = static_cast<float>(1 + e);
+    }
+  }
+};
+const Exp2TableF kExp2F;
+
 // tanh of every lane, within about 3 ulp; NaN stays NaN, ±inf gives ±1.
 // tanh(x) = sign(x)·m/(m + 2) with m = expm1(2|x|). With 2|x| = (16e + j)·ln2/16 + r (j = 0..15, |r| <= ln2/32),
 // expm1(2|x|) = 2^e·(T_j·expm1(r) + (T_j - 1)) + (2^e - 1), T_j = 2^(j/16) from a table (a two-vector shuffle),
 // expm1(r) from its Taylor series to r^7 (truncation below 1e-16 relative). |x| is capped at 20, where tanh
 // rounds to 1.
-INLINE v8 vtanh(v8 x) {
+INLINE Vec<double> vtanh(Vec<double> x) {
+  typedef Vec<double> v8;
+  typedef Int<double> i8;
   const v8 a0 = x < 0 ? -x : x;
-  const v8 a = a0 > 20 ? splat(20) : a0;
+  const v8 a = a0 > 20 ? splat(20.0) : a0;
   const v8 shifter = splat(0x1.8p52);                      // adding it rounds to an integer held in the low bits
   const v8 kd = a * (32 / 0.693147180559945309417) + shifter;
   const v8 k = kd - shifter;                                // round(2|x|·16/ln2), at most 923
@@ -87,6 +148,32 @@ INLINE v8 vtanh(v8 x) {
   return x < 0 ? -t : t;
 }
 
+// The float32 tanh, within about 3 ulp of float32, the same way: |x| is capped at 10 (tanh rounds to 1 in
+// float32 from 9.1 on), so k <= 462 and k times the 13-bit high part of ln2/16 is exact; expm1(r) from its
+// Taylor series to r^4 (truncation below 2e-9 relative, far under float32's 6e-8). The sign is taken and
+// put back as a bit (fewer instructions than compare and select, and tanh(-0) = -0).
+INLINE Vec<float> vtanh(Vec<float> x) {
+  typedef Vec<float> v16;
+  typedef Int<float> i16;
+  const i16 sign = (i16)x & INT32_MIN;
+  const v16 a0 = (v16)((i16)x ^ sign);
+  const v16 a = a0 > 10 ? splat(10.0f) : a0;
+  const v16 shifter = splat(Simd<float>::SHIFTER);
+  const v16 kd = a * (32 / 0.693147180559945309417f) + shifter;
+  const v16 k = kd - shifter;                               // round(2|x|·16/ln2), at most 462
+  const v16 r = ((a + a) - k * 0x1.62ep-5f) - k * 0x1.0bfbe8p-19f;  // ln2/16 as high (13 bits) + low part
+  const i16 bits = (i16)kd;
+  const v16 t_j = __builtin_shuffle(kExp2F.pow, bits & 15);
+  const v16 tm1_j = __builtin_shuffle(kExp2F.pm1, bits & 15);
+  const v16 scale = (v16)(((bits >> 4) << 23) + (int32_t{127} << 23));  // 2^e
+  v16 p = splat(1.0f / 24);
+  for (float c : {1.0f / 6, 0.5f}) p = p * r + c;
+  const v16 em_r = r + (r * r) * p;                         // expm1(r)
+  const v16 m = scale * (t_j * em_r + tm1_j) + (scale - 1);
+  const v16 t = m / (m + 2);
+  return (v16)((i16)t | sign);
+}
+
 // Per-call layout of a network and scratch space for one block.
 struct Net {
   std::vector<int64_t> dims, offset;  // offset[l]: start of W_l in θ
@@ -101,9 +188,10 @@ struct Net {
   int layers() const { return static_cast<int>(dims.size()) - 1; }
 };
 
+template <class T>
 struct Scratch {
-  std::vector<std::vector<v8>> act;  // act[l]: (d_l, VECS) activations of the block
-  std::vector<v8> delta, prev, grad;  // back-propagated errors (width, VECS) and lane-wise gradient sums (P)
+  std::vector<std::vector<Vec<T>>> act;  // act[l]: (d_l, VECS) activations of the block
+  std::vector<Vec<T>> delta, prev, grad;  // back-propagated errors (width, VECS) and lane-wise gradient sums (P)
   explicit Scratch(const Net& net) : delta(net.width * VECS), prev(net.width * VECS), grad(net.params) {
     for (int64_t d : net.dims) act.emplace_back(d * VECS);
   }
@@ -113,17 +201,17 @@ struct Scratch {
 // k < count, where m[row, k] = m[row * row_stride + k * k_stride], then finish(row, acc[r]) with the row's
 // VECS vectors. R rows at once, so that every vector loaded serves R multiply-adds (R = 3: 24 accumulators
 // in AVX-512's 32 vector registers).
-template <int R, class Start, class Finish>
-INLINE void product_rows(const double* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t first,
-                         const v8* in, Start start, Finish finish) {
-  v8 acc[R][VECS];
+template <int R, class T, class Start, class Finish>
+INLINE void product_rows(const T* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t first,
+                         const Vec<T>* in, Start start, Finish finish) {
+  Vec<T> acc[R][VECS];
   for (int r = 0; r < R; r++)
     for (int v = 0; v < VECS; v++) acc[r][v] = start(first + r);
   for (int64_t k = 0; k < count; k++) {
-    v8 mr[R];
+    Vec<T> mr[R];
     for (int r = 0; r < R; r++) mr[r] = splat(m[(first + r) * row_stride + k * k_stride]);
     for (int v = 0; v < VECS; v++) {
-      const v8 h = in[k * VECS + v];
+      const Vec<T> h = in[k * VECS + v];
       for (int r = 0; r < R; r++) acc[r][v] += mr[r] * h;
     }
   }
@@ -131,8 +219,8 @@ INLINE void product_rows(const double* m, int64_t row_stride, int64_t k_stride, 
 }
 
 // Every row [0, rows) of that product, three at a time.
-template <class Start, class Finish>
-INLINE void product(const double* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t rows, const v8* in,
+template <class T, class Start, class Finish>
+INLINE void product(const T* m, int64_t row_stride, int64_t k_stride, int64_t count, int64_t rows, const Vec<T>* in,
                     Start start, Finish finish) {
   int64_t i = 0;
   for (; i + 3 <= rows; i += 3) product_rows<3>(m, row_stride, k_stride, count, i, in, start, finish);
@@ -144,13 +232,13 @@ INLINE void product(const double* m, int64_t row_stride, int64_t k_stride, int64
 
 // Lane-wise weight-gradient sums of an A x B tile (delta, in, gw offset to the tile's corner):
 // gw[a, b] += sum over the block's vectors of delta[a] * in[b].
-template <int A, int B>
-INLINE void outer_tile(const v8* delta, const v8* in, v8* gw, int64_t d_in) {
-  v8 acc[A][B];
+template <int A, int B, class T>
+INLINE void outer_tile(const Vec<T>* delta, const Vec<T>* in, Vec<T>* gw, int64_t d_in) {
+  Vec<T> acc[A][B];
   for (int a = 0; a < A; a++)
-    for (int c = 0; c < B; c++) acc[a][c] = splat(0);
+    for (int c = 0; c < B; c++) acc[a][c] = splat<T>(0);
   for (int v = 0; v < VECS; v++) {
-    v8 d[A], h[B];
+    Vec<T> d[A], h[B];
     for (int a = 0; a < A; a++) d[a] = delta[a * VECS + v];
     for (int c = 0; c < B; c++) h[c] = in[c * VECS + v];
     for (int a = 0; a < A; a++)
@@ -160,149 +248,159 @@ INLINE void outer_tile(const v8* delta, const v8* in, v8* gw, int64_t d_in) {
     for (int c = 0; c < B; c++) gw[a * d_in + c] += acc[a][c];
 }
 
-template <int A>
-INLINE void outer_rows(const v8* delta, const v8* in, v8* gw, int64_t d_in) {
+template <int A, class T>
+INLINE void outer_rows(const Vec<T>* delta, const Vec<T>* in, Vec<T>* gw, int64_t d_in) {
   int64_t j = 0;
-  for (; j + 4 <= d_in; j += 4) outer_tile<A, 4>(delta, in + j * VECS, gw + j, d_in);
+  for (; j + 4 <= d_in; j += 4) outer_tile<A, 4, T>(delta, in + j * VECS, gw + j, d_in);
   switch (d_in - j) {
-    case 3: outer_tile<A, 3>(delta, in + j * VECS, gw + j, d_in); break;
-    case 2: outer_tile<A, 2>(delta, in + j * VECS, gw + j, d_in); break;
-    case 1: outer_tile<A, 1>(delta, in + j * VECS, gw + j, d_in); break;
+    case 3: outer_tile<A, 3, T>(delta, in + j * VECS, gw + j, d_in); break;
+    case 2: outer_tile<A, 2, T>(delta, in + j * VECS, gw + j, d_in); break;
+    case 1: outer_tile<A, 1, T>(delta, in + j * VECS, gw + j, d_in); break;
   }
 }
 
 // Load samples [start, start + BLOCK) of x (n, d0) into act[0], zero past n; then every layer forward.
-void block_forward(const Net& net, const double* theta, int64_t n, const double* x, int64_t start, Scratch& s) {
+template <class T>
+void block_forward(const Net& net, const T* theta, int64_t n, const T* x, int64_t start, Scratch<T>& s) {
   const int64_t d0 = net.dims[0];
-  v8* in0 = s.act[0].data();
+  Vec<T>* in0 = s.act[0].data();
   for (int64_t j = 0; j < d0; j++)
     for (int v = 0; v < VECS; v++)
-      for (int t = 0; t < LANES; t++) {
-        const int64_t i = start + v * LANES + t;
-        in0[j * VECS + v][t] = i < n ? x[i * d0 + j] : 0.0;
+      for (int t = 0; t < LANES<T>; t++) {
+        const int64_t i = start + v * LANES<T> + t;
+        in0[j * VECS + v][t] = i < n ? x[i * d0 + j] : T(0);
       }
   for (int l = 0; l < net.layers(); l++) {
     const int64_t d_in = net.dims[l], d_out = net.dims[l + 1];
-    const double* w = theta + net.offset[l];
-    const double* b = w + d_out * d_in;
-    const v8* in = s.act[l].data();
-    v8* out = s.act[l + 1].data();
+    const T* w = theta + net.offset[l];
+    const T* b = w + d_out * d_in;
+    const Vec<T>* in = s.act[l].data();
+    Vec<T>* out = s.act[l + 1].data();
     const bool hidden = l + 1 < net.layers();
-    product(w, d_in, 1, d_in, d_out, in, [&](int64_t i) { return splat(b[i]); }, [&](int64_t i, const v8* acc) {
+    product(w, d_in, 1, d_in, d_out, in, [&](int64_t i) { return splat(b[i]); }, [&](int64_t i, const Vec<T>* acc) {
       for (int v = 0; v < VECS; v++) out[i * VECS + v] = hidden ? vtanh(acc[v]) : acc[v];
     });
   }
 }
 
 // Sum of squared residuals over n samples and its gradient (P,), for one run.
-void loss_grad_run(const Net& net, const double* theta, int64_t n, const double* x, const double* y, double* loss,
-                   double* grad, Scratch& s) {
+template <class T>
+void loss_grad_run(const Net& net, const T* theta, int64_t n, const T* x, const T* y, T* loss, T* grad,
+                   Scratch<T>& s) {
   const int L = net.layers();
   const int64_t dL = net.dims[L];
-  std::fill(s.grad.begin(), s.grad.end(), splat(0));
-  v8 total = splat(0);
-  for (int64_t start = 0; start < n; start += BLOCK) {
+  std::fill(s.grad.begin(), s.grad.end(), splat<T>(0));
+  Vec<T> total = splat<T>(0);
+  for (int64_t start = 0; start < n; start += BLOCK<T>) {
     block_forward(net, theta, n, x, start, s);
-    v8* delta = s.delta.data();
-    v8* prev = s.prev.data();
-    const v8* out = s.act[L].data();
+    Vec<T>* delta = s.delta.data();
+    Vec<T>* prev = s.prev.data();
+    const Vec<T>* out = s.act[L].data();
     for (int64_t k = 0; k < dL; k++)
       for (int v = 0; v < VECS; v++) {
-        v8 r;
-        for (int t = 0; t < LANES; t++) {
-          const int64_t i = start + v * LANES + t;
-          r[t] = i < n ? out[k * VECS + v][t] - y[i * dL + k] : 0.0;  // padding samples contribute nothing
+        Vec<T> r;
+        for (int t = 0; t < LANES<T>; t++) {
+          const int64_t i = start + v * LANES<T> + t;
+          r[t] = i < n ? out[k * VECS + v][t] - y[i * dL + k] : T(0);  // padding samples contribute nothing
         }
         delta[k * VECS + v] = r;
         total += r * r;
       }
     for (int l = L - 1; l >= 0; l--) {
       const int64_t d_in = net.dims[l], d_out = net.dims[l + 1];
-      const double* w = theta + net.offset[l];
-      v8* gw = s.grad.data() + net.offset[l];
-      v8* gb = gw + d_out * d_in;
-      const v8* in = s.act[l].data();
+      const T* w = theta + net.offset[l];
+      Vec<T>* gw = s.grad.data() + net.offset[l];
+      Vec<T>* gb = gw + d_out * d_in;
+      const Vec<T>* in = s.act[l].data();
       for (int64_t i = 0; i < d_out; i++) {
-        v8 sum = splat(0);
+        Vec<T> sum = splat<T>(0);
         for (int v = 0; v < VECS; v++) sum += delta[i * VECS + v];
         gb[i] += sum;
       }
       int64_t i = 0;
-      for (; i + 4 <= d_out; i += 4) outer_rows<4>(delta + i * VECS, in, gw + i * d_in, d_in);
+      for (; i + 4 <= d_out; i += 4) outer_rows<4, T>(delta + i * VECS, in, gw + i * d_in, d_in);
       switch (d_out - i) {
-        case 3: outer_rows<3>(delta + i * VECS, in, gw + i * d_in, d_in); break;
-        case 2: outer_rows<2>(delta + i * VECS, in, gw + i * d_in, d_in); break;
-        case 1: outer_rows<1>(delta + i * VECS, in, gw + i * d_in, d_in); break;
+        case 3: outer_rows<3, T>(delta + i * VECS, in, gw + i * d_in, d_in); break;
+        case 2: outer_rows<2, T>(delta + i * VECS, in, gw + i * d_in, d_in); break;
+        case 1: outer_rows<1, T>(delta + i * VECS, in, gw + i * d_in, d_in); break;
       }
       if (l == 0) break;
       // delta of layer l-1: (W^T delta) * tanh', the rows of W^T being the columns of W
-      product(w, 1, d_in, d_out, d_in, delta, [](int64_t) { return splat(0); }, [&](int64_t j, const v8* acc) {
-        for (int v = 0; v < VECS; v++) {
-          const v8 h = in[j * VECS + v];
-          prev[j * VECS + v] = acc[v] * (1 - h * h);
-        }
-      });
+      product(w, 1, d_in, d_out, d_in, delta, [](int64_t) { return splat<T>(0); },
+              [&](int64_t j, const Vec<T>* acc) {
+                for (int v = 0; v < VECS; v++) {
+                  const Vec<T> h = in[j * VECS + v];
+                  prev[j * VECS + v] = acc[v] * (1 - h * h);
+                }
+              });
       std::swap(delta, prev);
     }
   }
   for (int64_t p = 0; p < net.params; p++) {
-    double sum = 0;
-    for (int t = 0; t < LANES; t++) sum += s.grad[p][t];
+    T sum = 0;
+    for (int t = 0; t < LANES<T>; t++) sum += s.grad[p][t];
     grad[p] = 2 * sum;
   }
-  double sum = 0;
-  for (int t = 0; t < LANES; t++) sum += total[t];
+  T sum = 0;
+  for (int t = 0; t < LANES<T>; t++) sum += total[t];
   *loss = sum;
 }
 
 // Outputs (n, dL) for one run.
-void forward_run(const Net& net, const double* theta, int64_t n, const double* x, double* out, Scratch& s) {
+template <class T>
+void forward_run(const Net& net, const T* theta, int64_t n, const T* x, T* out, Scratch<T>& s) {
   const int L = net.layers();
   const int64_t dL = net.dims[L];
-  for (int64_t start = 0; start < n; start += BLOCK) {
+  for (int64_t start = 0; start < n; start += BLOCK<T>) {
     block_forward(net, theta, n, x, start, s);
-    const v8* o = s.act[L].data();
+    const Vec<T>* o = s.act[L].data();
     for (int64_t k = 0; k < dL; k++)
-      for (int64_t i = start; i < std::min(n, start + BLOCK); i++)
-        out[i * dL + k] = o[k * VECS + (i - start) / LANES][(i - start) % LANES];
+      for (int64_t i = start; i < std::min(n, start + BLOCK<T>); i++)
+        out[i * dL + k] = o[k * VECS + (i - start) / LANES<T>][(i - start) % LANES<T>];
   }
 }
 
 // Mask (P,) of the entries of θ that violate C1-C3 for one run: l2rebound.genericity.violations, the same
-// rule and tolerance (see there), as plain IEEE arithmetic (no contraction into fused multiply-adds). XLA
+// rule and tolerance (see there), as plain IEEE arithmetic in T (no contraction into fused multiply-adds). XLA
 // turns that function's ratio division into a reciprocal multiply, so for a ratio within a few ulps of
 // the tolerance's edge the two can disagree; exact coincidences are flagged by both.
 constexpr int64_t RATIO_BOUND = 10;  // genericity.RATIO_BOUND: a constant, so that the loop over q unrolls
 constexpr int64_t PAIRS_UP_TO = 64;  // columns of at most this many rows compare every pair (no sorting)
-constexpr double KEY_SLACK = 16 * 0x1p-52;  // relative gap of two keys q·|w_j|, p·|w_i| whose rows can coincide
+template <class T>  // relative gap of two keys q·|w_j|, p·|w_i| whose rows can coincide (rtol is 4 epsilons)
+constexpr T KEY_SLACK = 16 * std::numeric_limits<T>::epsilon();
 constexpr int64_t WINDOW_CAP = 32;  // more keys than this within KEY_SLACK of one: compare every pair instead
 
 // C3 for column k by comparing row j with every earlier row i: O(d_out² RATIO_BOUND). `column` holds |w_ik|
 // over rows i, zero-padded to whole vectors (a zero is never compared).
-__attribute__((optimize("fp-contract=off"))) void ratio_pairs(const std::vector<v8>& column, int64_t d_out,
-                                                               double rtol, bool* mask_w, int64_t d_in, int64_t k) {
+template <class T>
+__attribute__((optimize("fp-contract=off"))) void ratio_pairs(const std::vector<Vec<T>>& column, int64_t d_out,
+                                                               T rtol, bool* mask_w, int64_t d_in, int64_t k) {
+  typedef typename Simd<T>::Lane Lane;
+  constexpr int lanes = LANES<T>;
   for (int64_t j = 1; j < d_out; j++) {
-    const double aj = column[j / LANES][j % LANES];
+    const T aj = column[j / lanes][j % lanes];
     if (aj == 0) continue;
-    i8 hit = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t c = 0; c * LANES < j; c++) {
-      const v8 ai = column[c];
-      const i8 row = i8{0, 1, 2, 3, 4, 5, 6, 7} + c * LANES;
-      const v8 ratio = aj / (ai > 0 ? ai : splat(1));
+    Int<T> hit = {};
+    for (int64_t c = 0; c * lanes < j; c++) {
+      const Vec<T> ai = column[c];
+      const Int<T> row = Simd<T>::lanes() + static_cast<Lane>(c * lanes);
+      const Vec<T> ratio = aj / (ai > 0 ? ai : splat<T>(1));
       for (int64_t q = 1; q <= RATIO_BOUND; q++) {
-        const v8 t = ratio * static_cast<double>(q);
-        const v8 p = (t + 0x1.8p52) - 0x1.8p52;  // t rounded to the nearest integer, ties to even (t < 2^51)
-        const v8 gap = t - p;
-        hit |= (p >= 1) & (p <= RATIO_BOUND) & ((gap < 0 ? -gap : gap) <= rtol * t) & (ai > 0) & (row < j);
+        const Vec<T> t = ratio * static_cast<T>(q);
+        const Vec<T> p = (t + Simd<T>::SHIFTER) - Simd<T>::SHIFTER;  // t rounded to the nearest integer
+        const Vec<T> gap = t - p;
+        hit |= (p >= 1) & (p <= RATIO_BOUND) & ((gap < 0 ? -gap : gap) <= rtol * t) & (ai > 0) &
+               (row < static_cast<Lane>(j));
       }
     }
-    for (int t = 0; t < LANES; t++)
+    for (int t = 0; t < lanes; t++)
       if (hit[t]) mask_w[j * d_in + k] = true;
   }
 }
 
+template <class T>
 struct Key {
-  double key;   // m·|w_xk|
+  T key;        // m·|w_xk|
   int64_t row;  // x
   int64_t m;    // 1..RATIO_BOUND
 };
@@ -312,31 +410,34 @@ struct Key {
 // (m = 1..RATIO_BOUND) are sorted and each is tested, with ratio_pairs' own arithmetic, against the few keys
 // near it. Returns false, having decided nothing, for a column with more than WINDOW_CAP keys near one (many
 // weights of about one size): those take ratio_pairs.
-__attribute__((optimize("fp-contract=off"))) bool ratio_sorted(const std::vector<v8>& column, int64_t d_out,
-                                                                double rtol, bool* mask_w, int64_t d_in, int64_t k,
-                                                                std::vector<Key>& keys) {
+template <class T>
+__attribute__((optimize("fp-contract=off"))) bool ratio_sorted(const std::vector<Vec<T>>& column, int64_t d_out,
+                                                                T rtol, bool* mask_w, int64_t d_in, int64_t k,
+                                                                std::vector<Key<T>>& keys) {
+  constexpr int lanes = LANES<T>;
+  constexpr T slack = KEY_SLACK<T>;
   keys.clear();
   for (int64_t x = 0; x < d_out; x++) {
-    const double a = column[x / LANES][x % LANES];
+    const T a = column[x / lanes][x % lanes];
     if (a > 0 && std::isfinite(a))
-      for (int64_t m = 1; m <= RATIO_BOUND; m++) keys.push_back({a * static_cast<double>(m), x, m});
+      for (int64_t m = 1; m <= RATIO_BOUND; m++) keys.push_back({a * static_cast<T>(m), x, m});
   }
-  std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) { return a.key < b.key; });
+  std::sort(keys.begin(), keys.end(), [](const Key<T>& a, const Key<T>& b) { return a.key < b.key; });
   const int64_t n = static_cast<int64_t>(keys.size());
   int64_t lo = 0, hi = 0;
   for (int64_t s = 0; s < n; s++) {
-    const Key& e = keys[s];
-    while (keys[lo].key < e.key - KEY_SLACK * e.key) lo++;
-    while (hi < n && keys[hi].key <= e.key + KEY_SLACK * keys[hi].key) hi++;
+    const Key<T>& e = keys[s];
+    while (keys[lo].key < e.key - slack * e.key) lo++;
+    while (hi < n && keys[hi].key <= e.key + slack * keys[hi].key) hi++;
     if (hi - lo > WINDOW_CAP) return false;
-    const double aj = column[e.row / LANES][e.row % LANES];
+    const T aj = column[e.row / lanes][e.row % lanes];
     for (int64_t f = lo; f < hi; f++) {
-      const Key& g = keys[f];
+      const Key<T>& g = keys[f];
       if (g.row >= e.row) continue;  // an earlier row only
-      const double ai = column[g.row / LANES][g.row % LANES];
-      const double t = (aj / ai) * static_cast<double>(e.m);
-      const double p = (t + 0x1.8p52) - 0x1.8p52;
-      const double gap = t - p;
+      const T ai = column[g.row / lanes][g.row % lanes];
+      const T t = (aj / ai) * static_cast<T>(e.m);
+      const T p = (t + Simd<T>::SHIFTER) - Simd<T>::SHIFTER;
+      const T gap = t - p;
       if (p >= 1 && p <= RATIO_BOUND && (gap < 0 ? -gap : gap) <= rtol * t) {
         mask_w[e.row * d_in + k] = true;
         break;
@@ -346,27 +447,28 @@ __attribute__((optimize("fp-contract=off"))) bool ratio_sorted(const std::vector
   return true;
 }
 
-__attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net, const double* theta, double rtol,
-                                                                 bool* mask) {
-  std::vector<Key> keys;
+template <class T>
+__attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net, const T* theta, T rtol, bool* mask) {
+  constexpr int lanes = LANES<T>;
+  std::vector<Key<T>> keys;
   for (int64_t p = 0; p < net.params; p++) mask[p] = theta[p] == 0;  // C1
   for (int l = 0; l < net.layers(); l++) {
     const int64_t d_in = net.dims[l], d_out = net.dims[l + 1];
-    const double* w = theta + net.offset[l];
-    const double* b = w + d_out * d_in;
+    const T* w = theta + net.offset[l];
+    const T* b = w + d_out * d_in;
     bool* mask_w = mask + net.offset[l];
     bool* mask_b = mask_w + d_out * d_in;
     for (int64_t i = 0; i < d_out; i++) {  // C2: |b_i| equals an earlier |b_j|
-      const double ai = std::fabs(b[i]);
+      const T ai = std::fabs(b[i]);
       for (int64_t j = 0; j < i && ai > 0; j++) {
-        const double aj = std::fabs(b[j]);
+        const T aj = std::fabs(b[j]);
         if (std::fabs(ai - aj) <= rtol * std::max(ai, aj)) mask_b[i] = true;
       }
     }
-    const int64_t vecs = (d_out + LANES - 1) / LANES;
-    std::vector<v8> column(vecs, splat(0));  // |w_ik| over rows i, zero-padded (a zero is never compared)
+    const int64_t vecs = (d_out + lanes - 1) / lanes;
+    std::vector<Vec<T>> column(vecs, splat<T>(0));  // |w_ik| over rows i, zero-padded (a zero is never compared)
     for (int64_t k = 0; k < d_in; k++) {  // C3: |w_jk / w_ik| = p/q for an earlier row i
-      for (int64_t i = 0; i < d_out; i++) column[i / LANES][i % LANES] = std::fabs(w[i * d_in + k]);
+      for (int64_t i = 0; i < d_out; i++) column[i / lanes][i % lanes] = std::fabs(w[i * d_in + k]);
       if (d_out <= PAIRS_UP_TO || !ratio_sorted(column, d_out, rtol, mask_w, d_in, k, keys))
         ratio_pairs(column, d_out, rtol, mask_w, d_in, k);
     }
@@ -443,35 +545,44 @@ ffi::Error for_each_run(ffi::ThreadPool& pool, int64_t runs, const Make& make, c
   return ffi::Error::Success();
 }
 
-ffi::Error LossGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x,
-                        ffi::Buffer<ffi::F64> y, ffi::ResultBuffer<ffi::F64> loss, ffi::ResultBuffer<ffi::F64> grad,
+
+// The FFI element type of T.
+template <class T>
+constexpr ffi::DataType kType = std::is_same_v<T, double> ? ffi::F64 : ffi::F32;
+
+template <class T>
+ffi::Error LossGradImpl(ffi::ThreadPool pool, ffi::Buffer<kType<T>> theta, ffi::Buffer<kType<T>> x,
+                        ffi::Buffer<kType<T>> y, ffi::ResultBuffer<kType<T>> loss, ffi::ResultBuffer<kType<T>> grad,
                         ffi::Span<const int64_t> dims) {
   Net net(dims);
   int64_t runs, n;
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
   if (y.element_count() != static_cast<size_t>(runs * n * net.dims.back()))
     return ffi::Error::InvalidArgument("l2rebound kernel: y does not hold one (n, dL) set per run");
-  return for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
+  return for_each_run(pool, runs, [&] { return Scratch<T>(net); }, [&](int64_t r, Scratch<T>& s) {
     loss_grad_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],
                   y.typed_data() + r * n * net.dims.back(), loss->typed_data() + r,
                   grad->typed_data() + r * net.params, s);
   });
 }
 
-ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::Buffer<ffi::F64> x,
-                       ffi::ResultBuffer<ffi::F64> out, ffi::Span<const int64_t> dims) {
+template <class T>
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<kType<T>> theta, ffi::Buffer<kType<T>> x,
+                       ffi::ResultBuffer<kType<T>> out, ffi::Span<const int64_t> dims) {
   Net net(dims);
   int64_t runs, n;
   if (ffi::Error e = count_samples(net, theta.dimensions(), x.element_count(), runs, n); e.failure()) return e;
   if (out->element_count() != static_cast<size_t>(runs * n * net.dims.back()))
     return ffi::Error::InvalidArgument("l2rebound kernel: the output does not hold one (n, dL) set per run");
-  return for_each_run(pool, runs, [&] { return Scratch(net); }, [&](int64_t r, Scratch& s) {
+  return for_each_run(pool, runs, [&] { return Scratch<T>(net); }, [&](int64_t r, Scratch<T>& s) {
     forward_run(net, theta.typed_data() + r * net.params, n, x.typed_data() + r * n * net.dims[0],
                 out->typed_data() + r * n * net.dims.back(), s);
   });
 }
 
-ffi::Error ViolationsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi::ResultBuffer<ffi::PRED> mask,
+// rtol arrives as a double attribute; genericity's tolerance (4 epsilons of T) is exact in T.
+template <class T>
+ffi::Error ViolationsImpl(ffi::ThreadPool pool, ffi::Buffer<kType<T>> theta, ffi::ResultBuffer<ffi::PRED> mask,
                           ffi::Span<const int64_t> dims, double rtol, int64_t ratio_bound) {
   Net net(dims);
   int64_t runs;
@@ -479,7 +590,7 @@ ffi::Error ViolationsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> theta, ffi
   if (ratio_bound != RATIO_BOUND)
     return ffi::Error::InvalidArgument("l2rebound kernel: compiled for a ratio bound of 10; rebuild it for another");
   return for_each_run(pool, runs, [] { return 0; }, [&](int64_t r, int) {
-    violations_run(net, theta.typed_data() + r * net.params, rtol, mask->typed_data() + r * net.params);
+    violations_run(net, theta.typed_data() + r * net.params, static_cast<T>(rtol), mask->typed_data() + r * net.params);
   });
 }
 
@@ -516,6 +627,34 @@ ffi::Error ThreefryImpl(ffi::Buffer<ffi::U32> k1, ffi::Buffer<ffi::U32> k2, ffi:
 
 }  // namespace
 
+// The bindings of the typed targets, one per element type D.
+#define VIOLATIONS_BINDING(D)                    \
+  ffi::Ffi::Bind()                               \
+      .Ctx<ffi::ThreadPool>()                    \
+      .Arg<ffi::Buffer<D>>()                     \
+      .Ret<ffi::Buffer<ffi::PRED>>()             \
+      .Attr<ffi::Span<const int64_t>>("dims")    \
+      .Attr<double>("rtol")                      \
+      .Attr<int64_t>("ratio_bound")
+
+#define LOSS_GRAD_BINDING(D)                     \
+  ffi::Ffi::Bind()                               \
+      .Ctx<ffi::ThreadPool>()                    \
+      .Arg<ffi::Buffer<D>>()                     \
+      .Arg<ffi::Buffer<D>>()                     \
+      .Arg<ffi::Buffer<D>>()                     \
+      .Ret<ffi::Buffer<D>>()                     \
+      .Ret<ffi::Buffer<D>>()                     \
+      .Attr<ffi::Span<const int64_t>>("dims")
+
+#define FORWARD_BINDING(D)                       \
+  ffi::Ffi::Bind()                               \
+      .Ctx<ffi::ThreadPool>()                    \
+      .Arg<ffi::Buffer<D>>()                     \
+      .Arg<ffi::Buffer<D>>()                     \
+      .Ret<ffi::Buffer<D>>()                     \
+      .Attr<ffi::Span<const int64_t>>("dims")
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Threefry, ThreefryImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::U32>>()
@@ -525,29 +664,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Threefry, ThreefryImpl,
                                   .Ret<ffi::Buffer<ffi::U32>>()
                                   .Ret<ffi::Buffer<ffi::U32>>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Violations, ViolationsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Ret<ffi::Buffer<ffi::PRED>>()
-                                  .Attr<ffi::Span<const int64_t>>("dims")
-                                  .Attr<double>("rtol")
-                                  .Attr<int64_t>("ratio_bound"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LossGrad, LossGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>()
-                                  .Attr<ffi::Span<const int64_t>>("dims"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Forward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Arg<ffi::Buffer<ffi::F64>>()
-                                  .Ret<ffi::Buffer<ffi::F64>>()
-                                  .Attr<ffi::Span<const int64_t>>("dims"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Violations, ViolationsImpl<double>, VIOLATIONS_BINDING(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ViolationsF32, ViolationsImpl<float>, VIOLATIONS_BINDING(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LossGrad, LossGradImpl<double>, LOSS_GRAD_BINDING(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LossGradF32, LossGradImpl<float>, LOSS_GRAD_BINDING(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Forward, ForwardImpl<double>, FORWARD_BINDING(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ForwardF32, ForwardImpl<float>, FORWARD_BINDING(ffi::F32));

@@ -40,12 +40,13 @@ file name (the stem, its view and extension, e.g. ``_normalised_l2sq.png``) stay
 readable in a file browser and far under the file systems' 255-byte limit. The folder already names the config
 by its hash; the figure's subtitle lists every changed field."""
 
-NUMERICS_VERSION = 4
+NUMERICS_VERSION = 5
 """Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store
 does not reuse results computed by older code for the same config. 2: ``l2_aligned`` is the certified
 search's upper bound (never above, sometimes below, the heuristic alignment of version 1). 3: its node budget
 counts the nodes beyond the root (version 2 counted the root). 4: networks with at most 3 hidden layers of at
-most 6 units are aligned to the end, whatever the budget (``certify.node_budget``)."""
+most 6 units are aligned to the end, whatever the budget (``certify.node_budget``). 5: float32 trains through
+the fused kernel (float32 numbers change within float32 rounding)."""
 
 
 def parse_dims(text: str) -> tuple[int, ...]:

@@ -386,9 +386,9 @@ def memory_need(config: Config) -> int:
     chunk, item = chunk_size(trainings), np.dtype(config.dtype).itemsize
     dims, params = config.student_dims, num_params(config.student_dims)
     data = (config.dataset_size + config.test_set_size) * (dims[0] + 2 * dims[-1])
-    # the kernel keeps 64-sample blocks in cache; XLA holds a block of SAMPLE_BLOCK samples' activations
-    # forward and backward
-    block = 64 if kernel.enabled(config.dtype) else min(config.dataset_size, SAMPLE_BLOCK)
+    # the kernel keeps blocks of 512 bytes per unit in cache (64 samples of float64, 128 of float32); XLA holds
+    # a block of SAMPLE_BLOCK samples' activations forward and backward
+    block = 512 // item if kernel.enabled(config.dtype) else min(config.dataset_size, SAMPLE_BLOCK)
     activations = 4 * block * sum(dims)
     device = chunk * (DATA_COPIES * data + 6 * params + activations
                       + (block_length(config.epochs) * params if kept else 0))

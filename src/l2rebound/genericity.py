@@ -72,7 +72,7 @@ def violations(theta, dims: tuple[int, ...]):
 
 
 def _flagged(theta, dims: tuple[int, ...]):
-    """``violations``, by the fused kernel where it serves (float64 on a CPU, ``kernel.enabled``)."""
+    """``violations``, by the fused kernel where it serves (float64 or float32 on a CPU, ``kernel.enabled``)."""
     if kernel.enabled(theta.dtype):
         return kernel.violations(theta, dims, _tolerance(theta.dtype), RATIO_BOUND)
     return violations(theta, dims)

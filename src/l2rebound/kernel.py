@@ -1,18 +1,22 @@
 """The fused CPU kernel (``_kernel.cc``) as JAX functions: the training loss and its gradient, the
-network's outputs, and the genericity check of the jitter projection, for float64 work on the CPU backend;
-and, on request (``use_threefry_lowering``), the Threefry hash of ``jax.random`` on the CPU.
+network's outputs, and the genericity check of the jitter projection, for float64 and float32 work on the
+CPU backend; and, on request (``use_threefry_lowering``), the Threefry hash of ``jax.random`` on the CPU.
 
 On a CPU it does the same arithmetic as ``train.loss_and_grad`` and ``nets.forward``, faster
 (``benchmarks/README.md``), because a block of samples stays in cache through every layer forward and
-backward; the runs of one call are spread over XLA's CPU threads. It is a drop-in for the training step
-only: it has no derivative rules, so anything that differentiates (``theory``) uses the pure-JAX functions.
+backward; the runs of one call are spread over XLA's CPU threads. Each dtype has its own compiled targets
+(``TARGETS``: the float32 ones end in ``_f32``), chosen by θ's dtype at trace time; float32 computes and
+accumulates in float32, as XLA's float32 programs do, on SIMD vectors of twice the lanes of float64's. It
+is a drop-in for the training step only: it has no derivative rules, so anything that differentiates
+(``theory``) uses the pure-JAX functions.
 
 The kernel is compiled at its first use in a process (not at install, not at import), with the system's
 C++ compiler, for this machine's CPU (``-march=native``), into a cache folder that later processes reuse
 (``cache_dir``). Without a compiler, or if the build fails, one ``KernelUnavailableWarning`` says so and
 everything runs through XLA alone. ``enabled(dtype)`` says whether it serves; it does not on accelerators,
-for float32, when it could not be built, or with ``L2REBOUND_KERNEL=0`` in the environment (read at the
-first use in a process). Importing this module changes nothing in JAX; only ``use_threefry_lowering`` does, when called.
+for dtypes other than float64 and float32, when it could not be built, or with ``L2REBOUND_KERNEL=0`` in
+the environment (read at the first use in a process). Importing this module changes nothing in JAX; only
+``use_threefry_lowering`` does, when called.
 """
 
 from __future__ import annotations
@@ -48,8 +52,12 @@ TARGETS = {  # FFI target name: the handler's symbol in the compiled library
     "l2rebound_loss_grad": "LossGrad",
     "l2rebound_forward": "Forward",
     "l2rebound_violations": "Violations",
+    "l2rebound_loss_grad_f32": "LossGradF32",
+    "l2rebound_forward_f32": "ForwardF32",
+    "l2rebound_violations_f32": "ViolationsF32",
     "l2rebound_threefry2x32": "Threefry",
 }
+SUFFIX = {np.dtype(np.float64): "", np.dtype(np.float32): "_f32"}  # the dtypes it serves: their targets' suffix
 INSTALL_HINT = "install a C++17 compiler (g++ >= 9 or clang++ >= 10; Debian/Ubuntu: apt install g++) or set CXX to one"
 
 
@@ -194,10 +202,11 @@ def available() -> bool:
 
 
 def enabled(dtype) -> bool:
-    """True when the kernel serves arrays of ``dtype`` here: float64, CPU backend, not switched off, and
-    built (the first call that gets this far builds it)."""
-    # canonicalised: float64 asked for outside a 64-bit scope is float32 to JAX, which the kernel cannot take
-    return (not switched_off() and jax.dtypes.canonicalize_dtype(dtype) == jnp.float64
+    """True when the kernel serves arrays of ``dtype`` here: float64 or float32, CPU backend, not switched
+    off, and built (the first call that gets this far builds it). One decision for the loss and gradient,
+    the outputs and the genericity check alike."""
+    # canonicalised: float64 asked for outside a 64-bit scope is float32 to JAX, and its arrays are float32
+    return (not switched_off() and jax.dtypes.canonicalize_dtype(dtype) in SUFFIX
             and jax.default_backend() == "cpu" and available())
 
 
@@ -206,12 +215,15 @@ def fast_path(dtype) -> str:
     return "fused-kernel" if enabled(dtype) else "xla"
 
 
-def _ffi_call(target: str, out, **options):
-    """``jax.ffi.ffi_call`` of one of the kernel's targets (``TARGETS``), which its first use registers."""
+def _ffi_call(target: str, dtype, out, **options):
+    """``jax.ffi.ffi_call`` of the kernel's target ``target`` for arrays of ``dtype`` (its name with that
+    dtype's suffix, one of ``TARGETS``), which its first use registers."""
     if not available():
         why = "L2REBOUND_KERNEL=0" if switched_off() else "see the KernelUnavailableWarning"
         raise RuntimeError(f"l2rebound: the fused kernel is not available in this process ({why})")
-    return jax.ffi.ffi_call(target, out, **options)
+    if np.dtype(dtype) not in SUFFIX:
+        raise TypeError(f"l2rebound: the fused kernel computes in float64 or float32, not {np.dtype(dtype)}")
+    return jax.ffi.ffi_call(target + SUFFIX[np.dtype(dtype)], out, **options)
 
 
 def _threefry2x32(k1, k2, x1, x2):
@@ -246,40 +258,49 @@ def _dims(dims) -> np.ndarray:
     return np.asarray(dims, dtype=np.int64)
 
 
-def _check(dims, x, *more):
-    """The kernel reads x (N, d0) and y (N, dL) by dims: refuse shapes that do not match them."""
+def _check(dims, theta, x, *more):
+    """The kernel reads x (N, d0) and y (N, dL) by dims, in θ's dtype: refuse shapes that do not match them,
+    and other dtypes (its targets take one dtype throughout)."""
     for array, width in ((x, dims[0]), *more):
         if array.ndim < 1 or array.shape[-1] != width:
             raise ValueError(f"kernel: an array of shape {array.shape} where dims {tuple(dims)} need (N, {width})")
+        if array.dtype != theta.dtype:
+            raise TypeError(f"kernel: an array of {array.dtype} with θ of {theta.dtype}; it takes one dtype")
 
 
 def loss_and_grad(theta, dims: tuple[int, ...], x, y):
     """Mean squared error over samples and outputs and its gradient (P,) for θ (P,), inputs x (N, d0) and
-    labels y (N, dL): ``train.loss_and_grad`` computed by the kernel (float64, CPU only, where ``enabled``;
-    vmap-able)."""
-    _check(dims, x, (y, dims[-1]))
+    labels y (N, dL), all of one dtype: ``train.loss_and_grad`` computed by the kernel (float64 or float32,
+    CPU only, where ``enabled``; vmap-able)."""
+    theta, x, y = jnp.asarray(theta), jnp.asarray(x), jnp.asarray(y)
+    _check(dims, theta, x, (y, dims[-1]))
     out = (jax.ShapeDtypeStruct(theta.shape[:-1], theta.dtype), jax.ShapeDtypeStruct(theta.shape, theta.dtype))
-    loss, grad = _ffi_call("l2rebound_loss_grad", out, vmap_method="broadcast_all")(theta, x, y, dims=_dims(dims))
+    call = _ffi_call("l2rebound_loss_grad", theta.dtype, out, vmap_method="broadcast_all")
+    loss, grad = call(theta, x, y, dims=_dims(dims))
     return loss / y.size, grad / y.size
 
 
 def forward(theta, dims: tuple[int, ...], x):
-    """Network outputs (N, dL) for inputs x (N, d0): the kernel where ``enabled``, else ``nets.forward``.
-    Data labels and the training step use this one, so that a student equal to its teacher reproduces the
-    teacher's labels bit for bit (a zero residual) whichever code computes them."""
-    if not enabled(theta.dtype):
+    """Network outputs (N, dL) for inputs x (N, d0): the kernel where ``enabled`` for θ's dtype and x has
+    that dtype too, else ``nets.forward`` (which promotes mixed dtypes). Data labels and the training step use
+    this one, so that a student equal to its teacher reproduces the teacher's labels bit for bit (a zero
+    residual) whichever code computes them."""
+    theta, x = jnp.asarray(theta), jnp.asarray(x)
+    if not enabled(theta.dtype) or x.dtype != theta.dtype:
         return nets.forward(theta, dims, x)
-    _check(dims, x)
+    _check(dims, theta, x)
     out = jax.ShapeDtypeStruct(x.shape[:-1] + (dims[-1],), theta.dtype)
-    return _ffi_call("l2rebound_forward", out, vmap_method="broadcast_all")(theta, x, dims=_dims(dims))
+    call = _ffi_call("l2rebound_forward", theta.dtype, out, vmap_method="broadcast_all")
+    return call(theta, x, dims=_dims(dims))
 
 
 def violations(theta, dims: tuple[int, ...], rtol: float, ratio_bound: int):
-    """``genericity.violations`` computed by the kernel (float64, CPU only, where ``enabled``; vmap-able):
-    boolean mask (P,) of the entries of θ (P,) that violate C1-C3 with that tolerance and ratio bound. The
-    same rule in plain IEEE arithmetic; XLA compiles the ratio's division in ``violations`` into a
-    multiplication by a reciprocal, so the two can differ for a ratio within a few ulps of the tolerance's
-    edge."""
+    """``genericity.violations`` computed by the kernel (float64 or float32, CPU only, where ``enabled``;
+    vmap-able): boolean mask (P,) of the entries of θ (P,) that violate C1-C3 with that tolerance and ratio
+    bound. The same rule in plain IEEE arithmetic of θ's dtype; XLA compiles the ratio's division in
+    ``violations`` into a multiplication by a reciprocal, so the two can differ for a ratio within a few ulps
+    of the tolerance's edge."""
+    theta = jnp.asarray(theta)
     out = jax.ShapeDtypeStruct(theta.shape, jnp.bool_)
-    call = _ffi_call("l2rebound_violations", out, vmap_method="broadcast_all")
+    call = _ffi_call("l2rebound_violations", theta.dtype, out, vmap_method="broadcast_all")
     return call(theta, dims=_dims(dims), rtol=np.float64(rtol), ratio_bound=np.int64(ratio_bound))

@@ -102,12 +102,16 @@ FIGURE_BYTES = 2**20
 """Bytes kept free for a result's figures (an SVG and a PNG of each view take a few hundred kB)."""
 
 
+METADATA_BYTES = 2**14
+"""Room for a result's ``config.json`` and ``manifest.json`` (each a few kB)."""
+
+
 def stored_size(config: Config) -> int:
     """Bytes that computing and storing ``config``'s result takes on disk at its peak, estimated from above:
-    the tables as CSV text, the arrays as float64 and the figures, plus the finished chunks of runs (the same
-    values as float64) that are kept until the result is stored."""
+    the tables as CSV text, the arrays as float64, the figures and the metadata, plus the finished chunks of
+    runs (the same values as float64) that are kept until the result is stored."""
     tables, arrays = registry.kind(config.experiment).result_type().stored_values(config)
-    return tables * CSV_BYTES_PER_VALUE + arrays * 8 + FIGURE_BYTES + (tables + arrays) * 8
+    return tables * CSV_BYTES_PER_VALUE + arrays * 8 + FIGURE_BYTES + METADATA_BYTES + (tables + arrays) * 8
 
 
 def _size(count: float) -> str:

@@ -114,7 +114,7 @@ def loss_and_grad(theta, dims, x, y):
 
 def step_loss_and_grad(theta, dims, x, y):
     """What the training step uses: ``loss_and_grad`` computed by the fused kernel where it serves
-    (float64 on a CPU, ``kernel.enabled``), else by XLA."""
+    (float64 or float32 on a CPU, ``kernel.enabled``), else by XLA."""
     return (kernel.loss_and_grad if kernel.enabled(theta.dtype) else loss_and_grad)(theta, dims, x, y)
 
 
