@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import l2rebound
 from l2rebound import Config, reference
 from l2rebound.config import choices_of
 from l2rebound.experiments import hyper_of, setup_runs, train_runs
@@ -282,3 +283,25 @@ def test_a_taken_name_is_refused():
         register_rule(RULES["l1"])
     with pytest.raises(ValueError, match="adam"):
         register_optimizer(OPTIMIZERS["adam"])
+
+
+@pytest.mark.parametrize("name", ["l1", "drr"])
+def test_without_layer_factors_every_parameter_weighs_one(name):
+    """``--layer-factors off``: the engine's regulariser gradient is the oracle's with factor 1 everywhere."""
+    dims = (2, 5, 3, 1)
+    theta = theta_away_from_zero(dims, 3)
+    spec = Spec(dims, name, "gd", "off", 0, layer_factors=False)
+    got = np.asarray(regulariser_grad(spec, hyper(0.3, 5.0, 0.07), theta))
+    want = rule_oracle(name).grad(np.asarray(theta), np.ones(len(theta)), 0.3, 5.0, 0.07)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    factored = np.asarray(regulariser_grad(Spec(dims, name, "gd", "off", 0), hyper(0.3, 5.0, 0.07), theta))
+    assert name == "l1" or not np.allclose(factored, got)  # drr's factors differ from 1
+
+
+def test_alpha_per_sample_trains_as_alpha_over_the_dataset_size():
+    """``--alpha-scale per-sample`` with α = a·N trains the epoch experiment exactly as α = a in total."""
+    base = Config(teacher_dims=(2, 3, 1), dataset_size=40, test_set_size=8, epochs=5, runs=2, train="drr",
+                  initial_permut=0.1, noise_sigma=0.0)
+    total = l2rebound.run(base.replace(alpha=0.25 / 40), progress=False)
+    per_sample = l2rebound.run(base.replace(alpha=0.25, alpha_scale="per-sample"), progress=False)
+    np.testing.assert_array_equal(per_sample.metrics["l2"], total.metrics["l2"])
