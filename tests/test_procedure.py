@@ -391,3 +391,18 @@ def test_the_phase_keeps_books_as_the_published_loop():
         np.testing.assert_array_equal(returned[r], expect)
     assert {b["stop"] for b in books} != {config.epochs}  # some runs stopped on saturation
     assert any(b["turns"] and b["last"] > min(b["turns"]) for b in books)  # one returned a kept state
+
+
+def test_the_study_asks_room_for_all_its_results_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from conftest import run_cli
+
+    from l2rebound import store
+
+    one = store.stored_size(example("procedure"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 2 * one, 2 * one))
+    code, _, err = run_cli("reproduce", "compression", *SMALL, "--out", tmp_path)
+    assert code == 2 and "these 3 results need" in err and not any(tmp_path.iterdir()), err

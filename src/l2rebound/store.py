@@ -131,11 +131,11 @@ def writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
-def check_writable(out: Path, config: Config) -> None:
-    """Raise ``StoreWriteError`` unless the store root ``out`` can take ``config``'s result: ``out``, or the
-    nearest folder above it that exists (where ``out`` would be made), is a writable folder whose disk has
-    ``stored_size`` bytes free. Writes nothing: it is asked before training, so that a store that cannot
-    take the result costs no work."""
+def check_writable(out: Path, *configs: Config) -> None:
+    """Raise ``StoreWriteError`` unless the store root ``out`` can take the results of ``configs`` (one or
+    more, stored one after the other): ``out``, or the nearest folder above it that exists (where ``out``
+    would be made), is a writable folder whose disk has their ``stored_size`` bytes free. Writes nothing: it is
+    asked before training, so that a store that cannot take the results costs no work."""
     out = Path(out)
     base = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
     if not base.is_dir():
@@ -144,9 +144,10 @@ def check_writable(out: Path, config: Config) -> None:
     if not writable(base):
         raise StoreWriteError(f"cannot store results in {out}: {base} is not writable; make it writable or choose "
                               "another output folder (--out)")
-    need, free = stored_size(config), shutil.disk_usage(base).free
+    need, free = sum(stored_size(config) for config in configs), shutil.disk_usage(base).free
     if need > free:
-        raise StoreWriteError(f"cannot store results in {out}: this result needs about {_size(need)} on disk and "
+        what = "this result needs" if len(configs) == 1 else f"these {len(configs)} results need"
+        raise StoreWriteError(f"cannot store results in {out}: {what} about {_size(need)} on disk and "
                               f"{base} has {_size(free)} free; free space there, choose another output folder "
                               "(--out), or ask for fewer runs or epochs (or a larger --align-every)")
 

@@ -85,8 +85,7 @@ def run_study(args) -> int:
         configs = [base.replace(train=name) for name in procedures]
     except ConfigError as error:
         return fail(str(error))
-    for config in configs:  # every set-up is valid and writable before the first trains
-        store.check_writable(args.out, config)
+    store.check_writable(args.out, *configs)  # every set-up is valid, and the store takes them all, before any trains
     results = []
     for config in configs:
         folder, result = stored(config, args)
