@@ -210,6 +210,12 @@ def enabled(dtype) -> bool:
             and jax.default_backend() == "cpu" and available())
 
 
+def serves(theta, *arrays) -> bool:
+    """True when the kernel computes for θ and ``arrays`` here: ``enabled`` for θ's dtype, and every array of
+    that dtype (its targets take one dtype throughout; mixed dtypes are left to XLA's rules)."""
+    return enabled(theta.dtype) and all(array.dtype == theta.dtype for array in arrays)
+
+
 def fast_path(dtype) -> str:
     """What computes the training step for arrays of ``dtype`` here: ``"fused-kernel"`` or ``"xla"``."""
     return "fused-kernel" if enabled(dtype) else "xla"
@@ -281,12 +287,12 @@ def loss_and_grad(theta, dims: tuple[int, ...], x, y):
 
 
 def forward(theta, dims: tuple[int, ...], x):
-    """Network outputs (N, dL) for inputs x (N, d0): the kernel where ``enabled`` for θ's dtype and x has
-    that dtype too, else ``nets.forward`` (which promotes mixed dtypes). Data labels and the training step use
+    """Network outputs (N, dL) for inputs x (N, d0): the kernel where it ``serves`` them, else ``nets.forward``
+    (which promotes mixed dtypes). Data labels and the training step use
     this one, so that a student equal to its teacher reproduces the teacher's labels bit for bit (a zero
     residual) whichever code computes them."""
     theta, x = jnp.asarray(theta), jnp.asarray(x)
-    if not enabled(theta.dtype) or x.dtype != theta.dtype:
+    if not serves(theta, x):
         return nets.forward(theta, dims, x)
     _check(dims, theta, x)
     out = jax.ShapeDtypeStruct(x.shape[:-1] + (dims[-1],), theta.dtype)

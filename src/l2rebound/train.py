@@ -113,9 +113,9 @@ def loss_and_grad(theta, dims, x, y):
 
 
 def step_loss_and_grad(theta, dims, x, y):
-    """What the training step uses: ``loss_and_grad`` computed by the fused kernel where it serves
-    (float64 or float32 on a CPU, ``kernel.enabled``), else by XLA."""
-    return (kernel.loss_and_grad if kernel.enabled(theta.dtype) else loss_and_grad)(theta, dims, x, y)
+    """What the training step uses: ``loss_and_grad`` computed by the fused kernel where it serves these arrays
+    (float64 or float32 throughout, on a CPU: ``kernel.serves``), else by XLA."""
+    return (kernel.loss_and_grad if kernel.serves(theta, x, y) else loss_and_grad)(theta, dims, x, y)
 
 
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
