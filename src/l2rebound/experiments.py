@@ -309,10 +309,10 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
         if len(done) > 1:  # an interrupt keeps the state after the latest block only: free the one before
             piece, students, _, count = done[-2]
             done[-2] = (piece, students, None, count)
-        if on_progress:
-            on_progress(advanced[block])
         if on_kept and len(wanted_in[block]):
             on_kept(wanted_in[block], done[-1][1])
+        if on_progress:  # after the host work on the block: the last block's alignment is inside the bar
+            on_progress(advanced[block])
 
     queue = []  # the blocks dispatched and not yet handled, oldest first: (index, metrics, state after it)
     try:
