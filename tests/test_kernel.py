@@ -556,3 +556,100 @@ def test_the_sorted_check_decides_as_comparing_every_pair(dims):
         np.testing.assert_array_equal(got, brute_force_violations(theta, dims, rtol), err_msg=f"trial {trial}")
         flagged += got.sum()
     assert flagged >= 15  # at least one violation in each adversarial network
+
+
+def _brute_force_c2(b, rtol):
+    """C2's decisions for the biases b (d,) by comparing every pair in b's own arithmetic: b_i is flagged when
+    |b_i| > 0 and some j < i has ||b_i| - |b_j|| <= rtol·max(|b_i|, |b_j|) (NaN compares false)."""
+    a = np.abs(b)
+    rtol = a.dtype.type(rtol)
+    with np.errstate(all="ignore"):
+        close = np.abs(a[:, None] - a[None, :]) <= rtol * np.maximum(a[:, None], a[None, :])  # [i, j]
+    return np.any(close & np.tri(a.size, k=-1, dtype=bool), axis=1) & (a > 0)
+
+
+def _adversarial_biases(rng, d, dtype, rtol):
+    """d biases of dtype full of near-coincidences of C2: exact duplicates (either sign), neighbours 1-4 ulps
+    apart, values at the tolerance's edge a·(1 - rtol) and a/(1 - rtol) with their neighbouring floats, zeros,
+    and, by turns, infinities and NaN or a block of many equal values (more than one window)."""
+    b = rng.normal(size=d).astype(dtype)
+    base = b[rng.integers(d, size=8)]
+    one = dtype(1)
+    edges = []
+    for a in np.abs(base):
+        for e in (a * (one - rtol), a / (one - rtol), a * (one + rtol), a - a * rtol, a + a * rtol):
+            edges += [e, np.nextafter(e, dtype(0)), np.nextafter(e, dtype(np.inf))]
+        edges += [np.nextafter(a, dtype(np.inf)), np.nextafter(a, dtype(0))]
+        edges += [a * (one + k * np.finfo(dtype).eps) for k in (-4, -2, 2, 3, 4)]
+    edges = np.asarray(edges, dtype) * rng.choice(np.asarray([-1, 1], dtype), len(edges))
+    where = rng.choice(d, size=min(d // 2, len(edges)), replace=False)
+    b[where] = edges[: where.size]
+    b[rng.random(d) < 0.1] = b[rng.integers(d)] * rng.choice(np.asarray([-1, 1], dtype))  # duplicates
+    b[rng.random(d) < 0.05] = 0
+    if rng.random() < 0.5:
+        b[rng.integers(d, size=3)] = rng.choice(np.asarray([np.inf, -np.inf, np.nan], dtype), 3)
+    else:  # many equal |b|: more values in one window than the sorted path looks at
+        block = rng.choice(d, size=80, replace=False)
+        b[block] = np.abs(base[0]) * rng.choice(np.asarray([-1, 1], dtype), 80)
+    rng.shuffle(b)
+    return b
+
+
+@pytest.mark.usefixtures("kernel_on")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("width", [130, 600])
+def test_the_sorted_bias_check_decides_as_comparing_every_pair(width, dtype):
+    # layers of over 64 biases take the sorted path (or fall back to every pair); its decisions must be those
+    # of every pair, also at the tolerance's edge, for zeros, infinities and NaN
+    dims = (2, width, 1)
+    (_, bs), _ = layer_slices(dims)
+    rng = np.random.default_rng(width + np.dtype(dtype).itemsize)
+    rtol = genericity._tolerance(dtype)
+    flagged = 0
+    for trial in range(40):
+        theta = rng.normal(size=num_params(dims)).astype(dtype)
+        if trial % 4 == 1:  # random biases, a few of them a few ulps apart
+            b = theta[bs]
+            near = rng.choice(width, size=10, replace=False)
+            b[near[5:]] = b[near[:5]] * (1 + rng.integers(-4, 5, 5).astype(dtype) * np.finfo(dtype).eps)
+        elif trial % 4 >= 2:
+            theta[bs] = _adversarial_biases(rng, width, dtype, rtol)
+        got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
+        assert got.dtype == bool
+        expected = _brute_force_c2(theta[bs], rtol) | (theta[bs] == 0)  # and C1's zeros
+        np.testing.assert_array_equal(got[bs], expected, err_msg=f"trial {trial}")
+        flagged += got[bs].sum()
+    assert flagged >= 100
+
+
+@pytest.mark.usefixtures("kernel_on")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_sorted_bias_check_decides_as_every_pair_for_tiny_biases(dtype):
+    # biases near and below the smallest normal, whose gaps underflow: XLA's threads flush subnormals to zero,
+    # which NumPy does not, so the pairs are decided by the kernel itself, one network of two biases each
+    width = 130
+    dims, pair = (2, width, 1), (1, 2, 1)
+    (_, bs), _ = layer_slices(dims)
+    (_, pair_bs), _ = layer_slices(pair)
+    rng = np.random.default_rng(7 + np.dtype(dtype).itemsize)
+    rtol = genericity._tolerance(dtype)
+    info = np.finfo(dtype)
+    tiny = 2 * info.tiny / (16 * info.eps)  # below this |b|, the sorted path leaves the layer to every pair
+    later, earlier = np.tril_indices(width, k=-1)
+    for trial in range(6):
+        scale = np.asarray([info.smallest_subnormal, info.tiny, tiny, 1.0][trial % 4], dtype)
+        b = (scale * rng.choice([1, 2, 3, 1024, 1025, 2**20, 2**20 + 1], width)).astype(dtype)
+        b[rng.random(width) < 0.2] = 0
+        if trial >= 4:
+            b[rng.integers(width, size=3)] = np.asarray([np.inf, -np.inf, np.nan], dtype)
+        b *= rng.choice(np.asarray([-1, 1], dtype), width)
+        theta = rng.normal(size=num_params(dims)).astype(dtype)
+        theta[bs] = b
+        got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))[bs]
+        pairs = rng.normal(size=(later.size, num_params(pair))).astype(dtype)
+        pairs[:, pair_bs] = np.stack([b[earlier], b[later]], axis=1)
+        accepted = np.asarray(kernel.violations(jnp.asarray(pairs), pair, rtol, genericity.RATIO_BOUND))
+        expected = np.zeros(width, bool)  # C1 and C2 as decided in the pairs: the first bias's mask is its C1
+        np.logical_or.at(expected, earlier, accepted[:, pair_bs.start])
+        np.logical_or.at(expected, later, accepted[:, pair_bs.start + 1])
+        np.testing.assert_array_equal(got, expected, err_msg=f"trial {trial}")

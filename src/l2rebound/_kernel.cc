@@ -447,10 +447,78 @@ __attribute__((optimize("fp-contract=off"))) bool ratio_sorted(const std::vector
   return true;
 }
 
+// C2 for the d biases b of a layer by comparing b_i with every earlier b_j: O(d²).
+template <class T>
+__attribute__((optimize("fp-contract=off"))) void equal_abs_pairs(const T* b, int64_t d, T rtol, bool* mask_b) {
+  for (int64_t i = 0; i < d; i++) {  // |b_i| equals an earlier |b_j|
+    const T ai = std::fabs(b[i]);
+    for (int64_t j = 0; j < i && ai > 0; j++) {
+      const T aj = std::fabs(b[j]);
+      if (std::fabs(ai - aj) <= rtol * std::max(ai, aj)) mask_b[i] = true;
+    }
+  }
+}
+
+template <class T>
+struct Size {
+  T a;        // |b_x|
+  int64_t x;
+};
+
+// C2 deciding exactly as equal_abs_pairs in O(d log d): the finite |b| > 0 are sorted, and each is tested, with
+// equal_abs_pairs' own expression, against the larger ones up to KEY_SLACK above it. That window holds every
+// pair the test accepts: for TINY <= x <= y accepted, x >= y/2 (else y - x > y/2 exceeds rtol·y), so y - x is
+// exact (Sterbenz) and either below the smallest normal (accepted where subnormal results are flushed to zero,
+// as in XLA's threads) or at most fl(rtol·y); both are at most fl(KEY_SLACK·x), KEY_SLACK being >= 2 rtol and
+// KEY_SLACK·x >= 2 smallest normals; so y <= fl(x + fl(KEY_SLACK·x)), rounding being monotone. Zeros and
+// NaN are never accepted with such an x (NaN compares false; |x - 0| = x > fl(rtol·x)). An infinite |b| is
+// accepted with every finite one and no other (inf - inf is NaN), so testing it with the earliest finite |b|,
+// and a finite |b| > 0 with the earliest infinite one, decides those. Returns false when a |b| lies in (0,
+// TINY) (its gaps may underflow), when more than WINDOW_CAP values lie in one window (many biases of about
+// one size: the marks set so far are ones equal_abs_pairs also sets), or when rtol is too large for the
+// window: those take equal_abs_pairs.
+template <class T>
+__attribute__((optimize("fp-contract=off"))) bool equal_abs_sorted(const T* b, int64_t d, T rtol, bool* mask_b,
+                                                                    std::vector<Size<T>>& sizes) {
+  constexpr T slack = KEY_SLACK<T>;
+  constexpr T tiny = 2 * std::numeric_limits<T>::min() / slack;  // TINY
+  if (!(2 * rtol <= slack)) return false;
+  const auto test = [&](int64_t i, int64_t j) {  // i later than j
+    const T ai = std::fabs(b[i]), aj = std::fabs(b[j]);
+    if (ai > 0 && std::fabs(ai - aj) <= rtol * std::max(ai, aj)) mask_b[i] = true;
+  };
+  int64_t first_finite = d, first_inf = d;
+  sizes.clear();
+  for (int64_t x = 0; x < d; x++) {
+    const T a = std::fabs(b[x]);
+    if (a > 0 && a < tiny) return false;
+    if (std::isfinite(a)) first_finite = std::min(first_finite, x);
+    if (std::isinf(a)) first_inf = std::min(first_inf, x);
+    if (a > 0 && std::isfinite(a)) sizes.push_back({a, x});
+  }
+  for (int64_t x = 0; x < d; x++) {
+    const T a = std::fabs(b[x]);
+    if (std::isinf(a) && first_finite < x) test(x, first_finite);
+    if (a > 0 && std::isfinite(a) && first_inf < x) test(x, first_inf);
+  }
+  std::sort(sizes.begin(), sizes.end(), [](const Size<T>& u, const Size<T>& v) { return u.a < v.a; });
+  const int64_t n = static_cast<int64_t>(sizes.size());
+  for (int64_t s = 0; s < n; s++) {
+    const Size<T>& e = sizes[s];
+    const T top = e.a + slack * e.a;
+    for (int64_t t = s + 1; t < n && sizes[t].a <= top; t++) {
+      if (t - s > WINDOW_CAP) return false;
+      test(std::max(e.x, sizes[t].x), std::min(e.x, sizes[t].x));
+    }
+  }
+  return true;
+}
+
 template <class T>
 __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net, const T* theta, T rtol, bool* mask) {
   constexpr int lanes = LANES<T>;
   std::vector<Key<T>> keys;
+  std::vector<Size<T>> sizes;
   for (int64_t p = 0; p < net.params; p++) mask[p] = theta[p] == 0;  // C1
   for (int l = 0; l < net.layers(); l++) {
     const int64_t d_in = net.dims[l], d_out = net.dims[l + 1];
@@ -458,13 +526,8 @@ __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net,
     const T* b = w + d_out * d_in;
     bool* mask_w = mask + net.offset[l];
     bool* mask_b = mask_w + d_out * d_in;
-    for (int64_t i = 0; i < d_out; i++) {  // C2: |b_i| equals an earlier |b_j|
-      const T ai = std::fabs(b[i]);
-      for (int64_t j = 0; j < i && ai > 0; j++) {
-        const T aj = std::fabs(b[j]);
-        if (std::fabs(ai - aj) <= rtol * std::max(ai, aj)) mask_b[i] = true;
-      }
-    }
+    if (d_out <= PAIRS_UP_TO || !equal_abs_sorted(b, d_out, rtol, mask_b, sizes))  // C2
+      equal_abs_pairs(b, d_out, rtol, mask_b);
     const int64_t vecs = (d_out + lanes - 1) / lanes;
     std::vector<Vec<T>> column(vecs, splat<T>(0));  // |w_ik| over rows i, zero-padded (a zero is never compared)
     for (int64_t k = 0; k < d_in; k++) {  // C3: |w_jk / w_ik| = p/q for an earlier row i
