@@ -34,7 +34,7 @@ def kernel_on():
         pytest.skip("the kernel is switched off (L2REBOUND_KERNEL=0)")
     if kernel.find_compiler() is None:
         pytest.skip("no C++ compiler: the kernel cannot be built here")
-    if not kernel.enabled(jnp.float64):
+    if not (kernel.enabled(jnp.float64) and kernel.enabled(jnp.float32)):
         pytest.skip("the kernel does not serve here (not a CPU backend, or its build failed: see the warning)")
 
 
@@ -289,12 +289,20 @@ def test_xla_path_trains_to_the_same_numbers(fields):
 
 
 def test_float32_exact_start_stays_on_its_teacher():
-    # labels and the step both come from the kernel where it serves float32 (else both from XLA): the
-    # residual is zero bit for bit, so the student never leaves its teacher
-    result = run_experiment(Config(initial_permut=0.0, noise_sigma=0.0, runs=2, epochs=10, dataset_size=200,
-                                   test_set_size=20, dtype="float32"))
+    # labels and the step both come from the kernel where it serves float32, else both from XLA (what a GPU
+    # runs; forced in a second process): the residual is zero bit for bit, so the student never leaves its teacher
+    fields = {"initial_permut": 0.0, "noise_sigma": 0.0, "runs": 2, "epochs": 10, "dataset_size": 200,
+              "test_set_size": 20, "dtype": "float32"}
+    result = run_experiment(Config(**fields))
     assert result.manifest["fast_path"] == kernel.fast_path("float32")
     assert not np.any(result.metrics["l2"]) and not np.any(result.metrics["train_loss"])
+    script = ("import json, sys; from l2rebound import Config, kernel; "
+              "from l2rebound.experiments import run_experiment; "
+              "r = run_experiment(Config(**json.loads(sys.argv[1]))); "
+              "print(json.dumps([kernel.fast_path('float32'), r.metrics['l2'].tolist(), "
+              "r.metrics['train_loss'].tolist()]))")
+    path, l2, loss = _last_json(_python(script, json.dumps(fields), L2REBOUND_KERNEL="0"))
+    assert path == "xla" and not np.any(l2) and not np.any(loss)
 
 
 def test_shapes_that_do_not_match_dims_are_refused():
@@ -311,6 +319,7 @@ def test_mixed_dtypes_are_refused_by_the_step_and_promoted_by_forward():
     # the kernel's targets take one dtype throughout; forward falls back to nets.forward, which promotes
     dims = (2, 7, 3)
     theta, x, y = _problem(dims, 50, seed=1)
+    assert not kernel.serves(jnp.asarray(theta, jnp.float32), jnp.asarray(x))
     with pytest.raises(TypeError, match="one dtype"):
         kernel.loss_and_grad(jnp.asarray(theta, jnp.float32), dims, jnp.asarray(x), jnp.asarray(y, jnp.float32))
     out = kernel.forward(jnp.asarray(theta, jnp.float32), dims, jnp.asarray(x))
