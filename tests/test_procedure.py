@@ -7,13 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import InterruptAt
 
 from l2rebound import Config
 from l2rebound.config import example
 from l2rebound.registry import kind
 from l2rebound.stopping import saturated, smoother
 from l2rebound.thresholds import magnitude_pruned, random_gradient_pruned, tamade
-from l2rebound.train import loss_and_grad
+from l2rebound.train import loss_and_grad, mse
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -211,15 +212,8 @@ def test_an_interrupted_procedure_says_what_it_kept(tmp_path):
 
     config = example("procedure")
     checkpoint = store.Checkpoint(tmp_path, config)
-    seen = []
-
-    def interrupt(n):
-        seen.append(n)
-        if len(seen) == 2:  # the regularised phase's closing report: it is kept by then
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        kind("procedure").compute(config, on_progress=interrupt, checkpoint=checkpoint)
+    with pytest.raises(KeyboardInterrupt):  # at the regularised phase's closing report: it is kept by then
+        kind("procedure").compute(config, on_progress=InterruptAt(2), checkpoint=checkpoint)
     assert "regularised phase: trainings 1–4 finished" in kept_work(checkpoint)
 
 
@@ -248,15 +242,8 @@ def test_a_procedure_interrupted_inside_a_phase_resumes_bit_for_bit(small, short
 
     config, result = small
     checkpoint = store.Checkpoint(tmp_path, config)
-    seen = []
-
-    def interrupt(n):
-        seen.append(n)
-        if len(seen) == stop_at:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        kind("procedure").compute(config, on_progress=interrupt, checkpoint=checkpoint)
+        kind("procedure").compute(config, on_progress=InterruptAt(stop_at), checkpoint=checkpoint)
     counted = []
     resumed = kind("procedure").compute(config, on_progress=counted.append, checkpoint=checkpoint)
     assert sum(counted) == type(result).run_epochs(config)
@@ -362,7 +349,7 @@ def test_the_phase_keeps_books_as_the_published_loop():
     phase = engine.phase_of(config, config.train, config.min_epochs, config.epochs)
     state = jax.vmap(partial(phases.start, phase))(z, jnp.ones_like(z), jnp.full(runs, jnp.inf),
                                                    jnp.full(runs, jnp.nan), jnp.zeros(runs, bool))
-    loss = jax.jit(jax.vmap(partial(phases.mse, dims=config.student_dims)))
+    loss = jax.jit(jax.vmap(partial(mse, dims=config.student_dims)))
     books = [{"previous": np.inf, "turns": [], "authors": np.inf, "kept": None, "curve": [], "stop": None}
              for _ in range(runs)]
     for epoch in range(1, config.epochs + 1):

@@ -12,8 +12,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from l2rebound.kernel import forward
-from l2rebound.train import step_loss_and_grad
+from l2rebound.train import mse, step_loss_and_grad
 
 
 def magnitude_pruned(theta, threshold):
@@ -75,7 +74,7 @@ def searched(theta, x, y, keys, dims: tuple[int, ...], tolerance, resolution):
     def one(theta, x, y, key):
         first, second = jax.random.split(key)
         theta = random_gradient_pruned(loss_grad, theta, first, x.shape[0], dims)
-        threshold, _ = tamade(lambda t: jnp.mean((forward(t, dims, x) - y) ** 2), theta, tolerance, resolution)
+        threshold, _ = tamade(lambda t: mse(t, dims, x, y), theta, tolerance, resolution)
         theta = magnitude_pruned(theta, threshold)
         return random_gradient_pruned(loss_grad, theta, second, x.shape[0], dims), threshold
 

@@ -118,6 +118,12 @@ def step_loss_and_grad(theta, dims, x, y):
     return (kernel.loss_and_grad if kernel.serves(theta, x, y) else loss_and_grad)(theta, dims, x, y)
 
 
+def mse(theta, dims, x, y):
+    """Mean squared error over samples and outputs of the network θ (P,) on inputs x (n, d0) against y (n, dL),
+    its outputs from ``kernel.forward`` (as the training step's labels are)."""
+    return jnp.mean((kernel.forward(theta, dims, x) - y) ** 2)
+
+
 def regulariser_grad(spec: Spec, hyper: Hyper, theta):
     """Gradient (P,) of the penalty of the registered rule ``rules.rule(spec.rule)`` at θ (P,), added to the
     loss gradient."""

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from l2rebound import rules
+from l2rebound import experiments, rules
 from l2rebound.config import Config, alpha_of
+from l2rebound.data import draw_split
 from l2rebound.experiments import PARTIAL, attach_provenance
-from l2rebound.kernel import forward
 from l2rebound.kinds.compress.engine import aligned_students
 from l2rebound.kinds.procedure import phases
 from l2rebound.kinds.procedure.result import ProcedureResult
@@ -27,7 +27,7 @@ from l2rebound.precision import float64
 from l2rebound.pruning import alive_units, recovery, teacher_support
 from l2rebound.results import with_manifest
 from l2rebound.thresholds import searched
-from l2rebound.train import Hyper
+from l2rebound.train import Hyper, mse
 
 BLOCK = 500
 """Epochs per compiled call: progress is reported, and finished batches are noticed, between calls."""
@@ -50,25 +50,18 @@ def _repetition(config: Config, teacher, seed):
     key_student, key_train, key_val, key_test = jax.random.split(jax.random.key(seed), 4)
     padded = pad(teacher, config.teacher_dims, dims)
 
-    def split(key, n):
-        key_x, key_z = jax.random.split(key)
-        x = jax.random.uniform(key_x, (n, dims[0]), dtype, -1.0, 1.0)
-        clean = forward(padded, dims, x)
-        return x, clean, clean + config.noise_sigma * jax.random.normal(key_z, clean.shape, dtype)
-
-    (train_x, _, train_y), (val_x, _, val_y), (test_x, test_clean, test_y) = (
-        split(key_train, config.dataset_size), split(key_val, config.validation_set_size),
-        split(key_test, config.test_set_size))
-    data = phases.Data(train_x, train_y, val_x, val_y, test_x, test_y, test_clean)
+    train, val, test = (draw_split(key, padded, dims, n, dtype) for key, n in (
+        (key_train, config.dataset_size), (key_val, config.validation_set_size), (key_test, config.test_set_size)))
+    sigma = config.noise_sigma
+    data = phases.Data(train.x, train.labels(sigma), val.x, val.labels(sigma), test.x, test.labels(sigma), test.clean)
     return init_lux(key_student, dims, dtype), data
 
 
 def hyper_of(config: Config, alphas) -> Hyper:
-    """Per-run strengths (runs,): α per training sample when ``alpha_scale`` says so (the loss is a mean)."""
-    alphas = alpha_of(config, np.asarray(alphas, float))
-    full = lambda v: np.full(len(alphas), v, config.dtype)  # noqa: E731
-    return Hyper(full(config.learning_rate), full(config.noise_sigma), alphas.astype(config.dtype),
-                 full(config.beta), full(config.rho), full(config.margin))
+    """Per-run strengths (runs,), as ``experiments.hyper_of`` gives them, with each run's own α (per training
+    sample when ``alpha_scale`` says so: the loss is a mean)."""
+    alphas = alpha_of(config, np.asarray(alphas, float)).astype(config.dtype)
+    return experiments.hyper_of(config, len(alphas))._replace(alpha=alphas)
 
 
 def phase_of(config: Config, rule: str, min_epochs: int, max_epochs: int) -> phases.Phase:
@@ -219,9 +212,9 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
     # the authors' number: the lowest test loss at a turning point; with none at all, the last check's
     authors = np.where(np.isfinite(np.asarray(state.authors)), np.asarray(state.authors), np.asarray(state.last_test))
     final = jnp.asarray(np.nan_to_num(after))
-    test = np.asarray(jax.vmap(partial(phases.mse, dims=dims))(final, x=data.test_x, y=data.test_y))
-    clean = np.asarray(jax.vmap(partial(phases.mse, dims=dims))(final, x=data.test_x, y=data.test_clean))
-    val = np.asarray(jax.vmap(partial(phases.mse, dims=dims))(final, x=data.val_x, y=data.val_y))
+    test = np.asarray(jax.vmap(partial(mse, dims=dims))(final, x=data.test_x, y=data.test_y))
+    clean = np.asarray(jax.vmap(partial(mse, dims=dims))(final, x=data.test_x, y=data.test_clean))
+    val = np.asarray(jax.vmap(partial(mse, dims=dims))(final, x=data.val_x, y=data.val_y))
     padded = np.asarray(pad(teacher, config.teacher_dims, dims))
     aligned = aligned_students(after, padded, dims, config.align_budget)
     lap("alignment")

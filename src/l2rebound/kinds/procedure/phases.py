@@ -23,9 +23,8 @@ import jax.numpy as jnp
 import optax
 
 from l2rebound import rules
-from l2rebound.kernel import forward
 from l2rebound.stopping import saturated
-from l2rebound.train import Hyper, factors, step_loss_and_grad
+from l2rebound.train import Hyper, factors, mse, step_loss_and_grad
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,6 @@ class State(NamedTuple):
     authors: jax.Array
     last_val: jax.Array
     last_test: jax.Array
-
-
-def mse(theta, dims, x, y):
-    """Mean squared error of the network θ on inputs x (n, d0) against y (n, dL)."""
-    return jnp.mean((forward(theta, dims, x) - y) ** 2)
 
 
 def start(phase: Phase, z, mask, authors, last_test, diverged) -> State:
