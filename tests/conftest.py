@@ -100,6 +100,19 @@ def heavy_modules_after(statements: str) -> list[str]:
     return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
+class InterruptAt:
+    """A progress callback that keeps each report (``reports``) and is a Ctrl-C (``KeyboardInterrupt``) at the
+    ``stop_at``-th."""
+
+    def __init__(self, stop_at: int):
+        self.stop_at, self.reports = stop_at, []
+
+    def __call__(self, n: int) -> None:
+        self.reports.append(n)
+        if len(self.reports) == self.stop_at:
+            raise KeyboardInterrupt
+
+
 def assert_same_result(got, expected) -> None:
     """Every table column and every array of two results equal, bit for bit (NaN where NaN)."""
     import numpy as np

@@ -5,7 +5,7 @@ import logging
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, assert_same_result
+from conftest import TINY, InterruptAt, assert_same_result
 
 from l2rebound import experiments, store
 from l2rebound.certify import Budget, certified_align, node_budget
@@ -107,18 +107,12 @@ def test_an_interrupt_inside_a_chunk_keeps_its_finished_blocks_and_resumes_bit_i
     on from them to the numbers of an uninterrupted run, every table and array."""
     config = TINY.replace(runs=10, epochs=250, align_every=20)  # blocks of 42 epochs: 6 of them
     checkpoint = store.Checkpoint(tmp_path, config)
-    reported = []
-
-    def interrupt(n):
-        reported.append(n)
-        if len(reported) == stop_at:
-            raise KeyboardInterrupt
-
+    interrupt = InterruptAt(stop_at)
     with pytest.raises(KeyboardInterrupt):
         run_epoch_experiment(config, interrupt, checkpoint)
     kept = checkpoint.load(f"runs-000001-{config.runs}")
     stands_at = int(kept["epochs_done"])
-    assert sum(reported) <= stands_at * config.runs < config.runs * config.epochs  # a block reported is kept
+    assert sum(interrupt.reports) <= stands_at * config.runs < config.runs * config.epochs  # a block reported is kept
     assert kept_work(checkpoint) == f"trainings 1–10 trained to epoch {stands_at} of 250"
     progress = []
     resumed = run_epoch_experiment(config, progress.append, checkpoint)
@@ -129,15 +123,8 @@ def test_an_interrupt_inside_a_chunk_keeps_its_finished_blocks_and_resumes_bit_i
 def test_blocks_kept_by_another_config_are_not_resumed(tmp_path):
     config = TINY.replace(runs=10, epochs=250)  # blocks of 42 epochs
     other = store.Checkpoint(tmp_path, config.replace(teacher_dims=(2, 5, 1)))
-    reported = []
-
-    def interrupt(n):
-        reported.append(n)
-        if len(reported) == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_epoch_experiment(config.replace(teacher_dims=(2, 5, 1)), interrupt, other)
+        run_epoch_experiment(config.replace(teacher_dims=(2, 5, 1)), InterruptAt(3), other)
     assert int(other.load(f"runs-000001-{config.runs}")["blocks_done"]) >= 3
     mine = store.Checkpoint(tmp_path, config)
     mine.folder.mkdir()
