@@ -408,21 +408,38 @@ struct Key {
 // C3 for column k, deciding exactly as ratio_pairs in O(n log n) for n rows: |w_jk / w_ik|·q is within rtol of
 // an integer p only if the keys q·|w_jk| and p·|w_ik| lie within KEY_SLACK of each other, so the keys m·|w_xk|
 // (m = 1..RATIO_BOUND) are sorted and each is tested, with ratio_pairs' own arithmetic, against the few keys
-// near it. Returns false, having decided nothing, for a column with more than WINDOW_CAP keys near one (many
-// weights of about one size): those take ratio_pairs.
+// near it. The |w_xk| are sorted once; each multiple m keeps their order (rounding is monotone), so the
+// RATIO_BOUND sorted runs of keys are merged rather than sorted again. Returns false, having decided nothing,
+// for a column with more than WINDOW_CAP keys near one (many weights of about one size): those take
+// ratio_pairs.
 template <class T>
 __attribute__((optimize("fp-contract=off"))) bool ratio_sorted(const std::vector<Vec<T>>& column, int64_t d_out,
                                                                 T rtol, bool* mask_w, int64_t d_in, int64_t k,
-                                                                std::vector<Key<T>>& keys) {
+                                                                std::vector<Key<T>>& keys,
+                                                                std::vector<Key<T>>& scratch) {
   constexpr int lanes = LANES<T>;
   constexpr T slack = KEY_SLACK<T>;
-  keys.clear();
+  const auto before = [](const Key<T>& a, const Key<T>& b) { return a.key < b.key; };
+  scratch.clear();
   for (int64_t x = 0; x < d_out; x++) {
     const T a = column[x / lanes][x % lanes];
-    if (a > 0 && std::isfinite(a))
-      for (int64_t m = 1; m <= RATIO_BOUND; m++) keys.push_back({a * static_cast<T>(m), x, m});
+    if (a > 0 && std::isfinite(a)) scratch.push_back({a, x, 1});
   }
-  std::sort(keys.begin(), keys.end(), [](const Key<T>& a, const Key<T>& b) { return a.key < b.key; });
+  std::sort(scratch.begin(), scratch.end(), before);
+  const size_t run = scratch.size();
+  keys.resize(run * RATIO_BOUND);
+  for (int64_t m = 1; m <= RATIO_BOUND; m++)
+    for (size_t t = 0; t < run; t++)
+      keys[(m - 1) * run + t] = {scratch[t].key * static_cast<T>(m), scratch[t].row, m};
+  scratch.resize(keys.size());
+  for (size_t width = run; width < keys.size(); width *= 2) {  // merge neighbouring sorted runs, pairwise
+    for (size_t lo = 0; lo < keys.size(); lo += 2 * width) {
+      const size_t mid = std::min(lo + width, keys.size()), end = std::min(lo + 2 * width, keys.size());
+      std::merge(keys.begin() + lo, keys.begin() + mid, keys.begin() + mid, keys.begin() + end,
+                 scratch.begin() + lo, before);
+    }
+    keys.swap(scratch);
+  }
   const int64_t n = static_cast<int64_t>(keys.size());
   int64_t lo = 0, hi = 0;
   for (int64_t s = 0; s < n; s++) {
@@ -517,7 +534,7 @@ __attribute__((optimize("fp-contract=off"))) bool equal_abs_sorted(const T* b, i
 template <class T>
 __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net, const T* theta, T rtol, bool* mask) {
   constexpr int lanes = LANES<T>;
-  std::vector<Key<T>> keys;
+  std::vector<Key<T>> keys, scratch;
   std::vector<Size<T>> sizes;
   for (int64_t p = 0; p < net.params; p++) mask[p] = theta[p] == 0;  // C1
   for (int l = 0; l < net.layers(); l++) {
@@ -532,7 +549,7 @@ __attribute__((optimize("fp-contract=off"))) void violations_run(const Net& net,
     std::vector<Vec<T>> column(vecs, splat<T>(0));  // |w_ik| over rows i, zero-padded (a zero is never compared)
     for (int64_t k = 0; k < d_in; k++) {  // C3: |w_jk / w_ik| = p/q for an earlier row i
       for (int64_t i = 0; i < d_out; i++) column[i / lanes][i % lanes] = std::fabs(w[i * d_in + k]);
-      if (d_out <= PAIRS_UP_TO || !ratio_sorted(column, d_out, rtol, mask_w, d_in, k, keys))
+      if (d_out <= PAIRS_UP_TO || !ratio_sorted(column, d_out, rtol, mask_w, d_in, k, keys, scratch))
         ratio_pairs(column, d_out, rtol, mask_w, d_in, k);
     }
   }
