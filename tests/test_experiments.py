@@ -184,6 +184,22 @@ def test_margin_projection_keeps_teacher_and_student_generic_with_room_to_spare(
     assert np.all(np.abs(result.teacher[0][10:15]) >= eps * (1 - 1e-12))
 
 
+def test_the_numbers_do_not_depend_on_the_block_length(monkeypatch):
+    """A wide network's blocks are cut short (progress every epoch or few); the block length is bookkeeping
+    only: every table and array equals the one of blocks of ``BLOCK_EPOCHS``."""
+    config = TINY.replace(runs=3, epochs=30, align_every=7)
+    long = run_epoch_experiment(config)
+    monkeypatch.setattr(experiments, "BLOCK_WORK", 1)  # one epoch per block
+    assert experiments.block_length(config) == 1
+    assert_same_result(run_epoch_experiment(config), long)
+
+
+def test_blocks_of_a_wide_network_are_short_and_of_a_preset_full_length():
+    assert experiments.block_length(Config(**PRESETS["A"])) == 46  # 501 steps: 11 equal blocks of at most 50
+    wide = Config(teacher_dims=(2, 1000, 1000, 1), dataset_size=500, epochs=5)
+    assert experiments.block_length(wide) == 1
+
+
 def test_one_compile_serves_every_block_of_an_experiment(caplog):
     # the one compile is compile_ahead's, in its own thread, which enters the caller's (thread-local) 64-bit
     # scope: a second would mean that its guess of the call, or of that scope, was wrong

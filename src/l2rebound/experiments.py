@@ -31,19 +31,20 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from l2rebound import kernel, provenance
-from l2rebound.certify import Budget, certified_align, node_budget
 from l2rebound.config import Config, ConfigError, alpha_of
 from l2rebound.data import draw_split
 from l2rebound.genericity import project_jitter, project_margin
 from l2rebound.nets import init_glorot, num_params, pad
 from l2rebound.precision import float64
 from l2rebound.results import COLUMNS, DISTANCES, METRICS, Result, compute, kind_of, with_manifest
-from l2rebound.symmetry import normal_form
 from l2rebound.train import SAMPLE_BLOCK, Hyper, Problem, Spec, init_block, init_state, runs_mesh, train_block
 
 CHUNK_RUNS = 10
 ACCELERATOR_CHUNK_RUNS = 1000
 BLOCK_EPOCHS = 50
+BLOCK_WORK = 10**9
+"""Multiply-adds of one run's training passes (training samples × weights × epochs) beyond which a block is
+cut shorter than ``BLOCK_EPOCHS``: wide networks report progress every epoch or few, not once at the end."""
 
 
 
@@ -123,6 +124,8 @@ def alignments(students, teachers, dims: tuple[int, ...], align_budget: int | No
     ``certified_align``'s ``Alignment``), searching at most ``align_budget`` nodes beyond the root (``None``:
     to the end), or to the end for a small network (``certify.node_budget``). A node budget, never a time: the
     same students give the same numbers."""
+    from l2rebound.certify import Budget, certified_align, node_budget  # SciPy's optimize: only where aligning
+
     students, teachers = np.broadcast_arrays(np.asarray(students), np.asarray(teachers))
     budget = Budget(nodes=node_budget(dims, align_budget))
     for index in np.ndindex(*students.shape[:-1]):
@@ -134,6 +137,8 @@ def distances(theta, teacher, dims: tuple[int, ...], align_budget: int | None = 
     """The ``DISTANCES`` of students θ (..., P) from their teachers (..., P) (broadcast), NaN where θ is
     not finite: ``l2_aligned`` and ``l2_aligned_lower`` are the bounds of ``alignments``. The alignment
     dominates the cost (README, 'Three distances')."""
+    from l2rebound.symmetry import normal_form
+
     theta, teacher = np.broadcast_arrays(np.asarray(theta), np.asarray(teacher))
     out = {name: np.full(theta.shape[:-1], np.nan) for name in DISTANCES}
     teacher_forms = {}  # a run's teacher serves all its kept students: its normal form is computed once
@@ -154,11 +159,15 @@ def round_down(values: np.ndarray, dtype) -> np.ndarray:
     return np.where(cast > values, np.nextafter(cast, dtype.type(-np.inf)), cast)
 
 
-def block_length(epochs: int) -> int:
+def block_length(config: Config) -> int:
     """Epochs per ``train_block`` call: the E + 1 steps (epoch E's only records) in equal blocks of at most
-    ``BLOCK_EPOCHS``."""
-    steps = epochs + 1
-    return math.ceil(steps / math.ceil(steps / BLOCK_EPOCHS))
+    ``BLOCK_EPOCHS``, and of at most ``BLOCK_WORK`` multiply-adds per run (at least one epoch). A function of
+    the config alone, so that an interrupted run resumes with the same blocks."""
+    dims = config.student_dims
+    per_epoch = config.dataset_size * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    most = max(1, min(BLOCK_EPOCHS, BLOCK_WORK // max(per_epoch, 1)))
+    steps = config.epochs + 1
+    return math.ceil(steps / math.ceil(steps / most))
 
 
 def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thread:
@@ -180,18 +189,18 @@ def compile_ahead(config: Config, runs: int, keep_theta: bool) -> threading.Thre
 
     def compile_block():
         with contextlib.suppress(Exception), jax.enable_x64(x64):  # the real call reports any error itself
-            _call_block(train_block.lower, spec, *args, 0, config.epochs, keep_theta).compile()
+            _call_block(train_block.lower, spec, *args, 0, config.epochs, block_length(config), keep_theta).compile()
 
     thread = threading.Thread(target=compile_block, name="l2rebound-compile", daemon=True)
     thread.start()
     return thread
 
 
-def _call_block(call, spec: Spec, hyper, problem, state, start, epochs: int, keep_theta: bool):
-    """``call`` (``train_block`` or its ``lower``) on the block from epoch ``start``, spelled in one place:
-    jit's cache tells a static argument passed by keyword from one passed by position, so the compile
-    ahead must spell the call exactly as the training does."""
-    return call(spec, hyper, problem, state, start, epochs, block_length(epochs), keep_theta=keep_theta)
+def _call_block(call, spec: Spec, hyper, problem, state, start, epochs: int, length: int, keep_theta: bool):
+    """``call`` (``train_block`` or its ``lower``) on the block of ``length`` epochs from epoch ``start``,
+    spelled in one place: jit's cache tells a static argument passed by keyword from one passed by position,
+    so the compile ahead must spell the call exactly as the training does."""
+    return call(spec, hyper, problem, state, start, epochs, length, keep_theta=keep_theta)
 
 
 @jax.jit
@@ -274,7 +283,7 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     hyper, problem, student, keys = spread((hyper, problem, student, keys))
     state = init_block(spec, student, keys)
     steps = epochs + 1  # the step at epoch E only records the metrics at θ_E (its update is masked)
-    length = block_length(epochs)
+    length = block_length(config)
     keep = np.asarray(keep, int)
 
     starts = range(0, steps, length)
@@ -318,7 +327,7 @@ def train_runs(config: Config, hyper: Hyper, problem: Problem, student, keys, on
     try:
         for block in range(first, len(starts)):
             # keep_theta is static: the same value for every block, so that one compile serves them all
-            state, metrics = _call_block(train_block, spec, hyper, problem, state, starts[block], epochs,
+            state, metrics = _call_block(train_block, spec, hyper, problem, state, starts[block], epochs, length,
                                          len(keep) > 0)
             wanted = wanted_in[block]
             if len(wanted):  # only the kept epochs leave the device; queued right behind its block, before the next
@@ -391,7 +400,7 @@ def memory_need(config: Config) -> int:
     block = 512 // item if kernel.enabled(config.dtype) else min(config.dataset_size, SAMPLE_BLOCK)
     activations = 4 * block * sum(dims)
     device = chunk * (DATA_COPIES * data + 6 * params + activations
-                      + (block_length(config.epochs) * params if kept else 0))
+                      + (block_length(config) * params if kept else 0))
     host = trainings * ((config.epochs + 1) * len(COLUMNS) + kept * params + 2 * params)
     return int(PROCESS_BYTES + (device + host) * item)
 
