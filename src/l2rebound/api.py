@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,13 +37,54 @@ def progress_bar(total: int, enabled: bool = True, unit: str = "run-epoch"):
     """Progress over ``total`` units on stderr, shown as suits where stderr goes: a tqdm bar on a terminal,
     a plain line every ``LogProgress.interval`` seconds into a file or pipe (a log); nothing for work done
     within ``LogProgress.delay`` seconds, nothing at all unless ``enabled``. Use it as a context manager and
-    call ``update(n)`` as ``n`` more units are done."""
+    call ``update(n)`` as ``n`` more units are done. Inside the context a thread refreshes it every
+    ``BEAT`` seconds, so that the elapsed time moves through a long stretch that reports no units (set-up,
+    compiling, one long block of epochs)."""
     if enabled and not _is_terminal(sys.stderr):
-        return LogProgress(total, unit)
+        return LogProgress(total, unit, beat=BEAT)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, unit_scale=True, delay=LogProgress.delay, disable=not enabled,
-                dynamic_ncols=True)
+    class Bar(tqdm):
+        heartbeat: Heartbeat | None = None
+
+        def __enter__(self) -> Self:
+            if not self.disable:
+                self.heartbeat = Heartbeat(self.tick, BEAT)
+            return super().__enter__()
+
+        def __exit__(self, *exc) -> None:
+            if self.heartbeat:
+                self.heartbeat.stop()
+            super().__exit__(*exc)
+
+        def tick(self) -> None:
+            if self._time() >= self.start_t + self.delay:  # the bar's own delay, as ``update`` keeps it
+                self.refresh()
+
+    return Bar(total=total, unit=unit, unit_scale=True, delay=LogProgress.delay, disable=not enabled,
+               dynamic_ncols=True)
+
+
+BEAT = 1.0
+"""Seconds between two refreshes of a progress display by its ``Heartbeat``."""
+
+
+class Heartbeat:
+    """Calls ``tick()`` every ``period`` seconds in a daemon thread until ``stop()``."""
+
+    def __init__(self, tick: Callable[[], None], period: float):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(tick, period), name="l2rebound-progress",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, tick: Callable[[], None], period: float) -> None:
+        while not self._stop.wait(period):
+            tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _is_terminal(stream) -> bool:
@@ -53,35 +95,50 @@ def _is_terminal(stream) -> bool:
 class LogProgress:
     """Progress as plain lines for a log, e.g. ``l2rebound: 1234/5000 run-epochs (25%), 12 s elapsed, ~36 s
     left``: the first once ``delay`` seconds have passed, then at most one every ``interval`` seconds, and a
-    last one with the total time when done (if any was written). ``clock`` gives seconds (monotonic)."""
+    last one with the total time when done (if any was written). ``clock`` gives seconds (monotonic).
+    ``tick()`` writes a line when one is due though no unit is done (elapsed time only, until the first
+    unit gives an estimate); with ``beat`` a ``Heartbeat`` calls it every ``beat`` seconds inside the
+    context."""
 
     delay = 1.0
     interval = 10.0
 
-    def __init__(self, total: int, unit: str = "run-epoch", stream=None, clock: Callable[[], float] = time.monotonic):
-        self.total, self.unit, self.stream, self.clock = total, unit, stream, clock
+    def __init__(self, total: int, unit: str = "run-epoch", stream=None, clock: Callable[[], float] = time.monotonic,
+                 beat: float | None = None):
+        self.total, self.unit, self.stream, self.clock, self.beat = total, unit, stream, clock, beat
         self.done, self.start = 0, clock()
         self.shown_at: float | None = None  # when the last line was written, None before the first
         self.shown = 0  # the count it showed
+        self.lock = threading.Lock()  # the heartbeat's thread and the caller's
+        self.heartbeat: Heartbeat | None = None
 
     def __enter__(self) -> Self:
+        if self.beat:
+            self.heartbeat = Heartbeat(self.tick, self.beat)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.heartbeat:
+            self.heartbeat.stop()
         self.close()
 
     def update(self, n: int = 1) -> None:
-        self.done += n
-        now = self.clock()
-        due = self.start + self.delay if self.shown_at is None else self.shown_at + self.interval
-        if now >= due:
-            left = (now - self.start) * (self.total - self.done) / self.done if self.done else None
-            self._write(now, f", ~{_duration(left)} left" if left is not None else "")
+        with self.lock:
+            self.done += n
+            now = self.clock()
+            due = self.start + self.delay if self.shown_at is None else self.shown_at + self.interval
+            if now >= due:
+                left = (now - self.start) * (self.total - self.done) / self.done if self.done else None
+                self._write(now, f", ~{_duration(left)} left" if left is not None else "")
+
+    def tick(self) -> None:
+        self.update(0)
 
     def close(self) -> None:
         """The closing line, if the progress was shown at all and has moved since."""
-        if self.shown_at is not None and self.shown != self.done:
-            self._write(self.clock(), "")
+        with self.lock:
+            if self.shown_at is not None and self.shown != self.done:
+                self._write(self.clock(), "")
 
     def _write(self, now: float, tail: str) -> None:
         share = f" ({self.done / self.total:.0%})" if self.total else ""
@@ -235,13 +292,15 @@ def execute_sweep(base: Config, axes: list, zipped=(), *, out: str | Path = "res
 def sweep(config: Config | None = None, grid: dict | None = None, *, preset: str | None = None, zip=(),
           engine: str = "local", workers: int | None = None, scheduler: str | None = None,
           out: str | Path | None = None, force: bool = False, progress: bool = True, yes: bool = False, stats=None,
-          facet=(), **fields) -> SweepResult:
+          facet=(), storage: str | None = None, **fields) -> SweepResult:
     """Sweep the config (``config``, or the preset ``preset``, with ``fields`` changed) over ``grid``, a dict
     from field names (``"learning_rate"`` or ``"learning-rate"``) to lists of values, e.g.
     ``sweep(preset="A", grid={"learning_rate": [1e-3, 1e-2], "alpha": [1e-5, 1e-4]})``. ``zip``: pairs of
     fields whose lists vary together. ``engine`` ``"dask"`` trains the cells on a local cluster of ``workers``
     processes or on the cluster at ``scheduler``. ``stats`` and ``facet`` choose the figures
-    (``sweeps.stat_figure``). Returns the ``SweepResult`` (``.frame()``: one row per cell and run).
+    (``sweeps.stat_figure``). ``storage``: how every cell is stored (``Config.storage``; None: the sweep's
+    ``sweeps.CELL_STORAGE``, whatever the config's; "full" keeps every kept student). Returns the
+    ``SweepResult`` (``.frame()``: one row per cell and run).
 
     out: a store root, as for ``run``. Given, every cell is stored there as an ordinary result (a stored cell is
         reused, so an interrupted sweep resumes) and the sweep's folder ``out/sweep-<hash>`` beside them. None:
@@ -249,13 +308,14 @@ def sweep(config: Config | None = None, grid: dict | None = None, *, preset: str
         (``SweepResult.save`` stores the sweep's folder later, without its cells); a cluster at ``scheduler``
         needs ``out``, a store its workers see."""
     from l2rebound.grid import make_axis
+    from l2rebound.sweeps import CELL_STORAGE
 
     if not grid:
         raise ConfigError("sweep needs a grid: {field: [values, ...], ...}")
     if not isinstance(grid, Mapping):
         raise ConfigError(f"sweep's grid is a dict {{field: [values, ...], ...}}, not {type(grid).__name__}")
     axes = [make_axis(field, values) for field, values in grid.items()]
-    base = build(config, preset, **fields)
+    base = build(config, preset, storage=storage or CELL_STORAGE, **fields)
     options = dict(engine=engine, workers=workers, scheduler=scheduler, force=force, progress=progress, yes=yes,
                    stats=stats, facet=facet)
     if out is not None:

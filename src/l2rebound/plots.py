@@ -7,6 +7,7 @@ finished (``diverged_at == -1``); diverged runs are named, and if none finished 
 
 from __future__ import annotations
 
+import io
 import pathlib
 import textwrap
 import warnings
@@ -64,6 +65,18 @@ def write_figure(fig: Figure, stem: pathlib.Path) -> list[pathlib.Path]:
         paths.append(stem.with_name(f"{stem.name}.{suffix}"))
         write_atomic(paths[-1], lambda tmp, suffix=suffix: fig.savefig(tmp, format=suffix, dpi=DPI))
     return paths
+
+
+def warm_up() -> None:
+    """Do the one-off work of a process's first figure (matplotlib's fonts and its math-text parser, which
+    draws log-axis tick labels; both backends) on a throw-away figure, so that a caller can do it ahead, e.g.
+    in a thread while the engine trains."""
+    fig = Figure(figsize=(1, 1), layout="constrained")
+    ax = fig.subplots()
+    ax.semilogy([1, 2], [1e-3, 1e3], label=L2)
+    ax.legend()
+    for suffix in ("svg", "png"):
+        fig.savefig(io.BytesIO(), format=suffix, dpi=DPI)
 
 
 def against_noise(ax, ylabel: str, title: str) -> None:

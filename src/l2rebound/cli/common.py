@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,12 @@ def warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _prepare_figures() -> None:
+    from l2rebound.plots import warm_up
+
+    warm_up()
+
+
 def report(folder: Path, result, squared: bool = False) -> int:
     """Warnings, figures written into ``folder`` and the summary of a result; exit code 1 when every run
     diverged."""
@@ -114,6 +121,14 @@ def stored(config: Config, args) -> tuple[Path, object]:
 
     if args.force or not store.is_finished(store.result_dir(args.out, config)):
         configure_process()  # only to train: reusing a stored result needs no JAX
+        # the figures' imports and first-use costs, while the engine trains without holding the GIL; joined
+        # before anything else draws, since matplotlib's fonts are not safe to use from two threads at once
+        ahead = threading.Thread(target=_prepare_figures, name="l2rebound-figures", daemon=True)
+        ahead.start()
+        try:
+            return execute(config, args.out, args.force, not args.no_progress, say=print)
+        finally:
+            ahead.join()
     return execute(config, args.out, args.force, not args.no_progress, say=print)
 
 
