@@ -14,7 +14,7 @@ from conftest import assert_same_result
 from matplotlib.figure import Figure
 
 import l2rebound
-from l2rebound import experiments, registry, store
+from l2rebound import experiments, provenance, registry, store
 from l2rebound.config import KIND_FIELDS, Config, ConfigError, choices_of, example, flag
 from l2rebound.results import COLUMNS, compute, kind_of
 
@@ -37,7 +37,7 @@ def test_every_kind_is_described_as_data():
 
 def test_every_kind_round_trips_through_the_store(computed, tmp_path):
     spec, result = computed
-    assert isinstance(result, spec.result_type()) and result.manifest["schema"] == 2
+    assert isinstance(result, spec.result_type()) and result.manifest["schema"] == provenance.SCHEMA_VERSION
     loaded = l2rebound.load(result.save(tmp_path))
     assert type(loaded) is type(result) and loaded.config == result.config and loaded.manifest == result.manifest
     pd.testing.assert_frame_equal(loaded.frame(), result.frame())

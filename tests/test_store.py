@@ -3,7 +3,9 @@ a write failing after training, damaged files, and the lock of a result."""
 
 import collections
 import csv
+import dataclasses
 import errno
+import hashlib
 import io
 import json
 import os
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import jax
@@ -22,12 +25,15 @@ import numpy as np
 import pytest
 from conftest import TINY, TINY_NOISE, run_cli
 
-from l2rebound import api, experiments, kernel, provenance, store
+import l2rebound
+from l2rebound import api, experiments, kernel, provenance, registry, store
 from l2rebound import config as config_module
+from l2rebound.config import Config, example, presets
 from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
 from l2rebound.kinds.epoch.result import EpochResult
 from l2rebound.kinds.noise.result import NoiseResult
-from l2rebound.results import COLUMNS, DISTANCES, kept_epochs
+from l2rebound.layout import num_params
+from l2rebound.results import COLUMNS, DISTANCES, kept_epochs, stored_students
 
 PARAMS = 2 * 4 + 4 + 4 * 1 + 1  # weights and biases of a 2,4,1 network
 
@@ -55,6 +61,11 @@ def synthetic(diverged_at=(-1, 3)) -> EpochResult:
     teacher = rng.standard_normal((TINY.runs, PARAMS))
     return EpochResult(TINY, metrics, teacher, teacher + 1e-2 * rng.uniform(-1, 1, teacher.shape),
                        np.asarray(diverged_at), kept, rng.standard_normal((TINY.runs, len(kept), PARAMS)))
+
+
+def compact(result: EpochResult) -> EpochResult:
+    """``result`` of the compact form: the students of the last epoch alone."""
+    return dataclasses.replace(result, config=result.config.replace(storage="compact"))
 
 
 def same_bits(a, b) -> bool:
@@ -347,7 +358,7 @@ def test_a_store_without_room_is_refused_before_training(tmp_path, monkeypatch, 
     out = tmp_path / "out"
     code, _, err = run_tiny("--out", out)
     assert code == 2 and len(err.splitlines()) == 1
-    assert err.startswith(f"l2rebound: error: cannot store results in {out}: this result needs about 1.07 MB on "
+    assert err.startswith(f"l2rebound: error: cannot store results in {out}: this result needs about 1.09 MB on "
                           f"disk and {tmp_path} has 100 kB free; free space there")
     assert list(tmp_path.iterdir()) == []
 
@@ -369,6 +380,11 @@ def synthetic_noise() -> NoiseResult:
                        rng.standard_normal((TINY_NOISE.runs, PARAMS)), np.full(shape, -1))
 
 
+def synthetic_noise_compact() -> NoiseResult:
+    original = synthetic_noise()
+    return dataclasses.replace(original, config=original.config.replace(storage="compact"))
+
+
 @pytest.mark.parametrize("make", [synthetic, synthetic_noise], ids=["epoch", "noise"])
 def test_the_room_asked_for_holds_every_stored_value(make, tmp_path):
     """The estimate counts exactly the values a result stores, and no value's CSV text is longer than the
@@ -381,6 +397,152 @@ def test_the_room_asked_for_holds_every_stored_value(make, tmp_path):
     data = sum((folder / f"{stem}.csv").stat().st_size for stem in original.tables())
     assert data <= tables * store.CSV_BYTES_PER_VALUE
     assert stored_bytes(folder) + store.FIGURE_BYTES <= store.stored_size(original.config)
+
+
+
+# ---- the compact form: the same numbers in a tenth of the room --------------------------------------------
+
+AWKWARD = np.array([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, np.inf, -np.inf,
+                    np.nan, -np.nan, 1 / 3, np.nextafter(1.0, 2.0)])
+"""Doubles a format could lose: signed zeros, subnormals, the extremes, infinities, NaNs of either sign."""
+
+
+def every_double(count: int, seed: int = 0) -> np.ndarray:
+    """``AWKWARD`` and ``count`` doubles of random bit patterns (NaN payloads and subnormals among them)."""
+    bits = np.random.default_rng(seed).integers(0, 2**64, count, dtype=np.uint64, endpoint=False)
+    return np.concatenate([AWKWARD, bits.view(np.float64)])
+
+
+def test_a_parquet_table_round_trips_every_double_and_integer_bitwise(tmp_path):
+    doubles = every_double(5000)
+    integers = np.concatenate([[np.iinfo(np.int64).min, -1, 0, 1, 2**53 + 1, np.iinfo(np.int64).max],
+                               np.arange(len(doubles) - 6)])
+    path = tmp_path / "table.parquet"
+    store._write_parquet(path, {"run": integers, "l2": doubles, "flag": doubles > 0})
+    back = store._read_parquet(path)
+    assert list(back) == ["run", "l2", "flag"]
+    assert same_bits(back["run"], integers) and same_bits(back["l2"], doubles)
+    assert same_bits(back["flag"], (doubles > 0).astype(float))  # like the CSV: what is not an integer is a double
+
+
+def test_a_compressed_array_round_trips_every_double_bitwise(tmp_path):
+    arrays = {"theta": every_double(6000 - len(AWKWARD)).reshape(2, 3, 1000), "epochs": np.arange(3)}
+    path = tmp_path / "arrays.npz"
+    store._write_npz(path, arrays, TINY.replace(storage="compact"))
+    back = store._read_npz(path)
+    assert all(same_bits(back[name], arrays[name]) for name in arrays)
+
+
+@pytest.mark.parametrize("make", [lambda result: compact(result), lambda result: compact(synthetic())],
+                         ids=["real run", "special values"])
+def test_a_compact_result_round_trips_bitwise(make, result, tmp_path):
+    original = make(result)
+    loaded = store.load(store.save(tmp_path, original))
+    assert_same(loaded, original)
+    assert loaded.config.storage == "compact" and loaded.frame().equals(original.frame())
+
+
+def test_compact_folder_layout(result, tmp_path):
+    """Parquet tables, compressed arrays, the students of the last epoch; the config says which form."""
+    original = compact(result)
+    folder = store.save(tmp_path, original)
+    assert folder == store.result_dir(tmp_path, original.config) != store.result_dir(tmp_path, TINY)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "manifest.json", "metrics.parquet",
+                                                           "params.npz", "runs.parquet", "trajectory.npz"]
+    assert json.loads((folder / "config.json").read_text())["storage"] == "compact"
+    import pandas as pd
+
+    assert pd.read_parquet(folder / "metrics.parquet").equals(result.frame())  # any Parquet reader reads it
+    with np.load(folder / "trajectory.npz") as trajectory:
+        assert trajectory["epochs"].tolist() == [TINY.epochs]
+        assert same_bits(trajectory["theta"], result.kept_theta[:, -1:])
+    for name in ("params.npz", "trajectory.npz"):
+        with zipfile.ZipFile(folder / name) as archive:
+            assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_DEFLATED}, name
+
+
+def test_a_full_config_is_stored_and_named_as_before_the_compact_form(result, tmp_path):
+    """A full result's config.json names no storage, so its hash is the one it had before the field existed,
+    and a folder written then (schema 2, no storage in config.json) loads as full."""
+    folder = store.save(tmp_path, result)
+    stored = json.loads((folder / "config.json").read_text())
+    assert "storage" not in stored and Config.from_dict(stored) == TINY
+    canonical = json.dumps({**stored, "numerics": config_module.NUMERICS_VERSION}, sort_keys=True,
+                           separators=(",", ":"))
+    assert TINY.config_hash() == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "schema": 2}))
+    assert_same(store.load(folder), result)
+
+
+def preset_a_cell(random_bits: bool = False) -> EpochResult:
+    """A result of preset A's shape stored as a sweep's cell (compact), without training: 10 runs of 500 epochs,
+    751 parameters, distances every 10 epochs. Values: positive doubles of full-entropy mantissas, as measured
+    curves have, or (``random_bits``) random bit patterns, which nothing compresses."""
+    config = presets["A"].replace(storage="compact")
+    rng = np.random.default_rng(1)
+    shape, params = (config.runs, config.epochs + 1), num_params(config.student_dims)
+
+    def values(*shape):
+        if random_bits:
+            return rng.integers(0, 2**64, shape, dtype=np.uint64, endpoint=False).view(np.float64)
+        return np.exp(rng.uniform(-12, 0, shape))
+
+    metrics = {name: values(*shape) for name in COLUMNS}
+    metrics["stalled"] = np.zeros(shape)  # float64 rounds no step away
+    for name in DISTANCES:
+        metrics[name][:, np.setdiff1d(np.arange(config.epochs + 1), kept_epochs(config))] = np.nan
+    kept = kept_epochs(config)
+    return EpochResult(config, metrics, values(config.runs, params), values(config.runs, params),
+                       np.full(config.runs, -1), kept, values(config.runs, len(kept), params))
+
+
+def test_a_preset_a_sweep_cell_takes_at_most_half_a_megabyte(tmp_path):
+    cell = preset_a_cell()
+    folder = store.save(tmp_path, cell)
+    assert stored_bytes(folder) <= 500_000
+    assert stored_bytes(folder) + store.FIGURE_BYTES <= store.stored_size(cell.config)
+    assert_same(store.load(folder), cell)
+
+
+@pytest.mark.parametrize("make", [lambda: compact(synthetic()), synthetic_noise_compact,
+                                  lambda: preset_a_cell(random_bits=True)], ids=["epoch", "noise", "incompressible"])
+def test_the_room_asked_for_holds_a_compact_result(make, tmp_path):
+    """However badly its values compress."""
+    original = make()
+    folder = store.save(tmp_path, original)
+    assert stored_bytes(folder) + store.FIGURE_BYTES <= store.stored_size(original.config)
+    assert store.stored_size(original.config) < store.stored_size(original.config.replace(storage="full"))
+
+
+def test_an_analysis_is_stored_in_the_results_form(result, tmp_path):
+    analysis = {"predicted_l2": every_double(300), "version": np.asarray(2)}
+    for original, compression in ((result, zipfile.ZIP_STORED), (compact(result), zipfile.ZIP_DEFLATED)):
+        path = store.save_analysis(store.save(tmp_path, original), analysis)
+        with zipfile.ZipFile(path) as archive:
+            assert {entry.compress_type for entry in archive.infolist()} == {compression}
+        loaded = store.load_analysis(path.parent)
+        assert all(same_bits(loaded[name], analysis[name]) for name in analysis)
+
+
+COMPACT_DAMAGED = {
+    "metrics.parquet cut short": ("metrics.parquet", lambda data: data[: len(data) // 2]),
+    "metrics.parquet garbled": ("metrics.parquet", lambda data: data[:100] + b"x" * 50 + data[150:]),
+    "runs.parquet empty": ("runs.parquet", lambda data: b""),
+    "trajectory.npz cut short": ("trajectory.npz", lambda data: data[: len(data) // 2]),
+}
+
+
+@pytest.mark.parametrize("name, damage", COMPACT_DAMAGED.values(), ids=COMPACT_DAMAGED)
+def test_a_damaged_compact_file_is_named_in_one_store_error(name, damage, result, tmp_path):
+    folder = store.save(tmp_path, compact(result))
+    path = folder / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(store.StoreError) as error:
+        store.load(folder)
+    message = str(error.value)
+    assert message.startswith((f"{path} cannot be read", f"{folder} cannot be read back: metrics.parquet"))
+    assert message.endswith("--force") and "\n" not in message
 
 
 # ---- a write failing after training: the finished chunks are kept, the same command resumes -----------
@@ -623,3 +785,23 @@ def test_progress_is_a_bar_on_a_terminal_lines_in_a_log_and_nothing_when_off(mon
 def test_durations_read_naturally():
     assert [api._duration(s) for s in (0.4, 59, 119.4, 150, 7199, 7200, 36_000 + 300)] == [
         "0 s", "59 s", "119 s", "2 min", "120 min", "2 h 00 min", "10 h 05 min"]
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.kind_names())
+def test_every_kind_computes_and_stores_the_same_numbers_compact(name, tmp_path):
+    """Compact: the tables and arrays of the full form, bit for bit, less the students before the last epoch."""
+    full = l2rebound.run(example(name), progress=False)
+    small = l2rebound.run(example(name).replace(storage="compact"), progress=False)
+    expected = full.arrays()
+    if "trajectory" in expected:
+        epochs, theta = stored_students(small.config, full.kept_epochs, full.kept_theta)
+        expected["trajectory"] = {"epochs": epochs, "theta": theta}
+    loaded = store.load(store.save(tmp_path, small))
+    assert not list(store.result_dir(tmp_path, small.config).glob("*.csv"))
+    for got in (small, loaded):
+        for stem, columns in full.tables().items():
+            assert all(same_bits(got.tables()[stem][column], values) for column, values in columns.items()), stem
+        for stem, arrays in expected.items():
+            assert all(same_bits(got.arrays()[stem][key], array) for key, array in arrays.items()), stem

@@ -18,6 +18,8 @@ from l2rebound.grid import MAX_CELLS, cell_configs, coordinates, make_axis, pars
 from l2rebound.kinds.epoch.engine import run as run_epoch_experiment
 from l2rebound.kinds.epoch.engine import run_cells as run_epoch_cells
 
+COMPACT = TINY.replace(storage=sweeps.CELL_STORAGE)
+"""TINY as a sweep stores its cells by default."""
 CLI_TINY = ["--teacher-dims", "2,4,1", "--dataset-size", "64", "--test-set-size", "16", "--epochs", "5", "--runs", "2",
             "--initial-permut", "1e-2", "--no-progress"]
 
@@ -127,10 +129,11 @@ def test_a_sweep_stores_cells_as_ordinary_results_and_a_summary(swept):
     import pandas as pd
 
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "summary.parquet"), frame)
-    # the cells are what `l2rebound epoch` writes for the same config: it reuses them
-    code, out_text, _ = run_cli("epoch", *CLI_TINY, "--learning-rate", "3e-2", "--seed", "3", "--out", out)
+    # the cells are what `l2rebound epoch` writes for the same config, compact: it reuses them
+    code, out_text, _ = run_cli("epoch", *CLI_TINY, "--learning-rate", "3e-2", "--seed", "3", "--storage", "compact",
+                                "--out", out)
     assert code == 0 and "reusing the stored result" in out_text
-    cell = store.load(store.result_dir(out, TINY.replace(learning_rate=3e-2, seed=3)))
+    cell = store.load(store.result_dir(out, COMPACT.replace(learning_rate=3e-2, seed=3)))
     row = frame[(frame.learning_rate == 3e-2) & (frame.seed == 3) & (frame.run == 1)]
     assert row.l2_final.iloc[0] == cell.metrics["l2"][0, -1]
     assert row.rebound.iloc[0] == pytest.approx(cell.metrics["l2"][0, -1] / np.min(cell.metrics["l2"][0]))
@@ -249,7 +252,7 @@ def test_plot_of_a_sweep_names_the_command_that_recomputes_a_deleted_cell_and_re
     assert code == 0, err
     assert {name: (folder / name).read_bytes() for name in summary} == summary  # restored as they were
 
-    cell = store.result_dir(out, TINY.replace(train="drr", alpha=1e-3, teacher_dims=(2, 5, 1)))
+    cell = store.result_dir(out, COMPACT.replace(train="drr", alpha=1e-3, teacher_dims=(2, 5, 1)))
     shutil.rmtree(cell)
     code, _, err = run_cli("plot", folder)
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
@@ -295,7 +298,46 @@ def test_the_recompute_command_names_a_student_wider_than_its_teacher(tmp_path):
     base = presets["D"].replace(runs=2, epochs=5, dataset_size=64, test_set_size=16)
     axes = [make_axis("alpha", [0.1, 0.2])]
     line = sweeps.command(base, axes, [], tmp_path)
-    assert "--student-dims 2,25,25,1" in line
+    assert "--student-dims 2,25,25,1" in line and "--storage full" in line  # not the sweep's default form
     args = build_parser().parse_args(shlex.split(line)[1:])
     again = config_from_args(args, args.cell_experiment or "epoch")
     assert sweeps.sweep_hash(again, axes, []) == sweeps.sweep_hash(base, axes, [])
+    assert "--storage" not in sweeps.command(base.replace(storage=sweeps.CELL_STORAGE), axes, [], tmp_path)
+
+
+# ------------------------------------------------------------------------------------- the cells' form
+
+
+def test_a_sweep_stores_its_cells_compact_unless_told_to_keep_everything(swept, tmp_path):
+    out, _ = swept
+    cells = json.loads((next(out.glob("sweep-*")) / "sweep.json").read_text())["cells"]
+    for cell in cells:
+        folder = out / f"epoch-{cell}"
+        assert store.load_config(folder).storage == "compact" and (folder / "metrics.parquet").is_file()
+        assert store.load(folder).kept_epochs.tolist() == [TINY.epochs]
+    code, _, err = run_cli("sweep", *CLI_TINY, "--grid", "learning-rate=1e-2,3e-2", "--storage", "full", "--out",
+                           tmp_path)
+    assert code == 0, err
+    full = store.load(store.result_dir(tmp_path, TINY.replace(learning_rate=3e-2)))
+    assert full.kept_epochs.tolist() == [0, TINY.epochs] and full.config.storage == "full"
+    api = l2rebound.sweep(TINY, {"learning_rate": [1e-2, 3e-2]}, out=tmp_path, progress=False)
+    assert api.hashes == tuple(c.config_hash() for c in (COMPACT, COMPACT.replace(learning_rate=3e-2)))
+    kept = l2rebound.sweep(TINY, {"learning_rate": [1e-2, 3e-2]}, out=tmp_path, progress=False, storage="full")
+    assert kept.hashes[1] == full.config.config_hash()
+    assert kept.frame().equals(api.frame())  # the same numbers in either form
+
+
+def test_plot_analyze_and_align_work_on_a_compact_cell(swept, capsys):
+    out, _ = swept
+    folder = store.result_dir(out, COMPACT.replace(learning_rate=3e-2, seed=3))
+    code, text, err = run_cli("plot", folder)
+    assert code == 0 and "figure:" in text, err
+    code, text, err = run_cli("analyze", next(out.glob("sweep-*")), "--no-progress")
+    assert code == 0 and "rebound_predicted" not in err, err
+    assert store.load_analysis(folder)["flat_fraction"].shape == (TINY.runs, 1, 3)  # the last epoch's students
+    code, text, err = run_cli("align", folder, "--run", "2")
+    stored = store.load(folder).metrics["l2_aligned"][1, -1]
+    assert code == 0 and f"stored   l2_aligned {stored:.12g}" in text, err
+    code, text, err = run_cli("align", folder, "--epoch", "0")
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"kept epochs of {folder} ({TINY.epochs}), got 0" in err and "again with --storage full" in err

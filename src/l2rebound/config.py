@@ -83,6 +83,9 @@ def parse_alphas(text: str) -> tuple[float, ...]:
         raise ConfigError(f"--alphas expects a list of numbers like 0,0.05,0.1, got {text!r}") from None
 
 
+STORAGE_FORMS = ("full", "compact")
+"""How a result can be stored (``Config.storage``; ``store`` writes and reads both)."""
+
 PAPER_ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5, 2.0, 5.0, 10.0)
 """The α grid of the compression procedure's published study."""
 
@@ -94,7 +97,9 @@ def _opt(help: str, choices=None, parse=None, **extra) -> dict:
     """A field's metadata: its CLI help; its ``choices`` (a tuple, or a function giving the names of a registry,
     asked when needed: ``choices_of``) and, for a registry, ``member``, which loads the member a name stands
     for (``RegistryError`` when it cannot); how its option's text is parsed; ``per_kind``: a field that only
-    the kinds naming it in ``KindSpec.fields`` use; ``cli=False``: no option."""
+    the kinds naming it in ``KindSpec.fields`` use; ``cli=False``: no option; ``omitted_at_default``: a field
+    added after results were stored, left out of ``to_dict`` (so of ``config.json`` and ``config_hash``) while
+    it holds its default, so that those results keep their folders and read back with it."""
     return {"help": help, "choices": choices, "parse": parse, **extra}
 
 
@@ -245,6 +250,13 @@ class Config:
     dataset_size: int = field(default=10_000, metadata=_opt("training samples N (>= 1)", parse=int))
     test_set_size: int = field(default=1_000, metadata=_opt("test samples M (>= 1)", parse=int))
     dtype: str = field(default="float64", metadata=_opt("floating-point precision", ("float64", "float32")))
+    storage: str = field(
+        default="full",
+        metadata=_opt("how the result is stored, the same numbers either way: full: CSV tables and the students at "
+                      "every --align-every epoch; compact: Parquet tables, compressed arrays and the students at the "
+                      "last epoch only (align reaches no other), about a tenth of the room "
+                      "[default: full; sweep: compact]", STORAGE_FORMS, omitted_at_default=True),
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -380,8 +392,11 @@ class Config:
 
     # ---- identity -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON-ready dict (tuples become lists), less the fields ``omitted_at_default`` that hold their
+        default."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if not (f.metadata.get("omitted_at_default") and getattr(self, f.name) == f.default)}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

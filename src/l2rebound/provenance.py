@@ -17,8 +17,9 @@ from pathlib import Path
 
 from l2rebound.config import NUMERICS_VERSION, Config
 
-SCHEMA_VERSION = 2
-"""1: result folders without ``manifest.json``; 2: with it."""
+SCHEMA_VERSION = 3
+"""1: result folders without ``manifest.json``; 2: with it; 3: the config may name the compact form
+(``Config.storage``: Parquet tables, compressed arrays), which versions before it cannot read."""
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

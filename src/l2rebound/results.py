@@ -89,6 +89,21 @@ def kept_count(config: Config) -> int:
     return 0 if every == 0 else config.epochs // every + 1 + (config.epochs % every != 0)
 
 
+def stored_count(config: Config) -> int:
+    """How many of the ``kept_epochs`` a stored result holds the students of: all of them, or under
+    ``storage`` compact the last alone (none with ``align_every`` 0)."""
+    kept = kept_count(config)
+    return min(kept, 1) if config.storage == "compact" else kept
+
+
+def stored_students(config: Config, epochs: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kept epochs (K,) and students (R, K, P) that the stored result of ``config`` holds, of the students
+    ``theta`` (R, ``kept_count``, P) that an engine kept at ``epochs`` = ``kept_epochs(config)``: the last
+    ``stored_count``."""
+    first = len(epochs) - stored_count(config)
+    return epochs[first:], theta[:, first:]
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class Result:
     """The outcome of one experiment: its ``config``, NumPy arrays (see each kind) and, once computed or
@@ -118,7 +133,8 @@ class Result:
 
     @classmethod
     def kept_students(cls, config: Config) -> int:
-        """Epochs at which each training keeps its student (memory and disk it needs)."""
+        """Epochs at which each training keeps its student (the memory it needs; the stored result holds
+        ``stored_count`` of them)."""
         return 0
 
     @classmethod

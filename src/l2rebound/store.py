@@ -2,30 +2,35 @@
 
 Layout of ``OUT/<experiment>-<config hash>/``::
 
-    config.json    every Config field (the folder name is the hash of exactly this and the numerics version)
+    config.json    every Config field (``Config.to_dict``: a field added later is left out at its default; the
+                   folder name is the hash of exactly this and the numerics version)
     manifest.json  provenance (``provenance.manifest``): schema and numerics versions, package version and git
                    commit, JAX versions, backend and device, fast path, dtype, host, date
-    metrics.csv    the tidy table (%.17g: exact). epoch: one row per run and epoch (run, epoch, l2,
-                   train_loss, ..., l2_aligned, l2_aligned_lower, l2_normal_form; the last three only
-                   every align_every epochs, nan elsewhere); noise: one row per level and run (level, sigma,
-                   run, final l2, ..., stalled averaged over epochs, l2_aligned, l2_aligned_lower,
-                   l2_normal_form, diverged_at). Folders written before l2_aligned_lower existed lack it:
-                   it reads back as nan
+    metrics.csv    the tidy table (%.17g: exact; ``metrics.parquet`` in the compact form, below). epoch: one row
+                   per run and epoch (run, epoch, l2, train_loss, ..., l2_aligned, l2_aligned_lower,
+                   l2_normal_form; the last three only every align_every epochs, nan elsewhere); noise: one
+                   row per level and run (level, sigma, run, final l2, ..., stalled averaged over epochs,
+                   l2_aligned, l2_aligned_lower, l2_normal_form, diverged_at). Folders written before
+                   l2_aligned_lower existed lack it: it reads back as nan
     runs.csv       epoch only: one row per run: run, seed, diverged_at (-1 = finished)
     params.npz     teacher after projection ((R, P_teacher), or (P_teacher,) for the noise experiment's
                    single teacher) and student_init (R, P_student)
     trajectory.npz epoch only: epochs (K,) and theta (R, K, P_student), the students every align_every
-                   epochs
+                   epochs (the last alone in the compact form: ``results.stored_students``)
     theory.npz     written by ``l2rebound analyze``: the linear-response analysis (``theory.analyze``)
     *.svg, *.png   figures, named by ``Config.figure_stem()``
 
 Which tables and arrays a kind writes is the kind's (its result type's ``table_specs`` and ``array_shapes``,
-found through ``registry``); this module writes and reads them for
-every kind alike. CSV rather than Parquet: the tables are small (R·(E+1) rows), %.17g round-trips float64
-exactly, and every tool reads it without another dependency. A result is built in a hidden temp folder
-beside its final place and renamed into place in one step, so a folder that exists is complete; an
-interrupted run leaves only a ``.tmp-*`` folder that is never read and is swept on the next save once the
-process named in it has ended.
+found through ``registry``); this module writes and reads them for every kind alike, in the form that the
+config's ``storage`` names. full: CSV tables, which %.17g round-trips exactly and every tool reads without
+another dependency, and plain ``.npz``. compact (a sweep's cells by default): each table as ``<stem>.parquet``
+(zstd, doubles split by byte, integers as int64: the same values bit for bit) and the arrays compressed
+(``np.savez_compressed``), so that thousands of cells fit a disk. A folder records its form in its
+``config.json``; one without ``storage`` is full, as every folder written before the compact form existed.
+
+A result is built in a hidden temp folder beside its final place and renamed into place in one step, so a
+folder that exists is complete; an interrupted run leaves only a ``.tmp-*`` folder that is never read and is
+swept on the next save once the process named in it has ended.
 
 Several commands may share one store root: each result has its lock, ``OUT/.lock-<experiment>-<hash>``
 (``lock``), held while it is computed and stored, so that the same config is computed once and a second
@@ -98,6 +103,12 @@ def finished_mark(folder: Path) -> tuple[int, int, int] | None:
 CSV_BYTES_PER_VALUE = 25
 """Bytes one table value takes as CSV text, at most: 24 characters of ``%.17g`` (sign, 17 digits, point,
 exponent) and a separator."""
+PACKED_BYTES_PER_VALUE = 9
+"""Bytes one value takes in a Parquet table or a compressed array, at most: its 8 bytes, which compression may
+fail to shrink, and room for the page and block headers around them."""
+ENTRY_BYTES = 2**10
+"""Bytes that a table's column or an array takes besides its values, at most: its name, schema, statistics and
+headers."""
 FIGURE_BYTES = 2**20
 """Bytes kept free for a result's figures (an SVG and a PNG of each view take a few hundred kB)."""
 
@@ -108,10 +119,16 @@ METADATA_BYTES = 2**14
 
 def stored_size(config: Config) -> int:
     """Bytes that computing and storing ``config``'s result takes on disk at its peak, estimated from above:
-    the tables as CSV text, the arrays as float64, the figures and the metadata, plus the finished chunks of
-    runs (the same values as float64) that are kept until the result is stored."""
-    tables, arrays = registry.kind(config.experiment).result_type().stored_values(config)
-    return tables * CSV_BYTES_PER_VALUE + arrays * 8 + FIGURE_BYTES + METADATA_BYTES + (tables + arrays) * 8
+    the tables and arrays in the config's form (``storage``), the figures and the metadata, plus the finished
+    chunks of runs, which hold what the full form stores, as float64, until the result is stored."""
+    kind = registry.kind(config.experiment).result_type()
+    tables, arrays = kind.stored_values(config)
+    entries = (sum(len(table.columns) for table in kind.table_specs(config).values())
+               + sum(len(files) for files in kind.array_shapes(config).values()))
+    data = ((tables + arrays) * PACKED_BYTES_PER_VALUE if config.storage == "compact"
+            else tables * CSV_BYTES_PER_VALUE + arrays * 8)
+    chunks = sum(kind.stored_values(config.replace(storage="full"))) * 8
+    return data + entries * ENTRY_BYTES + FIGURE_BYTES + METADATA_BYTES + chunks
 
 
 def _size(count: float) -> str:
@@ -252,10 +269,35 @@ def write_atomic(path: Path, write) -> Path:
     return path
 
 
+def _is_integer(values) -> bool:
+    return np.issubdtype(np.asarray(values).dtype, np.integer)
+
+
 def _write_table(path: Path, columns: dict[str, np.ndarray]) -> None:
     data = np.column_stack([np.asarray(v, dtype=float) for v in columns.values()])
-    formats = ["%d" if np.issubdtype(np.asarray(v).dtype, np.integer) else "%.17g" for v in columns.values()]
+    formats = ["%d" if _is_integer(v) else "%.17g" for v in columns.values()]
     np.savetxt(path, data, fmt=formats, delimiter=",", header=",".join(columns), comments="")
+
+
+def _write_parquet(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """The table ``columns`` (name -> (rows,)) as Parquet: integers as int64, everything else as float64."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = {name: np.asarray(v, np.int64) if _is_integer(v) else np.asarray(v, float) for name, v in columns.items()}
+    floats = [name for name, values in data.items() if values.dtype.kind == "f"]
+    # a dictionary finds no repeats in doubles; split by byte, their signs, exponents and leading bits compress
+    pq.write_table(pa.table(data), path, compression="zstd", use_dictionary=False, use_byte_stream_split=floats)
+
+
+def table_file(config: Config, stem: str) -> str:
+    """The file name of the table ``stem`` of ``config``'s result, in its form: ``.csv`` or ``.parquet``."""
+    return f"{stem}.parquet" if config.storage == "compact" else f"{stem}.csv"
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], config: Config) -> None:
+    """The arrays into the ``.npz`` file ``path``, compressed in ``config``'s compact form."""
+    (np.savez_compressed if config.storage == "compact" else np.savez)(path, **arrays)
 
 
 def _abandoned(temp: Path, name: str) -> bool:
@@ -312,13 +354,15 @@ def _save(out: Path, config: Config, write) -> Path:
 
 
 def save(out: Path, result: Result) -> Path:
-    """Store a result atomically under ``out``; returns its folder."""
+    """Store a result atomically under ``out``, in its config's form; returns its folder."""
+    config = result.config
+    write_table = _write_parquet if config.storage == "compact" else _write_table
 
     def write(tmp: Path) -> None:
         for stem, columns in result.tables().items():
-            _write_table(tmp / f"{stem}.csv", columns)
+            write_table(tmp / table_file(config, stem), columns)
         for stem, arrays in result.arrays().items():
-            np.savez(tmp / f"{stem}.npz", **arrays)
+            _write_npz(tmp / f"{stem}.npz", arrays, config)
         if result.manifest is not None:
             (tmp / "manifest.json").write_text(json.dumps(result.manifest, indent=2) + "\n")
 
@@ -377,11 +421,13 @@ class Checkpoint:
 
 
 def save_analysis(folder: Path, analysis: dict[str, np.ndarray]) -> Path:
-    """Write ``theory.analyze``'s arrays into a finished result folder as ``theory.npz`` (atomically)."""
+    """Write ``theory.analyze``'s arrays into a finished result folder as ``theory.npz`` (atomically), in the
+    result's form."""
+    config = load_config(folder)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **analysis)
+            _write_npz(f, analysis, config)
 
     return write_atomic(Path(folder) / "theory.npz", write)
 
@@ -414,6 +460,13 @@ def _read_table(path: Path) -> dict[str, np.ndarray]:
     if data.shape[1] != len(names):
         raise ValueError(f"{data.shape[1]} columns under a header of {len(names)}")
     return {name: data[:, i] for i, name in enumerate(names)}
+
+
+def _read_parquet(path: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy().copy() for name in table.column_names}  # writable, as loadtxt's
 
 
 def load_analysis(folder: Path) -> dict[str, np.ndarray] | None:
@@ -488,13 +541,14 @@ def load(folder: Path) -> Result:
                          f"schemas 1 to {SCHEMA_VERSION}: upgrade l2rebound to read it")
     config = load_config(folder)
     kind = registry.kind(config.experiment).result_type()
-    tables = {stem: _read(folder / f"{stem}.csv", _read_table) for stem in kind.table_specs(config)}
+    read_table = _read_parquet if config.storage == "compact" else _read_table
+    tables = {stem: _read(folder / table_file(config, stem), read_table) for stem in kind.table_specs(config)}
     arrays = {stem: _read(folder / f"{stem}.npz", _read_npz) for stem in kind.array_shapes(config)}
     try:
         result = kind.from_files(config, tables, arrays, manifest)
         result.validate()
         return result
     except (KeyError, ValueError, IndexError, TypeError) as error:
-        files = ", ".join([*(f"{stem}.csv" for stem in tables), *(f"{stem}.npz" for stem in arrays)])
+        files = ", ".join([*(table_file(config, stem) for stem in tables), *(f"{stem}.npz" for stem in arrays)])
         raise StoreError(f"{folder} cannot be read back: {files} do not fit its config.json ({type(error).__name__}: "
                          f"{error}); one was cut short or replaced: run the experiment again with --force") from None

@@ -64,6 +64,10 @@ def stat_labels(base: Config) -> dict[str, str]:
 
 SCHEMA = 1
 
+CELL_STORAGE = "compact"
+"""How a sweep stores its cells unless told otherwise (``Config.storage``): a sweep holds many cells, and its
+summary, ``plot``, ``analyze`` and ``align`` of the last epoch read nothing that the compact form leaves out."""
+
 
 def rebound_statistics(l2) -> dict[str, np.ndarray]:
     """The rebound statistics of curves ℓ₂ (R, E + 1), (R,) each: ``l2_start``, ``l2_min`` and ``l2_min_epoch``
@@ -239,6 +243,9 @@ def command(base: Config, axes: list[Axis], zipped, out: Path, stats=(), facet=(
     fields = base.changed_fields()  # the swept ones too: the same base, the same sweep folder
     if base.student_dims != base.teacher_dims:  # a student of the default widths is no change, but for its teacher
         fields["student_dims"] = base.student_dims
+    fields.pop("storage", None)  # the command's own default is the sweep's, not the config's
+    if base.storage != CELL_STORAGE:
+        fields["storage"] = base.storage
     for name, value in fields.items():
         words += [flag(name), text(value)]
     for axis in axes:
@@ -384,7 +391,8 @@ def stat_figure(result: SweepResult, stat: str, facet=(), predicted: bool = Fals
             _heatmap(fig, ax, result, inner, mine, every, column, name, scale)
         ax.set_title(title, fontsize="small")
     swept = tuple(a.field for a in result.axes)
-    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {result.base.describe(skip=swept)}"
+    setup = result.base.describe(skip=(*swept, "storage"))  # how the cells are stored changes no number drawn
+    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {setup}"
                                + ("" if "runs" in swept else f"; {result.base.runs} runs per cell"),
                                int(10 * width * cols)), fontsize="medium")
     return fig

@@ -36,7 +36,8 @@ def add(commands) -> None:
                             "OUT/epoch-<hash>")
     align.add_argument("--run", type=int, default=None, metavar="R", help="FOLDER: the run, 1 to R [default: 1]")
     align.add_argument("--epoch", type=int, default=None, metavar="E",
-                       help="FOLDER: a kept epoch (0, k, 2k, ..., E for --align-every k) [default: the last]")
+                       help="FOLDER: a kept epoch (0, k, 2k, ..., E for --align-every k; E alone for a result "
+                            "stored compact, as a sweep's cells are) [default: the last]")
     align.add_argument("--align-budget", type=int, default=None, metavar="N",
                        help="branch-and-bound nodes to search beyond the root (>= 0) [default: as the stored distances "
                             "were computed: networks of at most 3 hidden layers of at most 6 units to the end, others: "
@@ -95,7 +96,9 @@ def _kept_pair(folder: Path, run: int, epoch: int | None):
     if not len(where):
         kept = [str(e) for e in result.kept_epochs]
         shown = ", ".join(kept if len(kept) <= 6 else [*kept[:3], "...", kept[-1]])
-        raise ValueError(f"--epoch must be one of the kept epochs of {folder} ({shown}), got {epoch}")
+        compact = ("; the result is stored compact, with the last epoch's students alone: run its config again with "
+                   "--storage full to keep every --align-every epoch's") if config.storage == "compact" else ""
+        raise ValueError(f"--epoch must be one of the kept epochs of {folder} ({shown}), got {epoch}{compact}")
     student = result.kept_theta[run - 1, where[0]]
     if not np.all(np.isfinite(student)):
         raise ValueError(f"run {run} diverged at epoch {result.diverged_at[run - 1]}: its student at epoch {epoch} "

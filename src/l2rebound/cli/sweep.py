@@ -7,7 +7,7 @@ from l2rebound import registry
 from l2rebound.cli.common import config_from_args, config_options, configure_process, fail, output_options
 from l2rebound.config import PRESETS, Config, example
 from l2rebound.grid import MAX_CELLS
-from l2rebound.sweeps import BASE_STATS, kind_columns, stats_of
+from l2rebound.sweeps import BASE_STATS, CELL_STORAGE, kind_columns, stats_of
 
 
 def swept() -> tuple[str, ...]:
@@ -27,7 +27,8 @@ def add(commands) -> None:
                       "diagrams",
         description=f"Train an experiment ({', '.join(kinds)}: --experiment, or the preset's) for "
                     "every cell of a grid over config fields and store each as an "
-                    "ordinary result (reused when stored; plot, analyze and check work on it), then "
+                    f"ordinary result ({CELL_STORAGE} unless --storage full; reused when stored; plot, analyze, align "
+                    "and check work on it), then "
                     "OUT/sweep-<hash>/ with sweep.json, summary.csv and summary.parquet (one row per cell and run) and "
                     "figures: each statistic against one swept field, or heatmaps over two. Cells that differ only "
                     "in traced fields (step size, σ, α, β, ρ, seed, initial perturbation, runs) train as one batch of "
@@ -75,6 +76,8 @@ def run(args) -> int:
     if args.cell_experiment and preset and args.cell_experiment != preset:
         return fail(f"--preset {args.preset} is a {preset} experiment, not {args.cell_experiment}")
     base = config_from_args(args, args.cell_experiment or Config.experiment)
+    if not hasattr(args, "storage"):
+        base = base.replace(storage=CELL_STORAGE)
     axes = [parse_axis(spec) for spec in args.grid]
     zipped = [tuple(part for part in pair.split(",") if part.strip()) for pair in args.zip]
     if args.workers is not None and (args.engine != "dask" or args.scheduler or args.workers < 1):

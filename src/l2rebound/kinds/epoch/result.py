@@ -24,6 +24,8 @@ from l2rebound.results import (
     per_epoch,
     per_epoch_table,
     proven_optimal,
+    stored_count,
+    stored_students,
 )
 
 
@@ -36,7 +38,9 @@ class EpochResult(Result):
     teacher: (R, P_teacher) each run's teacher after projection, in the teacher's own shape.
     student_init: (R, P) each run's initial student.
     diverged_at: (R,) first epoch with a non-finite metric, -1 for runs that finished.
-    kept_epochs: (K,) the epochs 0, k, 2k, ..., E for ``align_every`` = k (empty for 0).
+    kept_epochs: (K,) the epochs whose students the result holds: 0, k, 2k, ..., E for ``align_every`` = k
+        (empty for 0), or E alone under ``storage`` compact. Given the students of every kept epoch (as an
+        engine keeps them), it holds those its config's form stores (``results.stored_students``).
     kept_theta: (R, K, P) the students at those epochs.
     """
 
@@ -48,6 +52,12 @@ class EpochResult(Result):
     diverged_at: np.ndarray
     kept_epochs: np.ndarray
     kept_theta: np.ndarray
+
+    def __post_init__(self):
+        if len(self.kept_epochs) == kept_count(self.config):  # every kept epoch's, as an engine hands them over
+            epochs, theta = stored_students(self.config, np.asarray(self.kept_epochs), np.asarray(self.kept_theta))
+            object.__setattr__(self, "kept_epochs", epochs)
+            object.__setattr__(self, "kept_theta", theta)
 
     @classmethod
     def kept_students(cls, config):
@@ -61,7 +71,7 @@ class EpochResult(Result):
 
     @classmethod
     def array_shapes(cls, config):
-        runs, kept, students = config.runs, kept_count(config), num_params(config.student_dims)
+        runs, kept, students = config.runs, stored_count(config), num_params(config.student_dims)
         return {"params": {"teacher": (runs, num_params(config.teacher_dims)), "student_init": (runs, students)},
                 "trajectory": {"epochs": (kept,), "theta": (runs, kept, students)}}
 
