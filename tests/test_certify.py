@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from l2rebound import certify as C
 from l2rebound import symmetry as S
+from l2rebound.config import Config
 from l2rebound.layout import draw_glorot, num_params
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -127,14 +128,102 @@ def test_budget_limited_bounds_bracket_the_minimum(dims, seed, nodes, mode):
         assert result.lower < result.upper
 
 
-def child_bounds(student, teacher, dims, src, sgn, strong):
+@settings(max_examples=30, deadline=None)
+@given(small_architectures(max_width=6, max_group=10**9), SEEDS, st.sampled_from(["random", "near"]))
+def test_small_networks_are_exact_at_the_default_budget(dims, seed, kind):
+    """Hidden widths up to 6 in up to 3 layers, as the stored results align them (the config's default
+    node budget through ``node_budget``): proven optimal, and the brute-force minimum where the group is
+    small enough to enumerate."""
+    rng = np.random.default_rng(seed)
+    student, teacher = draw_pair(rng, dims, kind)
+    default = Config().align_budget
+    result = C.certified_align(student, teacher, dims, C.Budget(nodes=C.node_budget(dims, default)))
+    assert result.optimal
+    assert result.lower == pytest.approx(result.upper, rel=1e-6, abs=0)
+    if group_size(dims) <= BRUTE_MAX:
+        assert_exact(result, brute_force(student, teacher, dims))
+
+
+def bits(result):
+    """Everything a result stores, as bytes."""
+    g = result.symmetry
+    return (np.array([result.upper, result.lower, result.optimal, result.nodes]).tobytes(),
+            b"".join(np.asarray(x).tobytes() for x in (*g.perms, *g.signs)))
+
+
+@pytest.mark.parametrize(("dims", "nodes"), [((2, 4, 3, 1), None), ((2, 3, 2, 2, 1), None), ((2, 25, 25, 1), 4),
+                                             ((2, 25, 25, 1), 30)])
+def test_same_inputs_give_the_same_bits(dims, nodes):
+    rng = np.random.default_rng(sum(dims))
+    student, teacher = (draw_glorot(rng, dims, 1e-3) for _ in range(2))
+    budget = C.Budget(nodes=nodes)
+    first, again = (C.certified_align(student, teacher, dims, budget) for _ in range(2))
+    assert bits(first) == bits(again)
+
+
+def test_the_alternative_branching_layers():
+    assert C._alternative((5,), C._cover((5,))) is None
+    assert C._cover((25, 25)) == {0} and C._alternative((25, 25), frozenset({0})) == {1}
+    assert C._cover((6, 6, 6)) == {1} and C._alternative((6, 6, 6), frozenset({1})) == {0, 2}
+    assert C._alternative((4, 4, 4, 4), frozenset({1, 2})) is None  # layers 0 and 3 leave 1–2 uncovered
+    assert C._alternative((4, 4, 4, 4), frozenset({1, 3})) == {0, 2}
+
+
+def test_wide_random_pair_branches_on_the_better_layers():
+    """[2, w, w, 1] far from the teacher: at the root the Gilmore–Lawler bound that lets the second hidden
+    layer absorb the first's pair costs is the higher one, and the search's root bound is that one."""
+    dims = (2, 25, 25, 1)
+    rng = np.random.default_rng(13)
+    student, teacher = draw_glorot(rng, dims, 1e-3), draw_glorot(rng, dims, 1e-3)
+    prob = C._problem(student, teacher, dims)
+    root = C._empty_node(dims[1:-1])
+    lin = C._linear(prob, *root)
+    first, second = (C._bound(prob, lin, *root, frozenset({h}), strong=True).key for h in (0, 1))
+    assert second > first
+    lower = C.certified_align(student, teacher, dims, C.Budget(nodes=0)).lower
+    assert lower == pytest.approx(math.sqrt(second), rel=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 10**9])
+def test_inner_bounds_do_not_depend_on_the_chunks(chunk):
+    """``_gilmore_lawler`` builds its tensors a few units at a time: the same bits as all at once."""
+    rng = np.random.default_rng(chunk)
+    for n_c, n_o in ((3, 4), (12, 10)):
+        tc, sc = rng.normal(size=(2, 2, n_c, n_o))
+        lp, lm = rng.random(size=(2, 2, n_o, n_o))
+        args = (tc, sc, lp, lm)
+        with mock.patch.object(C, "INNER_CHUNK", chunk):
+            chunked = C._gilmore_lawler(*args)
+        with mock.patch.object(C, "INNER_CHUNK", 10**12):
+            whole = C._gilmore_lawler(*args)
+        assert chunked.shape == (2, 2, n_c, n_c)
+        assert chunked.tobytes() == whole.tobytes()
+
+
+def test_a_futile_budget_stops_early_within_its_share_of_the_gap():
+    """Far from the teacher the few nodes of a small budget cannot raise the lower bound by more than
+    ``FUTILE_SHARE`` of the gap: the search stops after the root, and the bound it gives up is within
+    that share of what the nodes reach when spent."""
+    dims = (2, 25, 25, 1)
+    rng = np.random.default_rng(14)
+    student, teacher = draw_glorot(rng, dims, 1e-3), draw_glorot(rng, dims, 1e-3)
+    early = C.certified_align(student, teacher, dims, C.Budget(nodes=4))
+    with mock.patch.object(C, "FUTILE_SHARE", 0.0):
+        spent = C.certified_align(student, teacher, dims, C.Budget(nodes=4))
+    assert early.nodes == 1 and spent.nodes == 5
+    assert early.upper == spent.upper
+    assert early.lower <= spent.lower
+    assert spent.lower**2 - early.lower**2 <= C.FUTILE_SHARE * (early.upper**2 - early.lower**2)
+
+
+def child_bounds(student, teacher, dims, src, sgn, strong, cover):
     """The certified bound of a node of the search, and of each of its children (one more pair fixed),
     as the search computes them (reduced costs plus look-ahead), with the rearrangement bound or the
-    Gilmore–Lawler one (``strong``). Returns (node bound, [(layer, target, source, sign, child bound),
-    ...]), bounds on ‖g·θ_s − θ_t‖²."""
+    Gilmore–Lawler one (``strong``) on the branching layers ``cover``. Returns (node bound, [(layer,
+    target, source, sign, child bound), ...]), bounds on ‖g·θ_s − θ_t‖²."""
     prob = C._problem(student, teacher, dims)
     lin = C._linear(prob, src, sgn)
-    ev = C._bound(prob, lin, src, sgn, C._cover(dims[1:-1]), strong)
+    ev = C._bound(prob, lin, src, sgn, cover, strong)
     children = []
     for h, dual in enumerate(ev.dual):
         if dual is None:
@@ -147,12 +236,17 @@ def child_bounds(student, teacher, dims, src, sgn, strong):
     return ev.key, children
 
 
+@pytest.mark.parametrize("alternative", [False, True])
 @pytest.mark.parametrize("mode", BOUND_MODES)
 @pytest.mark.parametrize("dims", [(2, 3, 3, 1), (1, 3, 2, 2, 2)])
 @pytest.mark.parametrize("n_fixed", [0, 1, 2])
-def test_node_and_child_bounds_hold_over_their_regions(dims, n_fixed, mode):
+def test_node_and_child_bounds_hold_over_their_regions(dims, n_fixed, mode, alternative):
     """The bounds behind pruning, reduced-cost fixing and look-ahead, each against the brute-force
-    minimum over exactly the group elements its node or child contains."""
+    minimum over exactly the group elements its node or child contains, on either set of branching
+    layers the search may use."""
+    cover = C._cover(dims[1:-1])
+    if alternative:
+        cover = C._alternative(dims[1:-1], cover)
     rng = np.random.default_rng([n_fixed, *dims])
     group = list(elements(dims))
     perms = [np.array([g.perms[h] for g in group]) for h in range(len(dims) - 2)]  # (|G|, d_h) per layer
@@ -174,7 +268,8 @@ def test_node_and_child_bounds_hold_over_their_regions(dims, n_fixed, mode):
             src[h][i], sgn[h][i] = anchor.perms[h][i], anchor.signs[h][i]
             in_node &= inside(h, i, src[h][i], sgn[h][i])
         with bound_mode(mode):
-            key, children = child_bounds(student, teacher, dims, tuple(src), tuple(sgn), mode != "rearrangement")
+            key, children = child_bounds(student, teacher, dims, tuple(src), tuple(sgn), mode != "rearrangement",
+                                         cover)
         assert key <= squared[in_node].min() * (1 + 1e-12)
         for h, i, j, s, bound in children:
             assert bound <= squared[in_node & inside(h, i, j, s)].min() * (1 + 1e-12), (h, i, j, s)

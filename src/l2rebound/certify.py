@@ -43,7 +43,10 @@ which may improve the incumbent.
 assignment and two dives (fixing whole layers first to last, and last to first, on the relaxation),
 each polished by coordinate descent (one exact assignment per layer, the others fixed). Branching fixes
 units only in a minimum-weight set of layers whose fixing makes the bound exact (a vertex cover of the
-chain of hidden layers: the middle one of three). Nodes are explored best bound first. Dual potentials
+chain of hidden layers: the middle one of three), or in the other layers when they are one too and give
+the first node that is branched on a higher Gilmore–Lawler bound (``_bounds``). Nodes are explored best
+bound first; a node budget that cannot raise the lower bound by more than ``FUTILE_SHARE`` of the gap is
+not spent (``_Search.futile``). Dual potentials
 of each assignment give reduced costs, hence a certified bound for every child "fix (i, j, σ)" without
 solving it: a child whose bound reaches the incumbent is never created, a unit with a single surviving
 option is fixed outright (reduced-cost fixing), and otherwise the teacher or student unit with the
@@ -92,6 +95,11 @@ that bound at once; larger ones try the rearrangement bound first."""
 STRONG_MAX_SIZE = 4_000_000
 """Above this the Gilmore–Lawler bound is not used (its tensors take 8 bytes × 4 × this)."""
 POLISH_SWEEPS = 50
+INNER_CHUNK = 40_000
+"""Elements per temporary tensor of ``_gilmore_lawler``."""
+FUTILE_SHARE = 0.05
+"""A node-limited search stops early when its remaining nodes cannot raise the lower bound by more than this
+share of the gap (``_Search.futile``): far from the teacher, a few nodes among dozens of equally low ones."""
 LOOKAHEAD_CHUNK = 200_000
 """Elements per temporary array of ``_lookahead``."""
 
@@ -100,8 +108,9 @@ class Budget(NamedTuple):
     """Limits of one ``certified_align`` call; ``None`` means unlimited. ``seconds``: wall time of the
     whole call (the initial heuristic included, and in a process's first call the import of JAX, which
     ``symmetry`` needs; checked between nodes, so a call overruns by at most one node's evaluation).
-    ``nodes``: nodes the search evaluates beyond the root, which is evaluated unless ``seconds`` is spent
-    before it (0: the root's bound only). With ``nodes`` alone the result is deterministic."""
+    ``nodes``: at most this many nodes the search evaluates beyond the root, which is evaluated unless
+    ``seconds`` is spent before it (0: the root's bound only); fewer where they cannot raise the lower
+    bound by more than ``FUTILE_SHARE`` of the gap. With ``nodes`` alone the result is deterministic."""
 
     seconds: float | None = None
     nodes: int | None = None
@@ -377,17 +386,26 @@ def _assignment_min(m) -> np.ndarray:
 
 
 def _gilmore_lawler(tc, sc, lin_plus, lin_minus) -> np.ndarray:
-    """The inner assignment problems of the Gilmore–Lawler bound of a free–free block between a branched
-    layer c and a neighbour o, with o's own pair costs (already weighted by their share) folded in.
-    tc, sc (n_c, n_o): the block as (c units, o units) of the teacher and the student; lin_plus,
-    lin_minus (n_o, n_o): o's pair costs at sign ±1.
+    """The inner assignment problems of the Gilmore–Lawler bound of G free–free blocks, each between a
+    branched layer c and a neighbour o, with o's own pair costs (already weighted by their share) folded
+    in, bounded by ``_assignment_min``. tc, sc (G, n_c, n_o): the blocks as (c units, o units) of the
+    teacher and the student; lin_plus, lin_minus (G, n_o, n_o): o's pair costs at sign ±1.
 
     For the c pair (i, j) at sign σ (index 0 for +1, 1 for −1), the matrix [σ, i, j] (n_o, n_o) has
     entries min over τ of lin_τ(k, m) + (σ τ sc[j, m] − tc[i, k])²: its minimum assignment (k -> m) is a
-    lower bound on the block row's cost plus o's share. Returns (2, n_c, n_c, n_o, n_o)."""
-    same = (sc[None, :, None, :] - tc[:, None, :, None]) ** 2  # [i, j, k, m], σ τ = +1
-    flip = (sc[None, :, None, :] + tc[:, None, :, None]) ** 2  # σ τ = −1
-    return np.stack([np.minimum(lin_plus + same, lin_minus + flip), np.minimum(lin_plus + flip, lin_minus + same)])
+    lower bound on the block row's cost plus o's share. The matrices are built and bounded a few c units
+    i at a time (``INNER_CHUNK``): wide blocks' tensors would otherwise leave the cache. Returns
+    (G, 2, n_c, n_c)."""
+    g, n_c, n_o = tc.shape
+    step = max(1, INNER_CHUNK // (g * 2 * n_c * n_o * n_o))
+    lp, lm, s = lin_plus[:, None, None], lin_minus[:, None, None], sc[:, None, :, None, :]
+    parts = []
+    for lo in range(0, n_c, step):
+        t = tc[:, lo:lo + step, None, :, None]  # [g, i, ·, k, ·] against s [g, ·, j, ·, m]
+        same, flip = (s - t) ** 2, (s + t) ** 2  # σ τ = +1, −1
+        m = np.stack([np.minimum(lp + same, lm + flip), np.minimum(lp + flip, lm + same)], axis=1)
+        parts.append(_assignment_min(m))
+    return np.concatenate(parts, axis=2)
 
 
 def _bound(prob: _Problem, lin: _Linear, src, sgn, cover=frozenset(), strong: bool = False) -> _Eval:
@@ -399,7 +417,7 @@ def _bound(prob: _Problem, lin: _Linear, src, sgn, cover=frozenset(), strong: bo
     n_free = [inf[3].size for inf in lin.info]
     plus, minus = list(lin.plus), list(lin.minus)
     rearranged = [{} for _ in lin.info]
-    inner = []  # (cover layer, its Gilmore–Lawler inner assignment problems)
+    inner = []  # (cover layer, its block's teacher and student (c units, o units), o's shared pair costs)
     gilmore = [strong and (l in cover) != (l - 1 in cover) for l, _, _ in lin.blocks]
     absorbed = [0] * len(lin.info)  # per layer outside the cover: how many cover neighbours share its costs
     for (l, _, _), gl in zip(lin.blocks, gilmore):
@@ -413,10 +431,11 @@ def _bound(prob: _Problem, lin: _Linear, src, sgn, cover=frozenset(), strong: bo
         c, o = (l, l - 1) if l in cover else (l - 1, l)
         tc, sc = (tb, sb) if c == l else (tb.T, sb.T)
         share = 1.0 / (absorbed[o] * n_free[c])
-        inner.append((c, _gilmore_lawler(tc, sc, share * lin.plus[o], share * lin.minus[o])))
-    for shape in {m.shape for _, m in inner}:  # one batched solve per shape
-        layers = [c for c, m in inner if m.shape == shape]
-        for c, (at_plus, at_minus) in zip(layers, _assignment_min(np.stack([m for _, m in inner if m.shape == shape]))):
+        inner.append((c, tc, sc, share * lin.plus[o], share * lin.minus[o]))
+    for shape in sorted({tc.shape for _, tc, *_ in inner}):  # one batched solve per shape
+        group = [item for item in inner if item[1].shape == shape]
+        bounds = _gilmore_lawler(*(np.stack([item[k] for item in group]) for k in range(1, 5)))
+        for (c, *_), (at_plus, at_minus) in zip(group, bounds):
             plus[c], minus[c] = plus[c] + at_plus, minus[c] + at_minus
     raw = lin.const
     signs, penalties, duals, perms, unit_signs = [], [], [], [], []
@@ -510,6 +529,8 @@ def _lookahead(lin: _Linear, ev: _Eval, h: int, options) -> np.ndarray:
 def _cover(widths) -> frozenset:
     """Hidden layers to branch on: a minimum-weight vertex cover of the chain 0–1–…–(H−1), weight of a
     layer log(d! 2^d) (its group factor's size), so that fixing them leaves no free–free coupling."""
+    if not widths:
+        return frozenset()
     weight = [math.lgamma(d + 1) + d * math.log(2) for d in widths]
     # best[k][taken]: (cost, cover) of layers 0..k with layer k taken or not, every edge up to k covered
     best = [(0.0, ()), (weight[0], (0,))]
@@ -518,6 +539,16 @@ def _cover(widths) -> frozenset:
         take = min(best, key=lambda c: c[0])
         best = [skip, (take[0] + weight[k], take[1] + (k,))]
     return frozenset(min(best, key=lambda c: c[0])[1])
+
+
+def _alternative(widths, cover: frozenset):
+    """The other layers, when they are a vertex cover as well (no two adjacent layers both outside
+    ``cover``, e.g. with two or three hidden layers), else ``None`` (also with one hidden layer: nothing to
+    branch on)."""
+    rest = frozenset(range(len(widths))) - cover
+    if not cover or any(h not in rest and h + 1 not in rest for h in range(len(widths) - 1)):
+        return None
+    return rest
 
 
 def _fixed(src, sgn, h, targets, sources, signs):
@@ -588,6 +619,9 @@ class _Search:
 
     def __init__(self, prob: _Problem, budget: Budget, start: float):
         self.prob, self.budget, self.start = prob, budget, start
+        widths = prob.dims[1:-1]
+        self.cover = _cover(widths)  # the layers branched on (see ``_strong``)
+        self.alternative = _alternative(widths, self.cover)
         self.t_flat = _teacher_flat(prob)
         self.best, self.best_sq, self.upper = None, math.inf, math.inf
         self.nodes = 0
@@ -597,6 +631,19 @@ class _Search:
 
     def out_of_budget(self) -> bool:
         return (self.budget.nodes is not None and self.nodes > self.budget.nodes) or self.out_of_time()
+
+    def futile(self, heap: list) -> bool:
+        """Whether the nodes the budget has left cannot raise the lower bound by more than ``FUTILE_SHARE``
+        of the gap between it and the incumbent. Each evaluation removes one open node and adds children
+        whose bounds are no lower than its own, so after k more the least open bound is at most the
+        (k+1)-th least of ``heap`` now. Never with an unlimited node budget."""
+        if self.budget.nodes is None:
+            return False
+        left = self.budget.nodes + 1 - self.nodes
+        if len(heap) <= left:
+            return False
+        reach = heapq.nsmallest(left + 1, heap)[-1][0]
+        return reach - heap[0][0] < FUTILE_SHARE * (self.best_sq - heap[0][0])
 
     def offer(self, g) -> float:
         """Take g = (perms, signs) as the incumbent if it is strictly closer. Returns ‖g·θ_s − θ_t‖²."""
@@ -636,41 +683,57 @@ class _Search:
         return src, sgn
 
 
-def _examine(prob: _Problem, search: _Search, cover, src, sgn, key: float):
+def _bounds(prob: _Problem, search: _Search, lin: _Linear, src, sgn):
+    """The bounds of a node, cheapest first, each computed only when the ones before it decided nothing.
+    Small nodes get the Gilmore–Lawler bound at once. For large ones it is costly, so the rearrangement
+    bound comes first, and the Gilmore–Lawler one after it (never beyond ``STRONG_MAX_SIZE``).
+
+    The Gilmore–Lawler bound is on the search's branching layers (``search.cover``). The first node that
+    needs more than that (one that would be branched on) also gets it on the alternative cover, if any,
+    once per search: which layer of a block absorbs the other's pair costs changes the bound much (with
+    [2, w, w, 1] the second layer is the better one). When the alternative is better, its layers are
+    branched on from then on."""
+    size = sum(tb.size ** 2 for _, tb, _ in lin.blocks)
+    if size > STRONG_FIRST_SIZE:
+        yield _bound(prob, lin, src, sgn)
+    if size > STRONG_MAX_SIZE:
+        return
+    strong = _bound(prob, lin, src, sgn, search.cover, strong=True)
+    yield strong
+    if search.alternative is not None:
+        cover, search.alternative = search.alternative, None
+        other = _bound(prob, lin, src, sgn, cover, strong=True)
+        if other.key > strong.key:
+            search.cover = cover
+            yield other
+
+
+def _examine(prob: _Problem, search: _Search, src, sgn, key: float):
     """Evaluate one node whose certified bound is at least ``key``. Returns ``None`` (pruned: no completion
     beats the incumbent), ``("closed", key, None)`` (exact: its optimum was offered), ``("shrunk", key,
     node)`` (reduced-cost fixing fixed some units) or ``("branch", key, [(child key, child), ...])``.
 
-    Small nodes get the Gilmore–Lawler bound at once. For large ones it is costly, so the rearrangement
-    bound comes first, and the Gilmore–Lawler one only when that neither prunes nor fixes anything (and
-    never beyond ``STRONG_MAX_SIZE``)."""
+    The node's bounds (``_bounds``) are taken in turn until one prunes, closes or shrinks it; it is branched
+    on with the highest of them (the earliest among equals: the rearrangement bound has a look-ahead)."""
     lin = _linear(prob, src, sgn)
-    size = sum(tb.size ** 2 for _, tb, _ in lin.blocks)
-    cheap_first = size > STRONG_FIRST_SIZE
-    ev = _bound(prob, lin, src, sgn, cover, strong=not cheap_first)
-    key = max(key, ev.key)
-    if key >= search.best_sq:
-        return None
-    search.improve(ev.candidate)
-    if ev.exact:
-        return "closed", key, None
-    reduced = _reduce(prob, ev, src, sgn, search.best_sq)
-    if reduced is None:
-        return None
-    if reduced[0] is None and cheap_first and size <= STRONG_MAX_SIZE:
-        strong = _bound(prob, lin, src, sgn, cover, strong=True)
-        key = max(key, strong.key)
+    branch_on = None  # (bound, the children's bounds from its reduced costs)
+    for ev in _bounds(prob, search, lin, src, sgn):
+        key = max(key, ev.key)
         if key >= search.best_sq:
             return None
-        search.improve(strong.candidate)
-        if strong.key > ev.key:
-            ev, reduced = strong, _reduce(prob, strong, src, sgn, search.best_sq)
-            if reduced is None:
-                return None
-    node, keys = reduced
-    if node is not None:
-        return "shrunk", key, node
-    h, side, k = _branch_unit(ev, keys, cover)
+        search.improve(ev.candidate)
+        if ev.exact:
+            return "closed", key, None
+        if branch_on is not None and ev.key <= branch_on[0].key:
+            continue
+        reduced = _reduce(prob, ev, src, sgn, search.best_sq)
+        if reduced is None:
+            return None
+        if reduced[0] is not None:
+            return "shrunk", key, reduced[0]
+        branch_on = ev, reduced[1]
+    ev, keys = branch_on
+    h, side, k = _branch_unit(ev, keys, search.cover)
     ft, fs = ev.free[h]
     options = np.argwhere(np.isfinite(keys[h][k] if side == "row" else keys[h][:, k]))
     options = np.column_stack([np.full(len(options), k), options] if side == "row" else
@@ -718,7 +781,7 @@ def _run(prob: _Problem, budget: Budget, start: float):
         return search.best, search.upper, search.best_sq, True, 0
     heap = [(0.0, 0, root)]  # examining the root offers its relaxation's assignment
     counter = itertools.count(1)
-    closed = _branch(prob, search, _cover(widths), heap, counter)
+    closed = _branch(prob, search, heap, counter)
     if heap and heap[0][0] < search.best_sq:
         starts = [_identity(widths), _evaluate(prob, *root).candidate, _heuristic(prob),
                   search.dive(*root, range(len(widths))), search.dive(*root, reversed(range(len(widths))))]
@@ -733,16 +796,16 @@ def _run(prob: _Problem, budget: Budget, start: float):
     return search.best, search.upper, lower_sq, finished, search.nodes
 
 
-def _branch(prob: _Problem, search: _Search, cover, heap: list, counter) -> float:
+def _branch(prob: _Problem, search: _Search, heap: list, counter) -> float:
     """Best-first branch and bound over the open nodes ``heap`` (key, tie-break, node) until it is empty,
     its least key reaches the incumbent, or the budget ends (the node in hand goes back on the heap).
     Returns the least bound of the exact leaves it closed (each attained by a candidate it offered)."""
     closed = math.inf
-    while heap and heap[0][0] < search.best_sq and not search.out_of_budget():
+    while heap and heap[0][0] < search.best_sq and not search.out_of_budget() and not search.futile(heap):
         key, _, (src, sgn) = heapq.heappop(heap)
         while True:  # evaluate; repeat while reduced-cost fixing shrinks the node
             search.nodes += 1
-            outcome = _examine(prob, search, cover, src, sgn, key)
+            outcome = _examine(prob, search, src, sgn, key)
             if outcome is None:
                 break
             kind, key, payload = outcome

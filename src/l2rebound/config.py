@@ -40,13 +40,15 @@ file name (the stem, its view and extension, e.g. ``_normalised_l2sq.png``) stay
 readable in a file browser and far under the file systems' 255-byte limit. The folder already names the config
 by its hash; the figure's subtitle lists every changed field."""
 
-NUMERICS_VERSION = 5
+NUMERICS_VERSION = 6
 """Part of every ``config_hash``: raise it with any change that alters a computed number, so that the store
 does not reuse results computed by older code for the same config. 2: ``l2_aligned`` is the certified
 search's upper bound (never above, sometimes below, the heuristic alignment of version 1). 3: its node budget
 counts the nodes beyond the root (version 2 counted the root). 4: networks with at most 3 hidden layers of at
 most 6 units are aligned to the end, whatever the budget (``certify.node_budget``). 5: float32 trains through
-the fused kernel (float32 numbers change within float32 rounding)."""
+the fused kernel (float32 numbers change within float32 rounding). 6: a node-limited alignment bounds by the
+better of the two sets of layers that cover every pair and stops when its remaining nodes cannot raise the
+lower bound by a share of the gap (``certify.FUTILE_SHARE``): far students' bounds change."""
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
@@ -191,9 +193,10 @@ class Config:
     )
     align_budget: int = field(
         default=4,
-        metadata=_opt("branch-and-bound nodes per student beyond the root for the certified aligned distance: "
-                      "l2_aligned is the best relabelling found, l2_aligned_lower a certified lower bound, equal when "
-                      "the search ends within the budget; 0: the root's bound only (>= 0). Networks of at most 3 "
+        metadata=_opt("branch-and-bound nodes per student beyond the root for the certified aligned distance, at "
+                      "most (not spent where they cannot raise the lower bound by 5% of the gap): l2_aligned is the "
+                      "best relabelling found, l2_aligned_lower a certified lower bound, equal when the search "
+                      "ends within the budget; 0: the root's bound only (>= 0). Networks of at most 3 "
                       "hidden layers of at most 6 units are searched to the end whatever the budget. A node count, "
                       "not a time: the numbers are reproducible (README, 'Three distances')", parse=int),
     )
