@@ -146,6 +146,8 @@ def run(args) -> int:
 
     # as the stored distances were computed (a small network to the end), unless a budget is given
     budget = node_budget(dims, default) if args.align_budget is None else args.align_budget
+    print("searching " + ("to the end" if budget is None else f"at most {budget} nodes beyond the root")
+          + f" over the relabellings of hidden widths {','.join(map(str, dims[1:-1]))}", flush=True)
     aligned = certified_align(student, teacher, dims, Budget(nodes=budget))
     print(f"upper    {aligned.upper:.12g}   (‖g·θ_A − θ_B‖₂ for the g below)")
     print(f"lower    {aligned.lower:.12g}   (certified: no relabelling comes closer)")
