@@ -29,6 +29,14 @@ TOLERANCE_ULPS = 4
 MOVE_ULPS = 16
 ZERO_JITTER = 1e-6
 MAX_ROUNDS = 8
+PAIRS_UP_TO = 64
+"""Layers of at most this many rows decide C3 by comparing every pair of rows (no sorting)."""
+WINDOW_CAP = 32
+"""A column where more than this many keys lie in one key's window (many weights of about one size) is decided
+by comparing every pair of rows."""
+KEYS_PER_BLOCK = 2**21
+"""Keys sorted at once by the sorted C3 check: columns are taken in blocks of about this many keys, which bounds
+its memory."""
 
 
 def _tolerance(dtype) -> float:
@@ -44,18 +52,146 @@ def _equal_abs_later(values, rtol):
     return jnp.any(same & earlier & (a[:, None] > 0), axis=1)
 
 
+def _ratio_hit(a_j, inverse_i, q, rtol):
+    """C3's test of one pair of weights for one q, elementwise over broadcast operands: |w_j|·(1/|w_i|)·q lies
+    within rtol (relative) of an integer p, 1 ≤ p ≤ RATIO_BOUND. Written with the reciprocal 1/|w_i|, as XLA
+    compiles a division by a broadcast operand anyway, so that the pairwise and the sorted checks round alike."""
+    t = a_j * inverse_i * q
+    p = jnp.round(t)
+    return (p >= 1) & (p <= RATIO_BOUND) & (jnp.abs(t - p) <= rtol * t)
+
+
 def _rational_ratio_later(w, rtol):
     """Mask (d_out, d_in): ``w[j, k]`` is flagged when |w_jk / w_ik| = p/q (p, q ≤ RATIO_BOUND) for some
-    row i < j (C3). Zeros are left to C1."""
+    row i < j (C3), by comparing every pair of rows: O(d_out² d_in). Zeros (and NaN) are left to C1."""
     a = jnp.abs(w)
-    ratio = a[None, :, :] / jnp.where(a[:, None, :] > 0, a[:, None, :], 1.0)  # [i, j, k] = |w_jk| / |w_ik|
+    inverse = 1 / jnp.where(a > 0, a, 1.0)
     q = jnp.arange(1, RATIO_BOUND + 1, dtype=w.dtype)
-    t = ratio[..., None] * q  # p candidates
-    p = jnp.round(t)
-    hit = jnp.any((p >= 1) & (p <= RATIO_BOUND) & (jnp.abs(t - p) <= rtol * t), axis=-1)
+    hit = jnp.any(_ratio_hit(a[None, :, :, None], inverse[:, None, :, None], q, rtol), axis=-1)  # [i, j, k]
     earlier = jnp.tril(jnp.ones((a.shape[0], a.shape[0]), bool), k=-1).T  # [i, j]: i < j
     valid = (a[:, None, :] > 0) & (a[None, :, :] > 0) & earlier[:, :, None]
     return jnp.any(hit & valid, axis=0)
+
+
+def _key_range(dtype, slack):
+    """The |w| (lo, hi) whose keys m·|w| the sorted C3 check compares: there the reciprocal, the products of
+    ``_ratio_hit`` that can pass, every key and slack·key are normal numbers, so each is rounded once, to within
+    eps/2 relative (below lo slack·key may underflow; above hi 1/|w| may, and 10·|w| overflow)."""
+    info = jnp.finfo(dtype)
+    return 2 * float(info.tiny) / slack, float(info.max) / 16
+
+
+def _sorted_keys(cols, lo, hi):
+    """Each column's keys m·|w_x| (m = 1..RATIO_BOUND), sorted, for cols (c, d_out) = |w| transposed: keys (c, n),
+    their rows x (c, n) int32 and m (c, n) in cols' dtype, n = RATIO_BOUND·d_out, and spread, a float: the sorted
+    keys are each key K truncated to T, T ≤ K < T·(1 + spread). An |w| outside [lo, hi] (zeros, NaN, infinities
+    among them) has the key +inf: sorted last."""
+    c, d_out = cols.shape
+    n = d_out * RATIO_BOUND
+    m = jnp.arange(1, RATIO_BOUND + 1, dtype=cols.dtype)
+    regular = (cols >= lo) & (cols <= hi)
+    keys = jnp.where(regular[:, :, None], cols[:, :, None] * m, jnp.inf).reshape(c, n)
+    ids = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), keys.shape)  # x·RATIO_BOUND + m − 1
+    if jax.dtypes.canonicalize_dtype(np.int64) == np.int64:
+        # one sort of integers, far faster than of keys and ids together: a positive float64's bits order as its
+        # value; its lowest `bits` bits of 52 replaced by the id (K truncated to T, T ≤ K < T·(1 + spread)) make
+        # every value distinct and carry the id along
+        bits = (n - 1).bit_length()
+        low = (1 << bits) - 1
+        packed = jax.lax.bitcast_convert_type(keys.astype(jnp.float64), jnp.int64) & ~low | ids
+        packed = jax.lax.sort(packed, dimension=1, is_stable=False)
+        keys, ids = jax.lax.bitcast_convert_type(packed & ~low, jnp.float64), (packed & low).astype(jnp.int32)
+        spread = 2.0 ** (bits - 52)
+    else:  # without 64-bit types (then cols are at most 32-bit floats)
+        keys, ids = jax.lax.sort((keys, ids), dimension=1, num_keys=1)
+        spread = 0.0
+    return keys, ids // RATIO_BOUND, (ids % RATIO_BOUND + 1).astype(cols.dtype), spread
+
+
+def _ratio_later_sorted(cols, rtol):
+    """C3 for a block of columns cols (c, d_out) = |w| transposed, deciding as ``_rational_ratio_later`` in
+    O(n log n) per column (n = RATIO_BOUND·d_out): returns hits (c, d_out), row x of column k flagged, and redo
+    (c,), the columns it could not decide (hits there are incomplete).
+
+    Each column's keys m·|w_x| are sorted; for d = 1, 2, ... (while some pair lies in its window, at most
+    ``WINDOW_CAP``) every pair of keys d places apart whose larger sorted key lies within the window
+    fl(x + fl(slack·x)) of the smaller x is tested with ``_ratio_hit`` and the m of the later row's key, and the
+    later row is flagged on a hit. That covers every pair the pairwise test accepts. If it accepts |w_j|,
+    1/|w_i|, q with p = round(t), both |w| in ``_key_range`` (every rounding within u = eps/2 relative):
+    t = (q|w_j|/|w_i|)(1 + e), |e| ≤ 3u to first order; t − p is exact (Sterbenz) and at most rtol·t(1 + u); so
+    the keys q|w_j| and p|w_i|, rounded once more each, differ by at most (rtol + 5u) of the larger: larger ≤
+    smaller·(1 + rtol + 3 eps) to first order, and for their truncations T as sorted, larger T ≤ smaller
+    T·(1 + rtol + 3 eps)(1 + spread), below fl(T + fl(slack·T)) ≥ T(1 + slack − 2 eps) with slack = 2 rtol +
+    8 eps + 2 spread. Outside the range: zeros and NaN fail the pairwise test's |w| > 0 (so do subnormals where
+    the CPU reads them as zero), an infinite |w| never passes (t is 0, inf or NaN), and any other |w| puts its
+    column in redo; so does a key with more than ``WINDOW_CAP`` keys in its window."""
+    c, d_out = cols.shape
+    eps = float(jnp.finfo(cols.dtype).eps)
+    lo, hi = _key_range(cols.dtype, 2 * rtol + 8 * eps)
+    keys, rows, m, spread = _sorted_keys(cols, lo, hi)
+    upper = keys + (2 * rtol + 8 * eps + 2 * spread) * keys
+    sizes = jnp.take_along_axis(cols, rows, axis=1)
+    inverses = 1 / sizes
+    column = jnp.arange(c)[:, None]
+
+    def step_on(on):  # each key's partner one place further on (past the end: a key +inf, never in a window)
+        return tuple(jnp.concatenate([x[:, 1:], jnp.full((c, 1), fill, x.dtype)], axis=1)
+                     for x, fill in zip(on, (jnp.inf, 0, 1, 1, 1)))
+
+    def in_window(on):  # (c, n): the partner's key lies in the key's window
+        return (on[0] <= upper) & (on[0] < jnp.inf)
+
+    def body(state):
+        d, on, _, marks = state
+        _, rows_on, m_on, sizes_on, inverses_on = on
+        later = rows > rows_on  # the key's own row is the later one
+        hit = in_window(on) & (rows != rows_on) & _ratio_hit(
+            jnp.where(later, sizes, sizes_on), jnp.where(later, inverses_on, inverses), jnp.where(later, m, m_on), rtol)
+        marks = marks.at[column, jnp.where(later, rows, rows_on)].max(hit)
+        on = step_on(on)
+        return d + 1, on, jnp.any(in_window(on), axis=1), marks
+
+    def cond(state):
+        d, _, more, _ = state
+        return (d <= WINDOW_CAP) & jnp.any(more)
+
+    on = step_on((keys, rows, m, sizes, inverses))
+    d, _, more, marks = jax.lax.while_loop(
+        cond, body, (1, on, jnp.any(in_window(on), axis=1), jnp.zeros((c, d_out), bool)))
+    irregular = (cols > 0) & (cols < jnp.inf) & ~((cols >= lo) & (cols <= hi))
+    return marks, (more & (d > WINDOW_CAP)) | jnp.any(irregular, axis=1)
+
+
+def _redo_by_pairs(cols, hits, redo, rtol):
+    """hits (c, d_out) with each column k where redo (c,) decided instead by every pair of rows of cols (c, d_out)
+    = |w| transposed. A loop over those columns only, one at a time: memory O(d_out²), and no column is
+    recomputed needlessly, under ``vmap`` too (where a conditional would run both its branches)."""
+    order = jnp.argsort(~redo, stable=True)  # the columns to redo first
+
+    def body(state):
+        i, hits = state
+        k = order[i]
+        return i + 1, hits.at[k].set(_rational_ratio_later(cols[k][:, None], rtol)[:, 0])
+
+    return jax.lax.while_loop(lambda state: state[0] < jnp.sum(redo), body, (0, hits))[1]
+
+
+def _ratio_later(w, rtol):
+    """C3's mask (d_out, d_in) for w (d_out, d_in): every pair of rows for at most ``PAIRS_UP_TO`` rows, else
+    sorted keys, the columns in blocks of about ``KEYS_PER_BLOCK`` keys, so that time is O(P log P) and memory
+    O(P) for P = d_out·d_in (but for columns the sorted check leaves to every pair). Decides as
+    ``_rational_ratio_later`` either way."""
+    d_out, d_in = w.shape
+    if d_out <= PAIRS_UP_TO:
+        return _rational_ratio_later(w, rtol)
+    c = min(d_in, max(1, KEYS_PER_BLOCK // (RATIO_BOUND * d_out)))
+    blocks = -(-d_in // c)
+    cols = jnp.pad(jnp.abs(w).T, ((0, blocks * c - d_in), (0, 0))).reshape(blocks, c, d_out)  # zeros: unflagged
+
+    def block(cols):
+        return _redo_by_pairs(cols, *_ratio_later_sorted(cols, rtol), rtol)
+
+    return jax.lax.map(block, cols).reshape(blocks * c, d_out)[:d_in].T
 
 
 @partial(jax.jit, static_argnames="dims")
@@ -67,7 +203,7 @@ def violations(theta, dims: tuple[int, ...]):
     for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
         w = theta[ws].reshape(d_out, d_in)
         mask = mask.at[bs].max(_equal_abs_later(theta[bs], rtol))
-        mask = mask.at[ws].max(_rational_ratio_later(w, rtol).reshape(-1))
+        mask = mask.at[ws].max(_ratio_later(w, rtol).reshape(-1))
     return mask
 
 
