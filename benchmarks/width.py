@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""How the cost of one run grows with the network's width: student = teacher = (2, W, W, 1), N = 500 training
-and 100 test samples, the default jitter projection every epoch.
+"""How the cost of one run grows with the network's width: student = teacher = (2, W, W, 1) (or (2, W, 1) with
+--hidden-layers 1), N = 500 training and 100 test samples, the default jitter projection every epoch.
 
 For each width W (each in its own process, so that one width's memory and caches do not carry over):
 
@@ -18,6 +18,7 @@ the work. Prints a table and writes the rows as JSON (--json).
 
     python benchmarks/width.py                          # W = 25, 250, 1000, 2000
     python benchmarks/width.py --widths 25,5000 --align-up-to 0
+    python benchmarks/width.py --hidden-layers 1 --widths 25,1000,5000
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ import time
 EPOCHS = 5
 
 
-def measure(width: int, epochs: int, align: bool) -> dict:
+def dims_of(width: int, hidden_layers: int) -> tuple[int, ...]:
+    return (2, *[width] * hidden_layers, 1)
+
+
+def measure(width: int, epochs: int, align: bool, hidden_layers: int) -> dict:
     """The in-process timings of one width (see the module docstring)."""
     import jax
     import numpy as np
@@ -46,8 +51,8 @@ def measure(width: int, epochs: int, align: bool) -> dict:
     from l2rebound.layout import num_params
 
     configure_process()
-    config = Config(teacher_dims=(2, width, width, 1), runs=1, epochs=epochs, dataset_size=500, test_set_size=100,
-                    align_every=0, initial_permut=1e-2)
+    config = Config(teacher_dims=dims_of(width, hidden_layers), runs=1, epochs=epochs, dataset_size=500,
+                    test_set_size=100, align_every=0, initial_permut=1e-2)
     seeds = np.array([config.seed + 1])
     row = {"width": width, "params": num_params(config.student_dims)}
     with jax.enable_x64(True):
@@ -81,9 +86,10 @@ def measure(width: int, epochs: int, align: bool) -> dict:
     return row
 
 
-def command(width: int, epochs: int, out: str) -> float:
+def command(width: int, epochs: int, out: str, hidden_layers: int) -> float:
     """Wall seconds of the CLI command of one width in a fresh process."""
-    argv = [sys.executable, "-m", "l2rebound.cli", "epoch", "--teacher-dims", f"2,{width},{width},1", "--runs", "1",
+    dims = ",".join(map(str, dims_of(width, hidden_layers)))
+    argv = [sys.executable, "-m", "l2rebound.cli", "epoch", "--teacher-dims", dims, "--runs", "1",
             "--epochs", str(epochs), "--dataset-size", "500", "--test-set-size", "100", "--align-every", "0",
             "--out", out, "--force", "--no-progress"]
     t0 = time.perf_counter()
@@ -97,12 +103,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per run [default: {EPOCHS}]")
     parser.add_argument("--align-up-to", type=int, default=1000, metavar="W",
                         help="time the alignment only up to this width [default: 1000]")
+    parser.add_argument("--hidden-layers", type=int, choices=(1, 2), default=2,
+                        help="hidden layers of width W [default: 2]")
     parser.add_argument("--no-command", action="store_true", help="skip the whole command's timing")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows here")
     parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)  # worker mode: one width
     args = parser.parse_args()
     if args.width is not None:
-        print(json.dumps(measure(args.width, args.epochs, args.width <= args.align_up_to)))
+        print(json.dumps(measure(args.width, args.epochs, args.width <= args.align_up_to, args.hidden_layers)))
         return
     import tempfile
 
@@ -110,11 +118,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for width in (int(w) for w in args.widths.split(",")):
             worker = subprocess.run([sys.executable, __file__, "--width", str(width), "--epochs", str(args.epochs),
-                                     "--align-up-to", str(args.align_up_to)], check=True, capture_output=True,
+                                     "--align-up-to", str(args.align_up_to), "--hidden-layers",
+                                     str(args.hidden_layers)], check=True, capture_output=True,
                                     text=True)
             row = json.loads(worker.stdout.strip().splitlines()[-1])
             if not args.no_command:
-                row["command_s"] = command(width, args.epochs, out)
+                row["command_s"] = command(width, args.epochs, out, args.hidden_layers)
             rows.append(row)
             print(json.dumps(row), flush=True)
     names = [n for n in ("setup_s", "epoch_s", "check_s", "align_s", "command_s") if any(n in r for r in rows)]
