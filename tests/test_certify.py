@@ -275,6 +275,78 @@ def test_node_and_child_bounds_hold_over_their_regions(dims, n_fixed, mode, alte
             assert bound <= squared[in_node & inside(h, i, j, s)].min() * (1 + 1e-12), (h, i, j, s)
 
 
+def random_node_and_fixes(rng, dims, h, n_fixed, q):
+    """A node with ``n_fixed`` pairs of layer h fixed at random, and every way of fixing q more (targets
+    in order, sources and signs any): (src, sgn, fixes (n_opt, q, 3) of indices into its free units)."""
+    d = dims[h + 1]
+    src = [np.full(w, -1) for w in dims[1:-1]]
+    sgn = [np.zeros(w) for w in dims[1:-1]]
+    src[h][:n_fixed] = rng.permutation(d)[:n_fixed]
+    sgn[h][:n_fixed] = rng.choice([-1.0, 1.0], n_fixed)
+    n = d - n_fixed
+    fixes = [[(a, b, s) for a, b, s in zip(targets, sources, signs)]
+             for targets in itertools.combinations(range(n), q) for sources in itertools.permutations(range(n), q)
+             for signs in itertools.product(range(2), repeat=q)]
+    return tuple(src), tuple(sgn), np.array(fixes).reshape(-1, q, 3)
+
+
+@pytest.mark.parametrize("q", [1, 2])
+@pytest.mark.parametrize("dims", [(2, 3, 3, 1), (1, 3, 2, 2, 2)])
+def test_batched_descendants_equal_their_nodes_one_at_a_time(dims, q):
+    """``_descendants`` updates a node's exact part for q more fixed pairs, all options at once: the same as
+    ``_linear`` of each of those nodes."""
+    rng = np.random.default_rng(q)
+    prob = C._problem(*draw_pair(rng, dims, "random"), dims)
+    for h in range(len(dims) - 2):
+        src, sgn, fixes = random_node_and_fixes(rng, dims, h, rng.integers(dims[h + 1] - q + 1), q)
+        lin = C._linear(prob, src, sgn)
+        const, plus, minus, blocks = C._descendants(lin, h, fixes)
+        ft, fs = lin.info[h][3], lin.info[h][4]
+        for k, fix in enumerate(fixes):
+            a, b, s = fix.T
+            one = C._linear(prob, *C._fixed(src, sgn, h, ft[a], fs[b], 1.0 - 2.0 * s))
+            assert const[k] == pytest.approx(one.const, rel=1e-13, abs=0)
+            for batched, single in ((plus, one.plus), (minus, one.minus)):
+                for layer, cost in zip(batched, single):
+                    if cost is None:  # no free unit left there: nothing, or an empty batch entry
+                        assert layer is None or not layer[k].size
+                    else:
+                        np.testing.assert_allclose(layer[k], cost, rtol=1e-13, atol=0)
+            assert [l for l, _, _ in blocks] == [l for l, _, _ in one.blocks]
+            for (_, tb, sb), (_, tb1, sb1) in zip(blocks, one.blocks):
+                assert tb[k].tobytes() == tb1.tobytes() and sb[k].tobytes() == sb1.tobytes()
+
+
+@pytest.mark.parametrize("alternative", [False, True])
+@pytest.mark.parametrize("dims", [(2, 3, 3, 1), (1, 3, 2, 2, 2)])
+def test_screened_bounds_hold_over_their_regions(dims, alternative):
+    """``_screen``'s bounds of the nodes one and two fixings below a node, against the brute-force minimum
+    over the group elements each contains, on either set of branching layers."""
+    cover = C._cover(dims[1:-1])
+    if alternative:
+        cover = C._alternative(dims[1:-1], cover)
+    rng = np.random.default_rng([len(dims), alternative])
+    group = list(elements(dims))
+    for kind in ("random", "near"):
+        student, teacher = draw_pair(rng, dims, kind)
+        prob = C._problem(student, teacher, dims)
+        squared = np.array([np.sum((S.apply(g, student, dims) - teacher) ** 2) for g in group])
+        for h, q in itertools.product(sorted(cover), (1, 2)):
+            src, sgn, fixes = random_node_and_fixes(rng, dims, h, rng.integers(dims[h + 1] - q + 1), q)
+            lin = C._linear(prob, src, sgn)
+            screened = C._screen(prob, lin, cover, h, fixes)
+            ft, fs = lin.info[h][3], lin.info[h][4]
+            for fix, bound in zip(fixes, screened):
+                a, b, s = fix.T
+                child_src, child_sgn = C._fixed(src, sgn, h, ft[a], fs[b], 1.0 - 2.0 * s)
+                inside = np.ones(len(group), bool)
+                for layer, (fixed_src, fixed_sgn) in enumerate(zip(child_src, child_sgn)):
+                    for i in np.flatnonzero(fixed_src >= 0):
+                        inside &= np.array([g.perms[layer][i] == fixed_src[i] and g.signs[layer][i] == fixed_sgn[i]
+                                            for g in group])
+                assert bound <= squared[inside].min() * (1 + 1e-12), (h, fix)
+
+
 def test_degenerate_parameters_with_many_ties():
     """Integer and zero parameters: many equal costs and degenerate assignments."""
     rng = np.random.default_rng(5)

@@ -54,6 +54,9 @@ fewest surviving options is branched on (ties: the largest gap between its best 
 option's bounds). With the rearrangement bound, each child's bound also looks ahead: the weights
 between the unit it fixes and the neighbouring layers become exact, which raises the neighbours'
 assignment bounds (see ``_lookahead``); a wrong child is usually discarded without being evaluated.
+Where the Gilmore–Lawler bound comes first and the blocks are narrow, each child is instead bounded by
+its own children on one more unit, all of a node's grandchildren bounded in one batch (``_screen``,
+``_screen_children``): most children then die without an evaluation of their own.
 
 **Floating point.** All costs are sums of squared differences of the parameters (never differences of
 large inner products), so their rounding errors are relative to the distances themselves. A node's
@@ -95,11 +98,19 @@ that bound at once; larger ones try the rearrangement bound first."""
 STRONG_MAX_SIZE = 4_000_000
 """Above this the Gilmore–Lawler bound is not used (its tensors take 8 bytes × 4 × this)."""
 POLISH_SWEEPS = 50
-INNER_CHUNK = 40_000
-"""Elements per temporary tensor of ``_gilmore_lawler``."""
+INNER_CHUNK = 16_000
+"""Elements per temporary tensor of ``_gilmore_lawler``: under 128 KiB, the allocator's default threshold for
+mapping memory afresh (and unmapping it) on every allocation."""
 FUTILE_SHARE = 0.05
 """A node-limited search stops early when its remaining nodes cannot raise the lower bound by more than this
 share of the gap (``_Search.futile``): far from the teacher, a few nodes among dozens of equally low ones."""
+SCREEN_MAX_SIZE = 150_000
+"""Children are screened (``_screen_children``) only while the batch's Gilmore–Lawler tensors (Σ over the
+nodes it bounds of ``_gilmore_size`` of their parent) stay within this: beyond, a node's evaluation would
+cost much more than the nodes it saves."""
+SCREEN_MAX_WIDTH = 6
+"""Children are screened only where no free–free block has more free units a side than this: the screens'
+inner assignments are dynamic programmes over 2^n column sets."""
 LOOKAHEAD_CHUNK = 200_000
 """Elements per temporary array of ``_lookahead``."""
 
@@ -371,10 +382,10 @@ def _subset_tables(n: int):
 
 
 def _exact_assignment_min(m) -> np.ndarray:
-    """The minimum assignment of each matrix m (..., n, n), exactly, by dynamic programming over the
-    sets of columns used (2^n n states; for small n only)."""
-    f = np.zeros(m.shape[:-2] + (1,))
-    for row, (preds, cols) in enumerate(_subset_tables(m.shape[-1])):
+    """The minimum assignment of each matrix m (..., n, n), n ≥ 1, exactly, by dynamic programming over
+    the sets of columns used (2^n n states; for small n only)."""
+    f = m[..., 0, :]  # the first row's column sets are its single columns
+    for row, (preds, cols) in enumerate(_subset_tables(m.shape[-1])[1:], 1):
         f = (f[..., preds] + m[..., row, :][..., cols]).min(axis=-1)
     return f[..., 0]
 
@@ -408,35 +419,48 @@ def _gilmore_lawler(tc, sc, lin_plus, lin_minus) -> np.ndarray:
     return np.concatenate(parts, axis=2)
 
 
+def _with_gilmore_lawler(plus, minus, blocks, cover, n_free):
+    """Pair costs with the Gilmore–Lawler bounds of ``blocks`` added: each block lies between a layer c
+    of ``cover`` and a layer o outside it, goes whole to c's pairs and absorbs o's own pair costs, shared
+    equally among the free pairs of c (``n_free[c]``) and among o's cover neighbours. plus, minus: per
+    hidden layer (..., n_h, n_h) (``None`` without free units); blocks: (l, teacher, student), each
+    (..., free units of layer l, free units of layer l − 1); "..." is any batch shape shared by all.
+    Returns (plus, minus, absorbed): absorbed[h] counts the cover neighbours sharing layer h's costs."""
+    absorbed = [0] * len(plus)
+    for l, _, _ in blocks:
+        absorbed[l if l - 1 in cover else l - 1] += 1
+    inner = []  # (cover layer, its block's teacher and student (..., c units, o units), o's shared costs)
+    for l, tb, sb in blocks:
+        c, o = (l, l - 1) if l in cover else (l - 1, l)
+        tc, sc = (tb, sb) if c == l else (tb.swapaxes(-1, -2), sb.swapaxes(-1, -2))
+        share = 1.0 / (absorbed[o] * n_free[c])
+        inner.append((c, tc, sc, share * plus[o], share * minus[o]))
+    plus, minus = list(plus), list(minus)
+    for shape in sorted({tc.shape for _, tc, *_ in inner}):  # one batched solve per shape
+        group = [item for item in inner if item[1].shape == shape]
+        stacked = [np.stack([item[k] for item in group]) for k in range(1, 5)]
+        bounds = _gilmore_lawler(*(x.reshape(-1, *x.shape[-2:]) for x in stacked))
+        bounds = bounds.reshape(len(group), *shape[:-2], 2, shape[-2], shape[-2])
+        for (c, *_), at in zip(group, bounds):
+            plus[c], minus[c] = plus[c] + at[..., 0, :, :], minus[c] + at[..., 1, :, :]
+    return plus, minus, absorbed
+
+
 def _bound(prob: _Problem, lin: _Linear, src, sgn, cover=frozenset(), strong: bool = False) -> _Eval:
     """Bound a node from its exact part ``lin``. Free–free blocks: rearrangement, split between the rows'
     and the columns' pairs. With ``strong``, a block between a layer c of ``cover`` and a layer o outside
-    it goes whole to c's pairs as a Gilmore–Lawler bound that also absorbs o's own pair costs, shared
-    equally among the free pairs of c (and among o's cover neighbours): o then needs no assignment of
-    its own, and every entry is still counted once."""
+    it goes whole to c's pairs as a Gilmore–Lawler bound (``_with_gilmore_lawler``): o then needs no
+    assignment of its own, and every entry is still counted once."""
     n_free = [inf[3].size for inf in lin.info]
-    plus, minus = list(lin.plus), list(lin.minus)
     rearranged = [{} for _ in lin.info]
-    inner = []  # (cover layer, its block's teacher and student (c units, o units), o's shared pair costs)
-    gilmore = [strong and (l in cover) != (l - 1 in cover) for l, _, _ in lin.blocks]
-    absorbed = [0] * len(lin.info)  # per layer outside the cover: how many cover neighbours share its costs
-    for (l, _, _), gl in zip(lin.blocks, gilmore):
-        if gl:
-            absorbed[l if l - 1 in cover else l - 1] += 1
-    for (l, tb, sb), gl in zip(lin.blocks, gilmore):
-        if not gl:
+    gilmore = []
+    for l, tb, sb in lin.blocks:
+        if strong and (l in cover) != (l - 1 in cover):
+            gilmore.append((l, tb, sb))
+        else:
             rearranged[l][l - 1] = ROW_SHARE * _rearranged(tb, sb)
             rearranged[l - 1][l] = (1 - ROW_SHARE) * _rearranged(tb.T, sb.T)
-            continue
-        c, o = (l, l - 1) if l in cover else (l - 1, l)
-        tc, sc = (tb, sb) if c == l else (tb.T, sb.T)
-        share = 1.0 / (absorbed[o] * n_free[c])
-        inner.append((c, tc, sc, share * lin.plus[o], share * lin.minus[o]))
-    for shape in sorted({tc.shape for _, tc, *_ in inner}):  # one batched solve per shape
-        group = [item for item in inner if item[1].shape == shape]
-        bounds = _gilmore_lawler(*(np.stack([item[k] for item in group]) for k in range(1, 5)))
-        for (c, *_), (at_plus, at_minus) in zip(group, bounds):
-            plus[c], minus[c] = plus[c] + at_plus, minus[c] + at_minus
+    plus, minus, absorbed = _with_gilmore_lawler(lin.plus, lin.minus, gilmore, cover, n_free)
     raw = lin.const
     signs, penalties, duals, perms, unit_signs = [], [], [], [], []
     for h, (_, _, _, ft, fs) in enumerate(lin.info):
@@ -520,6 +544,97 @@ def _lookahead(lin: _Linear, ev: _Eval, h: int, options) -> np.ndarray:
             best = np.maximum(reduced.min(axis=2).sum(axis=1), reduced.min(axis=1).sum(axis=1))
             total[lo:lo + step] += best - n * dual.floor - ev.rearranged[h][nb][a, b]
     return np.maximum(total, 0.0)
+
+
+def _rest(fixed, n: int) -> np.ndarray:
+    """fixed (n_opt, q) distinct indices per row -> (n_opt, n − q): the other indices of 0..n−1, in order."""
+    keep = np.ones((len(fixed), n), bool)
+    keep[np.arange(len(fixed))[:, None], fixed] = False
+    return np.nonzero(keep)[1].reshape(len(fixed), n - fixed.shape[1])
+
+
+def _descendants(lin: _Linear, h: int, fixes):
+    """The exact parts of the nodes below a node that fix q more pairs of layer h, batched: ``fixes``
+    (n_opt, q, 3) rows (free target index a, free source index b, sign index s: 0 for +1, 1 for −1), the
+    a distinct and the b distinct within each option. Returns (const (n_opt,), plus, minus (per layer
+    (n_opt, n, n) or ``None``), blocks (l, teacher, student) each (n_opt, rows, columns)), as ``_linear``
+    gives them for one node. The fixed pairs' own costs join the constant, and the weights between a
+    fixed a and the free units k of a neighbour layer, now exact, join the neighbour's pairs (k, m) at
+    sign τ: (σ τ s_bm − t_ak)²."""
+    a, b, s = fixes[..., 0], fixes[..., 1], fixes[..., 2]  # (n_opt, q) each
+    n_opt, n = len(fixes), lin.info[h][3].size
+    const = lin.const + np.where(s == 0, lin.plus[h][a, b], lin.minus[h][a, b]).sum(axis=1)
+    plus = [None if p is None else np.broadcast_to(p, (n_opt, *p.shape)) for p in lin.plus]
+    minus = [None if m is None else np.broadcast_to(m, (n_opt, *m.shape)) for m in lin.minus]
+    rest_a, rest_b = _rest(a, n), _rest(b, n)  # (n_opt, n − q)
+    plus[h] = lin.plus[h][rest_a[:, :, None], rest_b[:, None, :]]
+    minus[h] = lin.minus[h][rest_a[:, :, None], rest_b[:, None, :]]
+    sigma = (1.0 - 2.0 * s)[:, :, None, None]
+    blocks = []
+    for l, tb, sb in lin.blocks:
+        if h not in (l, l - 1):
+            blocks.append((l, np.broadcast_to(tb, (n_opt, *tb.shape)), np.broadcast_to(sb, (n_opt, *sb.shape))))
+            continue
+        o = l - 1 if h == l else l
+        th, sh = (tb, sb) if h == l else (tb.T, sb.T)  # (h units, o units)
+        t_k, s_m = th[a][:, :, :, None], sigma * sh[b][:, :, None, :]  # [option, fix, k, m]
+        plus[o] = plus[o] + ((s_m - t_k) ** 2).sum(axis=1)
+        minus[o] = minus[o] + ((s_m + t_k) ** 2).sum(axis=1)
+        if rest_a.shape[1]:  # else no free unit of h is left: the block is no longer free–free
+            th, sh = th[rest_a], sh[rest_b]
+            blocks.append((l, *((th, sh) if h == l else (th.swapaxes(1, 2), sh.swapaxes(1, 2)))))
+    return const, plus, minus, blocks
+
+
+def _screen(prob: _Problem, lin: _Linear, cover, h: int, fixes):
+    """Certified bounds (n_opt,) of the nodes below a node given by ``fixes`` (as in ``_descendants``), all
+    at once: the Gilmore–Lawler bound on ``cover`` with every layer's assignment solved by
+    ``_assignment_min`` (exactly for small layers: only sums of non-negative terms, within κ). ``None``
+    where some free–free block does not lie between a layer of ``cover`` and one outside it."""
+    if any((l in cover) == (l - 1 in cover) for l, _, _ in lin.blocks):
+        return None
+    if not len(fixes):
+        return np.zeros(0)
+    const, plus, minus, blocks = _descendants(lin, h, fixes)
+    n_free = [inf[3].size for inf in lin.info]
+    n_free[h] -= fixes.shape[1]
+    plus, minus, absorbed = _with_gilmore_lawler(plus, minus, blocks, cover, n_free)
+    raw = const
+    for k in range(len(n_free)):
+        if n_free[k] and not absorbed[k]:
+            raw = raw + _assignment_min(np.minimum(plus[k], minus[k]))
+    return np.maximum(raw * (1 - prob.kappa), 0.0)
+
+
+def _screen_children(prob: _Problem, lin: _Linear, cover, h: int, options, keys):
+    """Certified bounds (n_opt,) of a node's children ``options`` (n_opt, 3) (as in ``_lookahead``), each
+    the least ``_screen`` bound of its own children on one more target unit r of layer h: the one with
+    the fewest surviving options in ``keys`` (n_h, n_h, 2) (the children's bounds, +inf where pruned;
+    grandchildren on those options are pruned too). Where that batch would exceed ``SCREEN_MAX_SIZE``
+    (or no unit is left for r), the children's own ``_screen`` bounds; ``None`` where these would too,
+    where a free–free block is wider than ``SCREEN_MAX_WIDTH``, or where ``_screen`` does not apply."""
+    if max((max(tb.shape) for _, tb, _ in lin.blocks), default=0) > SCREEN_MAX_WIDTH:
+        return None
+    n, size = keys.shape[0], _gilmore_size(lin)
+    if n > 1:
+        a, b, _ = options.T
+        alive = np.isfinite(keys)
+        count = np.tile(alive.sum(axis=(1, 2)), (len(options), 1))
+        count[np.arange(len(options)), a] = 2 * n + 1  # not the child's own target
+        r = count.argmin(axis=1)
+        grand = alive[r]  # (n_opt, n, 2): the options of r ...
+        grand[np.arange(len(options)), b] = False  # ... but the child's own source
+        i, b2, s2 = np.nonzero(grand)
+        if i.size * size <= SCREEN_MAX_SIZE:
+            screened = _screen(prob, lin, cover, h, np.stack([options[i], np.column_stack([r[i], b2, s2])], axis=1))
+            if screened is None:
+                return None
+            least = np.full(len(options), np.inf)
+            np.minimum.at(least, i, screened)
+            return least
+    if len(options) * size <= SCREEN_MAX_SIZE:
+        return _screen(prob, lin, cover, h, options[:, None, :])
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -683,6 +798,11 @@ class _Search:
         return src, sgn
 
 
+def _gilmore_size(lin: _Linear) -> int:
+    """The size of a node's Gilmore–Lawler tensors: Σ over its free–free blocks of (block size)²."""
+    return sum(tb.size ** 2 for _, tb, _ in lin.blocks)
+
+
 def _bounds(prob: _Problem, search: _Search, lin: _Linear, src, sgn):
     """The bounds of a node, cheapest first, each computed only when the ones before it decided nothing.
     Small nodes get the Gilmore–Lawler bound at once. For large ones it is costly, so the rearrangement
@@ -693,7 +813,7 @@ def _bounds(prob: _Problem, search: _Search, lin: _Linear, src, sgn):
     once per search: which layer of a block absorbs the other's pair costs changes the bound much (with
     [2, w, w, 1] the second layer is the better one). When the alternative is better, its layers are
     branched on from then on."""
-    size = sum(tb.size ** 2 for _, tb, _ in lin.blocks)
+    size = _gilmore_size(lin)
     if size > STRONG_FIRST_SIZE:
         yield _bound(prob, lin, src, sgn)
     if size > STRONG_MAX_SIZE:
@@ -740,6 +860,10 @@ def _examine(prob: _Problem, search: _Search, src, sgn, key: float):
                               [options[:, 0], np.full(len(options), k), options[:, 1]])
     child_keys = keys[h][options[:, 0], options[:, 1], options[:, 2]]
     child_keys = child_keys + _lookahead(lin, ev, h, options) * (1 - prob.kappa)
+    if _gilmore_size(lin) <= STRONG_FIRST_SIZE:  # small nodes: bound the children by their own children
+        screened = _screen_children(prob, lin, search.cover, h, options, keys[h])
+        if screened is not None:
+            child_keys = np.maximum(child_keys, screened)
     children = []
     for (a, b, s), child_key in zip(options, child_keys):
         if child_key < search.best_sq:
