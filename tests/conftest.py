@@ -136,3 +136,31 @@ def run_cli(*argv) -> tuple[int, str, str]:
         except SystemExit as exit:
             code = exit.code
     return code, out.getvalue(), err.getvalue()
+
+
+def brute_force_violations(theta, dims):
+    """The genericity decisions for θ (P,) by comparing every pair of rows, in NumPy's IEEE arithmetic in θ's
+    own dtype (a division, then a multiplication by q, rounded half to even), at the check's tolerance for
+    that dtype: the reference any faster check must reproduce. Mask (P,)."""
+    import numpy as np
+
+    from l2rebound import genericity
+    from l2rebound.nets import layer_slices
+
+    theta = np.asarray(theta)
+    real = theta.dtype.type
+    rtol = real(genericity.TOLERANCE_ULPS * np.finfo(theta.dtype).eps)
+    mask = theta == 0
+    with np.errstate(all="ignore"):
+        for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
+            w, b = theta[ws].reshape(d_out, d_in), np.abs(theta[bs])
+            close = np.abs(b[:, None] - b[None, :]) <= rtol * np.maximum(b[:, None], b[None, :])  # [i, j]
+            mask[bs] |= np.any(close & np.tri(d_out, k=-1, dtype=bool), axis=1) & (b > 0)  # j < i
+            a = np.abs(w)
+            ratio = a[None, :, :] / np.where(a[:, None, :] > 0, a[:, None, :], real(1))  # [i, j, k] = |w_jk| / |w_ik|
+            t = ratio[..., None] * np.arange(1, genericity.RATIO_BOUND + 1, dtype=theta.dtype)
+            p = np.round(t)
+            hit = np.any((p >= 1) & (p <= genericity.RATIO_BOUND) & (np.abs(t - p) <= rtol * t), axis=-1)
+            valid = (a[:, None, :] > 0) & (a[None, :, :] > 0) & np.tri(d_out, k=-1, dtype=bool).T[:, :, None]
+            mask[ws] |= np.any(hit & valid, axis=0).reshape(-1)
+    return mask

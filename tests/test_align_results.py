@@ -139,6 +139,22 @@ def bad_inputs(tmp_path, folders):
     }
 
 
+def test_align_says_when_a_budget_stops_short_of_its_nodes(tmp_path):
+    """Two unrelated wide networks: the budget's nodes cannot raise the bound by the futile share, and align
+    says so instead of claiming the budget ran out."""
+    from l2rebound.certify import FUTILE_SHARE
+
+    rng = np.random.default_rng(0)
+    dims = np.array([2, 25, 25, 1])
+    paths = [tmp_path / f"{name}.npz" for name in "ab"]
+    for path in paths:
+        np.savez(path, theta=rng.normal(size=num_params(tuple(dims))), dims=dims)
+    code, out, err = run_cli("align", *map(str, paths))
+    assert code == 0 and not err
+    assert f"stopped: the budget's nodes could not raise the lower bound by {FUTILE_SHARE:.0%} of the gap" in out
+    assert "nodes    1 (the root and at most 4 more)" in out
+
+
 def test_align_refuses_bad_input_in_one_line(tmp_path, folders):
     for case, argv in bad_inputs(tmp_path, folders).items():
         code, out, err = run_cli("align", *argv)

@@ -99,3 +99,20 @@ def test_figure_file_names_stay_short():
         name = f"{config.figure_stem()}_normalised_l2sq.png"
         assert len(name.encode()) <= 120, name
     assert crowded.figure_stem().endswith(f"_cfg-{crowded.config_hash()[:8]}")
+
+
+def test_the_align_budget_help_names_the_futile_share():
+    from l2rebound.certify import FUTILE_SHARE
+
+    assert f"{FUTILE_SHARE:.0%} of the gap" in Config.__dataclass_fields__["align_budget"].metadata["help"]
+
+
+def test_how_a_result_is_kept_names_no_figure_and_is_no_grid_axis():
+    from l2rebound.grid import make_axis
+
+    full = Config(**PRESETS["A"])
+    compact = full.replace(storage="compact")
+    assert compact.figure_stem() == full.figure_stem() and compact.describe() == full.describe()
+    assert compact.config_hash() != full.config_hash()  # but its own folder
+    with pytest.raises(ConfigError, match="--grid storage: .* one choice for the whole sweep"):
+        make_axis("storage", ["full", "compact"])

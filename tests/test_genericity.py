@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_kernel import _brute_force_float32, brute_force_violations
+from conftest import brute_force_violations
 
 from l2rebound import genericity
 from l2rebound.genericity import is_generic, jitter_round, project_jitter, violations
@@ -189,10 +189,7 @@ def test_the_check_of_wide_layers_decides_as_every_pair_in_numpy(dims, dtype):
         for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
             theta[ws] = _planted(rng, d_out, d_in, dtype, edge=False).reshape(-1)
             theta[bs][rng.random(d_out) < 0.2] = theta[bs][0] * rng.choice([-1, 1])
-    if dtype == np.float64:
-        expected = np.stack([brute_force_violations(theta, dims, genericity._tolerance(dtype)) for theta in thetas])
-    else:
-        expected = np.stack([_brute_force_float32(theta, dims) for theta in thetas])
+    expected = np.stack([brute_force_violations(theta, dims) for theta in thetas])
     for trial, theta in enumerate(thetas):
         np.testing.assert_array_equal(violations(jnp.asarray(theta), dims), expected[trial], err_msg=f"trial {trial}")
     np.testing.assert_array_equal(jax.vmap(partial(violations, dims=dims))(jnp.asarray(thetas)), expected)

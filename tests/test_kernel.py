@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import brute_force_violations
 
 from l2rebound import Config, genericity, kernel, nets, reference, train
 from l2rebound.experiments import run_experiment
@@ -387,26 +388,6 @@ def test_float32_tanh_within_four_ulp_and_special_values():
     np.testing.assert_array_equal(special[1:, 0], [1.0, -1.0, 1.0, -1.0])
 
 
-def _brute_force_float32(theta, dims):
-    """``brute_force_violations`` in float32 arithmetic throughout (NumPy keeps float32 with float32 operands)."""
-    theta = np.asarray(theta, np.float32)
-    rtol = np.float32(genericity.TOLERANCE_ULPS * np.finfo(np.float32).eps)
-    mask = theta == 0
-    with np.errstate(all="ignore"):
-        for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
-            w, b = theta[ws].reshape(d_out, d_in), np.abs(theta[bs])
-            close = np.abs(b[:, None] - b[None, :]) <= rtol * np.maximum(b[:, None], b[None, :])
-            mask[bs] |= np.any(close & np.tri(d_out, k=-1, dtype=bool), axis=1) & (b > 0)
-            a = np.abs(w)
-            ratio = a[None, :, :] / np.where(a[:, None, :] > 0, a[:, None, :], np.float32(1))
-            t = ratio[..., None] * np.arange(1, genericity.RATIO_BOUND + 1, dtype=np.float32)
-            p = np.round(t)
-            hit = np.any((p >= 1) & (p <= genericity.RATIO_BOUND) & (np.abs(t - p) <= rtol * t), axis=-1)
-            valid = (a[:, None, :] > 0) & (a[None, :, :] > 0) & np.tri(d_out, k=-1, dtype=bool).T[:, :, None]
-            mask[ws] |= np.any(hit & valid, axis=0).reshape(-1)
-    return mask
-
-
 @pytest.mark.usefixtures("kernel_on")
 @pytest.mark.parametrize("dims", [(3, 9, 7, 2), (2, 25, 25, 1), (2, 130, 90, 1)], ids=lambda d: ",".join(map(str, d)))
 def test_float32_check_decides_as_comparing_every_pair_in_float32(dims):
@@ -420,7 +401,7 @@ def test_float32_check_decides_as_comparing_every_pair_in_float32(dims):
         nudge = rng.random(theta.size) < 0.1  # a few float32 ulps off the planted coincidences
         theta[nudge] *= 1 + rng.integers(-6, 7, nudge.sum()).astype(np.float32) * np.finfo(np.float32).eps
         got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
-        np.testing.assert_array_equal(got, _brute_force_float32(theta, dims), err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(got, brute_force_violations(theta, dims), err_msg=f"trial {trial}")
         flagged += got.sum()
     assert flagged >= 10
 
@@ -489,26 +470,6 @@ def test_threefry_lowering_only_when_asked_and_the_same_bits():
             np.testing.assert_array_equal(a, b)
 
 
-def brute_force_violations(theta, dims, rtol):
-    """The genericity decisions by comparing every pair of rows, in NumPy's IEEE arithmetic (a division, then a
-    multiplication by q, rounded half to even): what the kernel decided before it sorted. Mask (P,)."""
-    mask = theta == 0
-    with np.errstate(all="ignore"):
-        for (ws, bs), d_in, d_out in zip(layer_slices(dims), dims[:-1], dims[1:]):
-            w, b = theta[ws].reshape(d_out, d_in), np.abs(theta[bs])
-            close = np.abs(b[:, None] - b[None, :]) <= rtol * np.maximum(b[:, None], b[None, :])  # [i, j]
-            earlier = np.tri(d_out, k=-1, dtype=bool)  # [i, j]: j < i
-            mask[bs] |= np.any(close & earlier, axis=1) & (b > 0)
-            a = np.abs(w)
-            ratio = a[None, :, :] / np.where(a[:, None, :] > 0, a[:, None, :], 1.0)  # [i, j, k] = |w_jk| / |w_ik|
-            t = ratio[..., None] * np.arange(1, genericity.RATIO_BOUND + 1)
-            p = np.round(t)
-            hit = np.any((p >= 1) & (p <= genericity.RATIO_BOUND) & (np.abs(t - p) <= rtol * t), axis=-1)
-            valid = (a[:, None, :] > 0) & (a[None, :, :] > 0) & np.tri(d_out, k=-1, dtype=bool).T[:, :, None]
-            mask[ws] |= np.any(hit & valid, axis=0).reshape(-1)
-    return mask
-
-
 def adversarial(rng, dims) -> np.ndarray:
     """θ (P,) full of coincidences: zeros, equal |b| (with signs), exact ratios ±p/q, whole columns of equal
     weights, values a few ulps off a ratio, and an infinite or NaN entry now and then."""
@@ -543,7 +504,7 @@ def test_the_sorted_check_decides_as_comparing_every_pair(dims):
     for trial in range(30):
         theta = adversarial(rng, dims) if trial % 2 else rng.normal(size=num_params(dims))
         got = np.asarray(kernel.violations(jnp.asarray(theta), dims, rtol, genericity.RATIO_BOUND))
-        np.testing.assert_array_equal(got, brute_force_violations(theta, dims, rtol), err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(got, brute_force_violations(theta, dims), err_msg=f"trial {trial}")
         flagged += got.sum()
     assert flagged >= 15  # at least one violation in each adversarial network
 

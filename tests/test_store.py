@@ -241,7 +241,7 @@ def test_saving_again_replaces_the_result(result, tmp_path):
 def test_a_result_carries_its_provenance(result, tmp_path):
     manifest = json.loads((store.save(tmp_path, result) / "manifest.json").read_text())
     assert manifest == result.manifest
-    assert manifest["schema"] == provenance.SCHEMA_VERSION and manifest["numerics"] == config_module.NUMERICS_VERSION
+    assert manifest["schema"] == 2 and manifest["numerics"] == config_module.NUMERICS_VERSION  # full: readable before 3
     assert manifest["dtype"] == "float64" and manifest["backend"] == "cpu" and manifest["device_count"] >= 1
     with jax.enable_x64(True):  # as in the engine
         assert manifest["fast_path"] == kernel.fast_path("float64")
@@ -450,6 +450,7 @@ def test_compact_folder_layout(result, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "manifest.json", "metrics.parquet",
                                                            "params.npz", "runs.parquet", "trajectory.npz"]
     assert json.loads((folder / "config.json").read_text())["storage"] == "compact"
+    assert json.loads((folder / "manifest.json").read_text())["schema"] == 3  # older versions refuse it by name
     import pandas as pd
 
     assert pd.read_parquet(folder / "metrics.parquet").equals(result.frame())  # any Parquet reader reads it

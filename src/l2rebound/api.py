@@ -315,7 +315,7 @@ def sweep(config: Config | None = None, grid: dict | None = None, *, preset: str
     if not isinstance(grid, Mapping):
         raise ConfigError(f"sweep's grid is a dict {{field: [values, ...], ...}}, not {type(grid).__name__}")
     axes = [make_axis(field, values) for field, values in grid.items()]
-    base = build(config, preset, storage=storage or CELL_STORAGE, **fields)
+    base = build(config, preset, storage=CELL_STORAGE if storage is None else storage, **fields)
     options = dict(engine=engine, workers=workers, scheduler=scheduler, force=force, progress=progress, yes=yes,
                    stats=stats, facet=facet)
     if out is not None:

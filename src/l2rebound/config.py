@@ -101,7 +101,9 @@ def _opt(help: str, choices=None, parse=None, **extra) -> dict:
     for (``RegistryError`` when it cannot); how its option's text is parsed; ``per_kind``: a field that only
     the kinds naming it in ``KindSpec.fields`` use; ``cli=False``: no option; ``omitted_at_default``: a field
     added after results were stored, left out of ``to_dict`` (so of ``config.json`` and ``config_hash``) while
-    it holds its default, so that those results keep their folders and read back with it."""
+    it holds its default, so that those results keep their folders and read back with it; ``described=False``:
+    a field that changes how a result is kept, not a number in it, left out of ``changed_text`` (descriptions,
+    subtitles, figure names)."""
     return {"help": help, "choices": choices, "parse": parse, **extra}
 
 
@@ -258,7 +260,8 @@ class Config:
         metadata=_opt("how the result is stored, the same numbers either way: full: CSV tables and the students at "
                       "every --align-every epoch; compact: Parquet tables, compressed arrays and the students at the "
                       "last epoch only (align reaches no other), about a tenth of the room "
-                      "[default: full; sweep: compact]", STORAGE_FORMS, omitted_at_default=True),
+                      "[default: full; sweep: compact]", STORAGE_FORMS, omitted_at_default=True,
+                      described=False),
     )
 
     def __post_init__(self) -> None:
@@ -429,8 +432,8 @@ class Config:
         return changed
 
     def changed_text(self) -> dict[str, str]:
-        """``changed_fields`` with each value rendered compactly: ``0.01``, ``2,25,25,1``, and a noise
-        grid as ``1e-05-0.99x25`` (lowest-highest x count)."""
+        """``changed_fields`` that change a number (not ``described=False``) with each value rendered
+        compactly: ``0.01``, ``2,25,25,1``, and a noise grid as ``1e-05-0.99x25`` (lowest-highest x count)."""
         def render(name, value):
             if name == "noise_levels":
                 return f"{min(value):g}-{max(value):g}x{len(value)}"
@@ -438,7 +441,8 @@ class Config:
                 return ",".join(map(str, value))
             return f"{value:g}" if isinstance(value, float) else str(value)
 
-        return {name: render(name, value) for name, value in self.changed_fields().items()}
+        described = {f.name for f in dataclasses.fields(self) if f.metadata.get("described", True)}
+        return {name: render(name, value) for name, value in self.changed_fields().items() if name in described}
 
     def describe(self, skip: tuple[str, ...] = ()) -> str:
         """The non-default fields (less those in ``skip``) as ``name=value, ...``, or ``defaults``."""

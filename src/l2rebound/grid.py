@@ -98,6 +98,9 @@ def make_axis(field: str, values, log: bool | None = None) -> Axis:
     """``Axis`` of ``field`` (either spelling) over ``values`` (Python values), refusing an empty or repeated
     list; ``log`` by default when every value is a positive float and they span more than a decade."""
     field = field_name(field)
+    if not _fields()[field].metadata.get("described", True):
+        raise ConfigError(f"--grid {option(field)}: how the cells are kept is one choice for the whole sweep "
+                          f"({flag(field)}), not an axis")
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):  # a string would be its letters
         raise ConfigError(f"--grid {option(field)}: expects a list of values, got {values!r}")
     values = tuple(_typed(field, v) for v in values)

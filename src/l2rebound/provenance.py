@@ -18,8 +18,14 @@ from pathlib import Path
 from l2rebound.config import NUMERICS_VERSION, Config
 
 SCHEMA_VERSION = 3
-"""1: result folders without ``manifest.json``; 2: with it; 3: the config may name the compact form
-(``Config.storage``: Parquet tables, compressed arrays), which versions before it cannot read."""
+"""The newest layout: 1: result folders without ``manifest.json``; 2: with it; 3: the compact form
+(``Config.storage``: Parquet tables, compressed arrays), which versions before it cannot read. A result is
+marked with the oldest schema that reads it (``schema_of``), so a full result stays readable by them."""
+
+
+def schema_of(config: Config) -> int:
+    """The result schema that a result of ``config`` is written in: 3 when compact, else 2."""
+    return 3 if config.storage == "compact" else 2
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -56,7 +62,7 @@ def manifest(config: Config, fast_path: str) -> dict:
 
     device = jax.devices()[0]
     return {
-        "schema": SCHEMA_VERSION,
+        "schema": schema_of(config),
         "numerics": NUMERICS_VERSION,
         "package": "l2rebound",
         "version": _version("l2rebound"),

@@ -59,7 +59,7 @@ import numpy as np
 from l2rebound import registry
 from l2rebound.config import Config
 from l2rebound.layout import num_params
-from l2rebound.provenance import SCHEMA_VERSION
+from l2rebound.provenance import SCHEMA_VERSION, schema_of
 
 if TYPE_CHECKING:
     from l2rebound.results import Result
@@ -364,7 +364,8 @@ def save(out: Path, result: Result) -> Path:
         for stem, arrays in result.arrays().items():
             _write_npz(tmp / f"{stem}.npz", arrays, config)
         if result.manifest is not None:
-            (tmp / "manifest.json").write_text(json.dumps(result.manifest, indent=2) + "\n")
+            manifest = {**result.manifest, "schema": schema_of(result.config)}  # the form it is written in
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     return _save(out, result.config, write)
 

@@ -391,8 +391,7 @@ def stat_figure(result: SweepResult, stat: str, facet=(), predicted: bool = Fals
             _heatmap(fig, ax, result, inner, mine, every, column, name, scale)
         ax.set_title(title, fontsize="small")
     swept = tuple(a.field for a in result.axes)
-    setup = result.base.describe(skip=(*swept, "storage"))  # how the cells are stored changes no number drawn
-    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {setup}"
+    fig.suptitle(textwrap.fill(f"{name}, mean over finished runs: {result.base.describe(skip=swept)}"
                                + ("" if "runs" in swept else f"; {result.base.runs} runs per cell"),
                                int(10 * width * cols)), fontsize="medium")
     return fig

@@ -142,7 +142,7 @@ def run(args) -> int:
         return fail("the networks' parameters must be finite")
     if max(np.abs(student).max(initial=0), np.abs(teacher).max(initial=0)) > MAX_PARAMETER:
         return fail(f"parameters above {MAX_PARAMETER:g} in size: their squared distance would overflow")
-    from l2rebound.certify import Budget, certified_align, node_budget
+    from l2rebound.certify import FUTILE_SHARE, Budget, certified_align, node_budget
 
     # as the stored distances were computed (a small network to the end), unless a budget is given
     budget = node_budget(dims, default) if args.align_budget is None else args.align_budget
@@ -154,7 +154,8 @@ def run(args) -> int:
     print(f"gap      {aligned.gap:.3g}   (upper − lower) / upper")
     print(f"optimal  {'yes' if aligned.optimal else 'no'}   "
           + ("(the search ended: upper is the least distance)" if aligned.optimal else
-             f"(the budget of {budget} nodes ran out; --align-budget searches further)"))
+             f"(the budget of {budget} nodes ran out; --align-budget searches further)" if aligned.nodes > budget else
+             f"(stopped: the budget's nodes could not raise the lower bound by {FUTILE_SHARE:.0%} of the gap)"))
     print(f"nodes    {aligned.nodes} (the root and " + ("as many more as the search needed: a small network)"
                                                      if budget is None else f"at most {budget} more)"))
     if stored is not None:

@@ -50,7 +50,7 @@ def config_options(parser: argparse.ArgumentParser, kinds: tuple[str, ...] | Non
         group.add_argument(
             flag(f.name), dest=f.name, default=argparse.SUPPRESS, choices=choices_of(f),
             type=typed(meta["parse"]) if meta["parse"] else str, metavar=METAVARS.get(meta["parse"]),
-            help=text if "[default:" in text else f"{text} [default: {shown}]",
+            help=(text if "[default:" in text else f"{text} [default: {shown}]").replace("%", "%%"),  # %-formatted
         )
 
 
@@ -95,9 +95,10 @@ def warn(message: str) -> None:
 
 
 def _prepare_figures() -> None:
-    from l2rebound.plots import warm_up
+    with contextlib.suppress(Exception):  # only a head start: the figures themselves report any error
+        from l2rebound.plots import warm_up
 
-    warm_up()
+        warm_up()
 
 
 def report(folder: Path, result, squared: bool = False) -> int:
