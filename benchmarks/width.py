@@ -10,7 +10,7 @@ For each width W (each in its own process, so that one width's memory and caches
     check_s        the genericity check of the projection on the student (the kernel's where it serves), warm
     align_s        one certified alignment of the trained student with its teacher at the default node budget
                    (only up to --align-up-to: a wide pair's assignment problems are large)
-    command_s      the whole `l2rebound epoch --teacher-dims 2,W,W,1 --runs 1 --epochs E --dataset-size 500
+    command_s      the whole `l2rebound epoch --teacher-dims 2,W,W,1 (or 2,W,1) --runs 1 --epochs E --dataset-size 500
                    --test-set-size 100 --align-every 0` in a fresh process (compiles included)
 
 The growth exponent between two widths is log(t2/t1) / log(P2/P1) with P the parameter count: 1 is linear in
@@ -54,7 +54,7 @@ def measure(width: int, epochs: int, align: bool, hidden_layers: int) -> dict:
     config = Config(teacher_dims=dims_of(width, hidden_layers), runs=1, epochs=epochs, dataset_size=500,
                     test_set_size=100, align_every=0, initial_permut=1e-2)
     seeds = np.array([config.seed + 1])
-    row = {"width": width, "params": num_params(config.student_dims)}
+    row = {"width": width, "dims": list(config.student_dims), "params": num_params(config.student_dims)}
     with jax.enable_x64(True):
         t0 = time.perf_counter()
         setup_runs(config, seeds, seeds)

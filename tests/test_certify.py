@@ -184,7 +184,7 @@ def test_wide_random_pair_branches_on_the_better_layers():
     assert lower == pytest.approx(math.sqrt(second), rel=1e-12)
 
 
-@pytest.mark.parametrize("chunk", [1, 500])  # a unit at a time, and a few units of the wider block
+@pytest.mark.parametrize("chunk", [1, 10_000])  # a unit at a time, and two units of the wider block at a time
 def test_inner_bounds_do_not_depend_on_the_chunks(chunk):
     """``_gilmore_lawler`` builds its tensors a few units at a time: the same bits as all at once."""
     rng = np.random.default_rng(chunk)

@@ -113,6 +113,10 @@ def test_how_a_result_is_kept_names_no_figure_and_is_no_grid_axis():
     full = Config(**PRESETS["A"])
     compact = full.replace(storage="compact")
     assert compact.figure_stem() == full.figure_stem() and compact.describe() == full.describe()
+    crowded = full.replace(learning_rate=0.0123, alpha=0.0456, beta=0.789, rho=0.0321, seed=12345, runs=7,
+                           epochs=123, dataset_size=4321, test_set_size=321, initial_permut=0.0234)
+    assert crowded.figure_stem().rsplit("_cfg-", 1)[1]  # cut, and ended by a hash
+    assert crowded.replace(storage="compact").figure_stem() == crowded.figure_stem()
     assert compact.config_hash() != full.config_hash()  # but its own folder
     with pytest.raises(ConfigError, match="--grid storage: .* one choice for the whole sweep"):
         make_axis("storage", ["full", "compact"])

@@ -456,7 +456,9 @@ class Config:
         stem = "_".join(parts)
         if len(stem.encode()) <= STEM_BYTES:
             return stem
-        tail = f"_cfg-{self.config_hash()[:8]}"
+        described = self.replace(**{f.name: f.default for f in dataclasses.fields(self)
+                                    if not f.metadata.get("described", True)})  # how it is kept names nothing
+        tail = f"_cfg-{described.config_hash()[:8]}"
         while len(parts) > 1 and len(("_".join(parts) + tail).encode()) > STEM_BYTES:
             parts.pop()
         return "_".join(parts) + tail
