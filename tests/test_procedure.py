@@ -393,3 +393,27 @@ def test_the_study_asks_room_for_all_its_results_before_training(tmp_path, monke
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 2 * one, 2 * one))
     code, _, err = run_cli("reproduce", "compression", *SMALL, "--out", tmp_path)
     assert code == 2 and "these 3 results need" in err and not any(tmp_path.iterdir()), err
+
+
+def test_the_procedures_progress_ends_after_its_alignment(monkeypatch):
+    """The certified alignment of the pruned students runs before the last unit of progress: a bar does not
+    show 100 % while they are aligned, and every unit is counted once."""
+    from l2rebound.kinds.procedure import engine
+
+    events, units = [], []
+    real = engine.aligned_students
+
+    def recorded(*args, **kwargs):
+        events.append("align")
+        return real(*args, **kwargs)
+
+    def progress(n):
+        events.append("progress")
+        units.append(n)
+
+    monkeypatch.setattr(engine, "aligned_students", recorded)
+    config = example("procedure")
+    with jax.enable_x64(True):
+        engine.run(config, on_progress=progress)
+    assert "align" in events and events[-1] == "progress" and events.index("align") == len(events) - 2
+    assert sum(units) == kind("procedure").result_type().run_epochs(config)

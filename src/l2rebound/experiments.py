@@ -151,6 +151,27 @@ def distances(theta, teacher, dims: tuple[int, ...], align_budget: int | None = 
     return out
 
 
+def holding_back_one(on_progress):
+    """(``on_progress`` less its last unit, the call that reports that unit), so that the progress of a phase
+    ends only after the host work that follows it; without ``on_progress``, two functions that do nothing."""
+    if on_progress is None:
+        return None, lambda: None
+    told = [0, 0]  # units received, units passed on
+
+    def reported(n: int) -> None:
+        told[0] += n
+        if told[0] - 1 > told[1]:
+            on_progress(told[0] - 1 - told[1])
+            told[1] = told[0] - 1
+
+    def last() -> None:
+        if told[0] > told[1]:
+            on_progress(told[0] - told[1])
+            told[1] = told[0]
+
+    return reported, last
+
+
 def round_down(values: np.ndarray, dtype) -> np.ndarray:
     """``values`` in ``dtype``, rounded toward −∞ (NaN stays NaN): a certified lower bound stays one when it
     is stored in float32."""

@@ -13,6 +13,7 @@ from l2rebound.experiments import (
     alignments,
     attach_provenance,
     check_memory,
+    holding_back_one,
     hyper_of,
     run_chunks,
     setup_runs,
@@ -99,12 +100,14 @@ def run(config: Config, on_progress=None, checkpoint=None) -> CompressionResult:
     students = num_params(config.student_dims)
     expect = {**{name: (tune_epochs + 1,) for name in METRICS}, "diverged_at": (), "theta": (students,)}
     tuned = run_chunks(config.runs, tune_epochs, finetune, expect, on_progress, phase("finetune-"))
-    vanilla = train_plan(epoch_plan([plain]), np.array([epochs + tune_epochs]), on_progress, [phase("vanilla-")])
+    reported, last = holding_back_one(on_progress)  # the bar ends after the alignments below, not before them
+    vanilla = train_plan(epoch_plan([plain]), np.array([epochs + tune_epochs]), reported, [phase("vanilla-")])
     after = np.where((tuned["diverged_at"] >= 0)[:, None], np.nan, tuned["theta"])  # as training's kept θ
     padded = np.stack([np.asarray(pad(t, config.teacher_dims, config.student_dims)) for t in first["teacher"]])
     dims = config.student_dims
     aligned = {name: aligned_students(theta, padded, dims, config.align_budget)
                for name, theta in (("before", before), ("after", after))}
+    last()
     support = teacher_support(padded, dims, zero_biases=config.bias_init == "zero")
     recovered = recovery(aligned["after"]["theta"], padded, support)
     finite = np.isfinite(after).all(axis=1)

@@ -18,7 +18,7 @@ import numpy as np
 from l2rebound import experiments, rules
 from l2rebound.config import Config, alpha_of
 from l2rebound.data import draw_split
-from l2rebound.experiments import PARTIAL, attach_provenance
+from l2rebound.experiments import PARTIAL, attach_provenance, holding_back_one
 from l2rebound.kinds.compress.engine import aligned_students
 from l2rebound.kinds.procedure import phases
 from l2rebound.kinds.procedure.result import ProcedureResult
@@ -202,7 +202,8 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
     tune = phase_of(config, tune_rule, config.finetune_min_epochs, config.finetune_epochs)
     state = jax.vmap(partial(phases.start, tune))(z, mask, state.authors, state.last_test, state.diverged)
     state = state._replace(opt=opt, best_opt=opt)  # the optimiser's moments carry over from the regularised phase
-    state = run_phase(tune, hyper, data, state, on_progress, checkpoint, "finetune")
+    reported, last = holding_back_one(on_progress)  # the bar ends after the alignment below, not before it
+    state = run_phase(tune, hyper, data, state, reported, checkpoint, "finetune")
     z, _ = jax.vmap(phases.result)(state)
     after = np.array(z[:, :params])
     lap("training")
@@ -218,6 +219,7 @@ def run(config: Config, on_progress=None, checkpoint=None) -> ProcedureResult:
     padded = np.asarray(pad(teacher, config.teacher_dims, dims))
     aligned = aligned_students(after, padded, dims, config.align_budget)
     lap("alignment")
+    last()
     support = teacher_support(padded, dims, zero_biases=False)
     recovered = recovery(aligned["theta"], padded, support)
     finite = ~diverged
