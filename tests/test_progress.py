@@ -40,3 +40,16 @@ def test_the_heartbeat_refreshes_a_bar_and_a_log_that_no_unit_moves(monkeypatch)
     with api.progress_bar(10, enabled=False):
         time.sleep(0.1)
     assert sys.stderr.getvalue() == ""
+
+
+def test_a_wide_network_is_told_its_alignments_before_training(tmp_path):
+    from conftest import TINY
+
+    said = []
+    wide = TINY.replace(teacher_dims=(2, api.SLOW_ALIGNMENT_WIDTH + 1, 1), epochs=1, align_every=1, runs=1)
+    api.execute(wide, tmp_path, progress=False, say=said.append)
+    width = api.SLOW_ALIGNMENT_WIDTH + 1
+    assert any(line.startswith(f"note: 2 certified alignments of hidden widths {width};") for line in said), said
+    said.clear()
+    api.execute(TINY, tmp_path, progress=False, say=said.append)
+    assert not any(line.startswith("note:") for line in said)

@@ -201,6 +201,11 @@ def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, s
     phases = "" if total == trainings * config.epochs else f" ({total} run-epochs with its other phases)"
     say(f"{config.experiment} experiment {config.config_hash()}: {trainings} trainings x {config.epochs} epochs"
         f"{phases}, {config.describe()}")
+    aligned = trainings * kind.kept_students(config)
+    if aligned and max(config.student_dims[1:-1]) > SLOW_ALIGNMENT_WIDTH:
+        say(f"note: {aligned} certified alignments of hidden widths {','.join(map(str, config.student_dims[1:-1]))}; "
+            "their cost grows about as the cube of the width (minutes each from about 1000 units): --align-every 0 "
+            "skips them")
     checkpoint = store.Checkpoint(out, config)
     if force:
         checkpoint.clear()
@@ -217,6 +222,11 @@ def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, s
     checkpoint.clear()
     say(f"stored in {folder}")
     return result
+
+
+SLOW_ALIGNMENT_WIDTH = 200
+"""Above this hidden width a command says, before training, how many certified alignments its kept students
+will cost (each is a search over the units' relabellings, whose bounds grow about as the cube of the width)."""
 
 
 def run(config: Config | None = None, *, preset: str | None = None, out: str | Path | None = None,
