@@ -193,6 +193,11 @@ def execute(config: Config, out: Path, force: bool = False, progress: bool = Tru
         return folder, _compute_and_store(config, out, force, progress, say)
 
 
+SLOW_ALIGNMENT_WIDTH = 200
+"""Above this hidden width a command says, before training, how many certified alignments its kept students
+will cost (each is a search over the units' relabellings, whose bounds grow about as the cube of the width)."""
+
+
 def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, say: Callable[[str], None]) -> Result:
     """Compute ``config`` (resuming from its kept chunks of runs unless ``force``) and store it under ``out``;
     the caller holds the result's lock."""
@@ -222,11 +227,6 @@ def _compute_and_store(config: Config, out: Path, force: bool, progress: bool, s
     checkpoint.clear()
     say(f"stored in {folder}")
     return result
-
-
-SLOW_ALIGNMENT_WIDTH = 200
-"""Above this hidden width a command says, before training, how many certified alignments its kept students
-will cost (each is a search over the units' relabellings, whose bounds grow about as the cube of the width)."""
 
 
 def run(config: Config | None = None, *, preset: str | None = None, out: str | Path | None = None,
