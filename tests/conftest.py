@@ -100,6 +100,26 @@ def heavy_modules_after(statements: str) -> list[str]:
     return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
+def progress_around(monkeypatch, module, name: str, run) -> tuple[list[str], list[int]]:
+    """``run(on_progress)`` with ``module.name`` (host work after training, e.g. the alignment) recorded:
+    (events, units), ``events`` "align" for each call of it and "progress" for each report, in order, and
+    ``units`` the reported counts."""
+    events, units = [], []
+    real = getattr(module, name)
+
+    def recorded(*args, **kwargs):
+        events.append("align")
+        return real(*args, **kwargs)
+
+    def progress(n):
+        events.append("progress")
+        units.append(n)
+
+    monkeypatch.setattr(module, name, recorded)
+    run(progress)
+    return events, units
+
+
 class InterruptAt:
     """A progress callback that keeps each report (``reports``) and is a Ctrl-C (``KeyboardInterrupt``) at the
     ``stop_at``-th."""

@@ -219,23 +219,12 @@ def test_pruning_by_search_keeps_the_training_loss_within_its_tolerance():
 def test_the_compression_progress_ends_after_its_alignments(monkeypatch):
     """The certified alignments of the trained and pruned students run before the last unit of progress, and
     every unit is counted once."""
-    from conftest import TINY_COMPRESS
+    from conftest import TINY_COMPRESS, progress_around
 
     from l2rebound.kinds.compress import engine
 
-    events, units = [], []
-    real = engine.aligned_students
-
-    def recorded(*args, **kwargs):
-        events.append("align")
-        return real(*args, **kwargs)
-
-    def progress(n):
-        events.append("progress")
-        units.append(n)
-
-    monkeypatch.setattr(engine, "aligned_students", recorded)
     with jax.enable_x64(True):
-        engine.run(TINY_COMPRESS, on_progress=progress)
+        events, units = progress_around(monkeypatch, engine, "aligned_students",
+                                        lambda progress: engine.run(TINY_COMPRESS, on_progress=progress))
     assert events.count("align") == 2 and events[-1] == "progress" and events[-2] == "align"
     assert sum(units) == engine.CompressionResult.run_epochs(TINY_COMPRESS)

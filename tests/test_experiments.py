@@ -5,7 +5,7 @@ import logging
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, InterruptAt, assert_same_result
+from conftest import TINY, InterruptAt, assert_same_result, progress_around
 
 from l2rebound import experiments, store
 from l2rebound.certify import Budget, certified_align, node_budget
@@ -244,14 +244,7 @@ def test_training_holds_the_state_of_one_block_only():
 def test_the_last_progress_comes_after_the_last_alignment(monkeypatch):
     """The host work on a block's kept students (their certified alignment) is done before the block counts
     as progress: a bar does not show 100 % while the last students are still being aligned."""
-    events = []
-    real = experiments.distances
-
-    def recorded(*args, **kwargs):
-        events.append("align")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(experiments, "distances", recorded)
     config = Config(teacher_dims=(2, 3, 1), dataset_size=32, test_set_size=8, epochs=6, runs=1, align_every=3)
-    experiments.run_experiment(config, on_progress=lambda n: events.append("progress"))
+    events, _ = progress_around(monkeypatch, experiments, "distances",
+                                lambda progress: experiments.run_experiment(config, on_progress=progress))
     assert "align" in events and events[-1] == "progress"

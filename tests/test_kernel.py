@@ -269,6 +269,17 @@ def test_violations_match_the_jax_check_on_planted_coincidences(dtype, seed, tri
     assert caught == {"C1": trials, "C2": trials, "C3": trials}
 
 
+def _through_xla(fields: dict):
+    """The experiment of ``Config(**fields)`` in a process with the kernel off (what a GPU runs): the path its
+    dtype took there, and its ℓ₂ and train loss (lists, runs × epochs)."""
+    script = ("import json, sys; from l2rebound import Config, kernel; "
+              "from l2rebound.experiments import run_experiment; "
+              "config = Config(**json.loads(sys.argv[1])); r = run_experiment(config); "
+              "print(json.dumps([kernel.fast_path(config.dtype), r.metrics['l2'].tolist(), "
+              "r.metrics['train_loss'].tolist()]))")
+    return _last_json(_python(script, json.dumps(fields), L2REBOUND_KERNEL="0"))
+
+
 @pytest.mark.usefixtures("kernel_on")
 @pytest.mark.parametrize("fields", [{"initial_permut": 1e-2, "train": "drr"},
                                     {"initial_permut": 0.0, "noise_sigma": 0.0}],
@@ -277,12 +288,7 @@ def test_xla_path_trains_to_the_same_numbers(fields):
     # the fallback (no compiler, L2REBOUND_KERNEL=0; what a GPU runs) against the kernel, same config; at an
     # exact start with sigma = 0 both must keep the student exactly on its teacher
     fields = {**fields, "runs": 2, "epochs": 20, "dataset_size": 300, "test_set_size": 50}
-    script = ("import json, sys; from l2rebound import Config, kernel; "
-              "from l2rebound.experiments import run_experiment; "
-              "r = run_experiment(Config(**json.loads(sys.argv[1]))); "
-              "print(json.dumps([kernel.fast_path('float64'), r.metrics['l2'].tolist(), "
-              "r.metrics['train_loss'].tolist()]))")
-    path, l2, loss = _last_json(_python(script, json.dumps(fields), L2REBOUND_KERNEL="0"))
+    path, l2, loss = _through_xla(fields)
     assert path == "xla"
     mine = run_experiment(Config(**fields))
     np.testing.assert_allclose(mine.metrics["l2"], l2, rtol=1e-12)
@@ -299,12 +305,7 @@ def test_float32_exact_start_stays_on_its_teacher():
     result = run_experiment(Config(**fields))
     assert result.manifest["fast_path"] == kernel.fast_path("float32")
     assert not np.any(result.metrics["l2"]) and not np.any(result.metrics["train_loss"])
-    script = ("import json, sys; from l2rebound import Config, kernel; "
-              "from l2rebound.experiments import run_experiment; "
-              "r = run_experiment(Config(**json.loads(sys.argv[1]))); "
-              "print(json.dumps([kernel.fast_path('float32'), r.metrics['l2'].tolist(), "
-              "r.metrics['train_loss'].tolist()]))")
-    path, l2, loss = _last_json(_python(script, json.dumps(fields), L2REBOUND_KERNEL="0"))
+    path, l2, loss = _through_xla(fields)
     assert path == "xla" and not np.any(l2) and not np.any(loss)
 
 

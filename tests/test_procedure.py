@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import InterruptAt
+from conftest import InterruptAt, progress_around
 
 from l2rebound import Config
 from l2rebound.config import example
@@ -400,20 +400,9 @@ def test_the_procedures_progress_ends_after_its_alignment(monkeypatch):
     show 100 % while they are aligned, and every unit is counted once."""
     from l2rebound.kinds.procedure import engine
 
-    events, units = [], []
-    real = engine.aligned_students
-
-    def recorded(*args, **kwargs):
-        events.append("align")
-        return real(*args, **kwargs)
-
-    def progress(n):
-        events.append("progress")
-        units.append(n)
-
-    monkeypatch.setattr(engine, "aligned_students", recorded)
     config = example("procedure")
     with jax.enable_x64(True):
-        engine.run(config, on_progress=progress)
+        events, units = progress_around(monkeypatch, engine, "aligned_students",
+                                        lambda progress: engine.run(config, on_progress=progress))
     assert "align" in events and events[-1] == "progress" and events.index("align") == len(events) - 2
     assert sum(units) == kind("procedure").result_type().run_epochs(config)
